@@ -1,0 +1,125 @@
+"""SQS record -> the events it carries and their routing.
+
+Accepted message bodies (architecture contract):
+
+* one server event (a JSON object with ``event_name``);
+* ``{"data": [events], "pixel_id"?, "test_event_code"?}`` (the shape Meta documents);
+* either of those in an EventBridge event's ``detail``;
+* either of those (or an EventBridge event) in an SNS notification's ``Message`` (raw delivery off).
+
+SQS message attributes ``pixel_id`` and ``test_event_code`` override what the body says; so do the
+SNS notification's ``MessageAttributes`` of the same names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from capi_relay.model import InboundMessage
+
+_PIXEL_RE = re.compile(r"^\d{1,32}$")
+MAX_EVENTS_PER_MESSAGE = 10_000
+_MAX_UNWRAP = 3
+
+
+class EnvelopeError(ValueError):
+    """The body cannot be turned into events. ``reason`` is a stable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _attr(attributes: Mapping[str, Any] | None, name: str) -> str | None:
+    """Read a string SQS message attribute (``stringValue``) or SNS one (``Value``)."""
+    if not isinstance(attributes, Mapping):
+        return None
+    entry = attributes.get(name)
+    if not isinstance(entry, Mapping):
+        return None
+    value = entry.get("stringValue", entry.get("Value"))
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def _routing_value(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise EnvelopeError("invalid_routing", f"{key} must be a string")
+    return value.strip() or None
+
+
+def _unwrap(body: Any, depth: int) -> InboundMessage:
+    if depth > _MAX_UNWRAP:
+        raise EnvelopeError("unknown_shape", "too many nested envelopes")
+    if not isinstance(body, dict):
+        raise EnvelopeError("unknown_shape", f"message body is a JSON {type(body).__name__}, not an object")
+
+    if body.get("Type") == "Notification" and "TopicArn" in body and "Message" in body:
+        raw = body["Message"]
+        if not isinstance(raw, str):
+            raise EnvelopeError("unknown_shape", "SNS Message is not a string")
+        try:
+            inner_body = json.loads(raw)
+        except ValueError:
+            raise EnvelopeError("body_not_json", "SNS Message is not JSON") from None
+        inner = _unwrap(inner_body, depth + 1)
+        inner.shape = "sns" if inner.shape in ("event", "data") else inner.shape
+        attrs = body.get("MessageAttributes")
+        inner.pixel_id = _attr(attrs, "pixel_id") or inner.pixel_id
+        inner.test_event_code = _attr(attrs, "test_event_code") or inner.test_event_code
+        return inner
+
+    if "detail-type" in body and "detail" in body:
+        inner = _unwrap(body["detail"], depth + 1)
+        inner.shape = "eventbridge"
+        return inner
+
+    if "data" in body:
+        data = body["data"]
+        if not isinstance(data, list):
+            raise EnvelopeError("unknown_shape", "'data' must be a list of events")
+        if not data:
+            raise EnvelopeError("empty_data", "'data' is an empty list")
+        if len(data) > MAX_EVENTS_PER_MESSAGE:
+            raise EnvelopeError(
+                "too_many_events", f"{len(data)} events in one message (max {MAX_EVENTS_PER_MESSAGE})"
+            )
+        return InboundMessage(
+            events=list(data),
+            pixel_id=_routing_value(body, "pixel_id"),
+            test_event_code=_routing_value(body, "test_event_code"),
+            shape="data",
+        )
+
+    if "event_name" in body:
+        return InboundMessage(events=[body], shape="event")
+
+    raise EnvelopeError(
+        "unknown_shape", "expected a server event, {'data': [...]}, an EventBridge event or an SNS notification"
+    )
+
+
+def parse_body(body: str | None, message_attributes: Mapping[str, Any] | None = None) -> InboundMessage:
+    """Unwrap one SQS message body. Raises :class:`EnvelopeError` for anything unusable."""
+    if not isinstance(body, str) or not body.strip():
+        raise EnvelopeError("empty_body", "message body is empty")
+    try:
+        decoded = json.loads(body)
+    except (ValueError, RecursionError):
+        raise EnvelopeError("body_not_json", "message body is not valid JSON") from None
+    message = _unwrap(decoded, 0)
+    message.pixel_id = _attr(message_attributes, "pixel_id") or message.pixel_id
+    message.test_event_code = _attr(message_attributes, "test_event_code") or message.test_event_code
+    if message.pixel_id is not None and not _PIXEL_RE.match(message.pixel_id):
+        raise EnvelopeError("invalid_pixel_id", "pixel_id must be numeric")
+    return message

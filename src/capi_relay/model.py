@@ -1,0 +1,55 @@
+"""Plain data types shared by the pipeline stages. No I/O, no third-party imports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+JSONDict = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why an event or a record cannot be sent. ``reason`` is a stable machine-readable code."""
+
+    reason: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class InboundMessage:
+    """One SQS message body, unwrapped: the events it carries and where they should go."""
+
+    events: list[Any]
+    pixel_id: str | None = None
+    test_event_code: str | None = None
+    shape: str = "event"  # event | data | eventbridge | sns
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """One value removed during normalization: field name and reason, never the value."""
+
+    field: str
+    reason: str
+
+
+@dataclass(slots=True)
+class Prepared:
+    """An event ready to POST, plus the counters its preparation produced."""
+
+    event: JSONDict
+    drops: list[Drop] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. "event_time_ms", "event_time_clamped"
+    match_keys: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One prepared event bound to the SQS record it came from and to its destination."""
+
+    message_id: str
+    position: int
+    pixel_id: str
+    test_event_code: str | None
+    event: JSONDict

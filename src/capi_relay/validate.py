@@ -1,0 +1,265 @@
+"""Event-level rules: turn one raw server event into a :class:`Prepared` event or a :class:`Rejection`.
+
+An invalid event is never sent (one invalid event makes Meta reject the whole request). Pure: the caller
+passes ``now`` and the settings; nothing here reads the clock or the environment.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from capi_relay.model import Drop, Prepared, Rejection
+from capi_relay.normalize import is_fb_cookie, normalize_user_data
+from capi_relay.settings import NormalizationSettings
+
+ACTION_SOURCES = frozenset(
+    {"email", "website", "app", "phone_call", "chat", "physical_store", "system_generated",
+     "business_messaging", "other"}
+)  # fmt: skip
+KNOWN_EVENT_KEYS = frozenset(
+    {
+        "event_name", "event_time", "user_data", "custom_data", "event_source_url", "opt_out", "event_id",
+        "action_source", "data_processing_options", "data_processing_options_country",
+        "data_processing_options_state", "referrer_url", "customer_segmentation", "original_event_data",
+        "app_data", "messaging_channel", "advanced_measurement_table", "attribution_data",
+        "messaging_outcome_data",
+    }
+)  # fmt: skip
+MS_THRESHOLD = 10**11
+MAX_AGE_S = 7 * 86_400
+MAX_AGE_PHYSICAL_STORE_S = 62 * 86_400
+MAX_FUTURE_SKEW_S = 300
+_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
+# Customer-information sets Meta rejects on their own (subcode 2804050).
+_REJECTED_SETS = (
+    frozenset({"ct", "country", "st", "zp", "ge", "client_user_agent"}),
+    frozenset({"db", "client_user_agent"}),
+    frozenset({"fn", "ge"}),
+    frozenset({"ln", "ge"}),
+)
+# Keys that identify a person on their own (ignoring IP/UA which only count together).
+MATCH_KEYS = ("em", "ph", "external_id", "fbc", "fbp")
+
+REASONS = (
+    "not_an_object", "missing_event_name", "missing_event_time", "invalid_event_time", "event_too_old",
+    "event_in_future", "missing_action_source", "invalid_action_source", "website_missing_event_source_url",
+    "website_missing_user_agent", "app_missing_app_data", "missing_user_data", "no_usable_identifier",
+    "insufficient_customer_information", "invalid_custom_data", "invalid_value", "invalid_currency",
+    "missing_currency", "invalid_contents", "invalid_data_processing_options", "invalid_event_id",
+)  # fmt: skip
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.rejection = Rejection(reason, detail)
+
+
+def _event_time(raw: Any, action_source: str, now: int, notes: list[str]) -> int:
+    if raw is None:
+        raise _Reject("missing_event_time", "event_time is required (Unix seconds)")
+    if isinstance(raw, str):
+        try:
+            raw = float(raw.strip())
+        except ValueError:
+            raise _Reject("invalid_event_time", "event_time must be a Unix timestamp") from None
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw) or raw <= 0:
+        raise _Reject("invalid_event_time", "event_time must be a positive Unix timestamp")
+    if raw >= MS_THRESHOLD:
+        raw = raw / 1000
+        notes.append("event_time_ms")
+    ts = int(raw)
+    max_age = MAX_AGE_PHYSICAL_STORE_S if action_source == "physical_store" else MAX_AGE_S
+    if ts < now - max_age:
+        raise _Reject("event_too_old", f"event_time is more than {max_age // 86_400} days old")
+    if ts > now:
+        if ts - now > MAX_FUTURE_SKEW_S:
+            raise _Reject("event_in_future", "event_time is more than 5 minutes in the future")
+        ts = now
+        notes.append("event_time_clamped")
+    return ts
+
+
+def _number(raw: Any) -> float | int | None:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int | float):
+        return raw if math.isfinite(raw) else None
+    if isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            return None
+        if not math.isfinite(value):
+            return None
+        return int(value) if value.is_integer() and "." not in raw else value
+    return None
+
+
+def _custom_data(raw: Any, event_name: str) -> dict[str, Any] | None:
+    if raw is None:
+        if event_name == "Purchase":
+            raise _Reject("invalid_value", "Purchase needs custom_data.value and currency")
+        return None
+    if not isinstance(raw, dict):
+        raise _Reject("invalid_custom_data", "custom_data must be an object")
+    out = dict(raw)
+    if "value" in out and out["value"] is not None:
+        value = _number(out["value"])
+        if value is None:
+            raise _Reject("invalid_value", "custom_data.value must be numeric")
+        out["value"] = value
+    elif event_name == "Purchase":
+        raise _Reject("invalid_value", "Purchase needs custom_data.value")
+    currency = out.get("currency")
+    if currency is not None:
+        if not isinstance(currency, str) or not _CURRENCY_RE.match(currency.strip()):
+            raise _Reject("invalid_currency", "currency must be a 3-letter ISO 4217 code")
+        out["currency"] = currency.strip().lower()
+    elif event_name == "Purchase":
+        raise _Reject("missing_currency", "Purchase needs custom_data.currency")
+    contents = out.get("contents")
+    if contents is not None:
+        if not isinstance(contents, list):
+            raise _Reject("invalid_contents", "contents must be a list")
+        for item in contents:
+            if not isinstance(item, dict) or item.get("id") in (None, "") or "quantity" not in item:
+                raise _Reject("invalid_contents", "each contents item needs id and quantity")
+            quantity = item["quantity"]
+            if isinstance(quantity, bool) or not isinstance(quantity, int):
+                raise _Reject("invalid_contents", "contents quantity must be an integer")
+    return out
+
+
+def _data_processing(event: dict[str, Any]) -> None:
+    options = event.get("data_processing_options")
+    if options is None:
+        for key in ("data_processing_options_country", "data_processing_options_state"):
+            if key in event:
+                raise _Reject("invalid_data_processing_options", f"{key} without data_processing_options")
+        return
+    if options not in ([], ["LDU"]):
+        raise _Reject("invalid_data_processing_options", 'data_processing_options must be [] or ["LDU"]')
+    country = event.get("data_processing_options_country")
+    state = event.get("data_processing_options_state")
+    if country is not None and (isinstance(country, bool) or country not in (0, 1)):
+        raise _Reject("invalid_data_processing_options", "data_processing_options_country must be 0 or 1")
+    if state is not None and (isinstance(state, bool) or state not in (0, 1000)):
+        raise _Reject("invalid_data_processing_options", "data_processing_options_state must be 0 or 1000")
+
+
+def _derive_fbc(event: dict[str, Any], user_data: dict[str, Any], event_time: int, notes: list[str]) -> None:
+    if "fbc" in user_data:
+        return
+    url = event.get("event_source_url")
+    if not isinstance(url, str) or "fbclid=" not in url:
+        return
+    try:
+        values = parse_qs(urlsplit(url).query).get("fbclid")
+    except ValueError:
+        return
+    if values and values[0]:
+        candidate = f"fb.1.{event_time * 1000}.{values[0]}"
+        if is_fb_cookie(candidate):
+            user_data["fbc"] = candidate
+            notes.append("fbc_derived")
+
+
+def match_key_count(user_data: dict[str, Any]) -> int:
+    count = sum(1 for key in MATCH_KEYS if key in user_data)
+    if "client_ip_address" in user_data and "client_user_agent" in user_data:
+        count += 1
+    return count
+
+
+def prepare_event(raw: Any, settings: NormalizationSettings, now: int) -> Prepared | Rejection:
+    """Normalize, hash and validate one server event."""
+    try:
+        return _prepare(raw, settings, now)
+    except _Reject as exc:
+        return exc.rejection
+
+
+def _prepare(raw: Any, settings: NormalizationSettings, now: int) -> Prepared:
+    if not isinstance(raw, dict):
+        raise _Reject("not_an_object", "an event must be a JSON object")
+    drops: list[Drop] = []
+    notes: list[str] = []
+    event: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in KNOWN_EVENT_KEYS:
+            event[key] = value
+        else:
+            drops.append(Drop("event", "unknown_key"))
+
+    name = event.get("event_name")
+    if not isinstance(name, str) or not name.strip():
+        raise _Reject("missing_event_name", "event_name must be a non-empty string")
+    event["event_name"] = name = name.strip()
+
+    source = event.get("action_source")
+    if source is None:
+        raise _Reject("missing_action_source", "action_source is required")
+    if not isinstance(source, str) or source.strip() not in ACTION_SOURCES:
+        raise _Reject("invalid_action_source", f"action_source must be one of {sorted(ACTION_SOURCES)}")
+    event["action_source"] = source = source.strip()
+
+    event_time = _event_time(event.get("event_time"), source, now, notes)
+    event["event_time"] = event_time
+
+    if "event_id" in event:
+        event_id = event["event_id"]
+        if isinstance(event_id, int) and not isinstance(event_id, bool):
+            event_id = str(event_id)
+        if event_id is None:
+            del event["event_id"]
+        elif not isinstance(event_id, str) or not event_id.strip():
+            raise _Reject("invalid_event_id", "event_id must be a non-empty string")
+        else:
+            event["event_id"] = event_id.strip()
+
+    if "user_data" not in event or event["user_data"] is None:
+        raise _Reject("missing_user_data", "user_data is required")
+    if not isinstance(event["user_data"], dict):
+        raise _Reject("missing_user_data", "user_data must be an object")
+    today = datetime.fromtimestamp(now, UTC).date()
+    user_data, field_drops = normalize_user_data(event["user_data"], settings, today)
+    drops.extend(field_drops)
+    _derive_fbc(event, user_data, event_time, notes)
+    event["user_data"] = user_data
+
+    if source == "website":
+        url = event.get("event_source_url")
+        if not isinstance(url, str) or not url.strip():
+            raise _Reject("website_missing_event_source_url", "website events need event_source_url")
+        if "client_user_agent" not in user_data:
+            raise _Reject("website_missing_user_agent", "website events need user_data.client_user_agent")
+    if source == "app":
+        app_data = event.get("app_data")
+        if (
+            not isinstance(app_data, dict)
+            or "advertiser_tracking_enabled" not in app_data
+            or not isinstance(app_data.get("extinfo"), list)
+        ):
+            raise _Reject("app_missing_app_data", "app events need app_data.advertiser_tracking_enabled, extinfo")
+
+    if not user_data:
+        raise _Reject("no_usable_identifier", "no user_data value survived normalization")
+    keys = frozenset(user_data)
+    if any(keys <= rejected for rejected in _REJECTED_SETS):
+        raise _Reject(
+            "insufficient_customer_information",
+            "user_data holds only a combination Meta rejects (subcode 2804050)",
+        )
+
+    custom = _custom_data(event.get("custom_data"), name)
+    if custom is None:
+        event.pop("custom_data", None)
+    else:
+        event["custom_data"] = custom
+    _data_processing(event)
+    return Prepared(event=event, drops=drops, notes=notes, match_keys=match_key_count(user_data))
