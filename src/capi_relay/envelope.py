@@ -91,9 +91,7 @@ def _unwrap(body: Any, depth: int) -> InboundMessage:
         if not data:
             raise EnvelopeError("empty_data", "'data' is an empty list")
         if len(data) > MAX_EVENTS_PER_MESSAGE:
-            raise EnvelopeError(
-                "too_many_events", f"{len(data)} events in one message (max {MAX_EVENTS_PER_MESSAGE})"
-            )
+            raise EnvelopeError("too_many_events", f"{len(data)} events in one message (max {MAX_EVENTS_PER_MESSAGE})")
         return InboundMessage(
             events=list(data),
             pixel_id=_routing_value(body, "pixel_id"),
@@ -105,7 +103,8 @@ def _unwrap(body: Any, depth: int) -> InboundMessage:
         return InboundMessage(events=[body], shape="event")
 
     raise EnvelopeError(
-        "unknown_shape", "expected a server event, {'data': [...]}, an EventBridge event or an SNS notification"
+        "unknown_shape",
+        "expected a server event, {'data': [...]}, an EventBridge event or an SNS notification",
     )
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import re
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any
 
 from capi_relay.model import Drop
@@ -87,9 +89,7 @@ def norm_em(value: str, ctx: _Ctx) -> str:
 # --------------------------------------------------------------------------------------------- ph
 _EXT_RE = re.compile(r"(?i)\s*(?:(?:ext|extension)\b\.?|x|#).*$")
 _PH_ALLOWED_RE = re.compile(r"^[\d\s().\-/+]*$")
-_NANP_REGIONS = frozenset(
-    "US CA AG AI AS BB BM BS DM DO GD GU JM KN KY LC MP MS PR SX TC TT VC VG VI".split()
-)
+_NANP_REGIONS = frozenset("US CA AG AI AS BB BM BS DM DO GD GU JM KN KY LC MP MS PR SX TC TT VC VG VI".split())
 
 
 def norm_ph(value: str, ctx: _Ctx) -> str:
@@ -107,10 +107,7 @@ def norm_ph(value: str, ctx: _Ctx) -> str:
         international = compact[2:].lstrip("0")
     elif compact.startswith("011") and ctx.region in _NANP_REGIONS:
         international = compact[3:].lstrip("0")
-    if international is not None:
-        digits = international
-    else:
-        digits = _national_to_e164(compact, ctx.region)
+    digits = international if international is not None else _national_to_e164(compact, ctx.region)
     if not digits.isdigit() or not 7 <= len(digits) <= 15:
         raise Invalid("invalid_phone")
     return digits
@@ -268,9 +265,9 @@ def norm_st(value: str, ctx: _Ctx) -> str:
 # --------------------------------------------------------------------------------------------- zp
 def norm_zp(value: str, ctx: _Ctx) -> str:
     v = _WS_RE.sub("", value.lower()).split("-", 1)[0]
-    if ctx.country == "us" or (ctx.country is None and len(v) == 9 and v.isdigit()):
-        if len(v) >= 5 and v[:5].isdigit():
-            v = v[:5]
+    us_rule = ctx.country == "us" or (ctx.country is None and len(v) == 9 and v.isdigit())
+    if us_rule and len(v) >= 5 and v[:5].isdigit():
+        v = v[:5]
     if len(v) < 2:
         raise Invalid("invalid_zip")
     return v
@@ -351,14 +348,14 @@ def _as_text(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Invalid("bad_type")
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise Invalid("bad_type")
         if value.is_integer():
             return str(int(value))
     return str(value)
 
 
-def hash_value(field: str, value: Any, ctx: _Ctx) -> str:
+def hash_value(field: str, value: Any, *, ctx: _Ctx) -> str:
     """Normalize one value of a hashed field and return what is sent (a hash). Raises :class:`Invalid`."""
     text = _nfc(_as_text(value)).strip()
     if not text:
@@ -454,9 +451,9 @@ def normalize_user_data(
         if raw is None:
             continue
         if key in _RULES:
-            result = _normalize_field(key, raw, lambda v, k=key: hash_value(k, v, ctx), drops)
+            result = _normalize_field(key, raw, partial(hash_value, key, ctx=ctx), drops)
         else:
-            result = _normalize_field(key, raw, lambda v, k=key: _plain_value(k, v), drops)
+            result = _normalize_field(key, raw, partial(_plain_value, key), drops)
         if result is not None:
             out[key] = result
     return out, drops

@@ -92,8 +92,8 @@ class SecretsManagerTokenProvider:
 
     def _fetch(self, force: bool) -> str | bytes:
         if self._provider is None:
-            from botocore.config import Config  # noqa: PLC0415 -- boto3 is imported on first use only
             from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415
+            from botocore.config import Config  # noqa: PLC0415 -- boto3 is imported on first use only
 
             # Short timeouts and few retries: a stuck Secrets Manager must not eat the invocation.
             config = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 2, "mode": "standard"})

@@ -1,0 +1,3 @@
+from capi_relay.cli import main
+
+raise SystemExit(main())

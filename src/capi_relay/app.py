@@ -1,0 +1,31 @@
+"""Composition root: the one place that chooses the concrete outbound I/O (Graph client, token provider)."""
+
+from __future__ import annotations
+
+from capi_relay.delivery import Deliverer, DeliveryConfig
+from capi_relay.graph import GraphClient
+from capi_relay.relay import Relay
+from capi_relay.secrets import SecretsManagerTokenProvider
+from capi_relay.settings import Settings
+
+
+def delivery_config(settings: Settings) -> DeliveryConfig:
+    return DeliveryConfig(
+        max_events_per_request=settings.max_events_per_request,
+        max_request_bytes=settings.max_request_bytes,
+        concurrency=settings.http_concurrency,
+        max_attempts=settings.max_attempts,
+        request_timeout_s=settings.connect_timeout_s + settings.read_timeout_s,
+    )
+
+
+def build_relay(settings: Settings) -> Relay:
+    client = GraphClient(
+        settings.graph_api_url,
+        settings.graph_api_version,
+        connect_timeout_s=settings.connect_timeout_s,
+        read_timeout_s=settings.read_timeout_s,
+        max_connections=settings.http_concurrency,
+    )
+    tokens = SecretsManagerTokenProvider(settings.access_token_secret_id, settings.secret_max_age_s)
+    return Relay(settings, Deliverer(client, tokens, delivery_config(settings)))

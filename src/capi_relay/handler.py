@@ -1,0 +1,25 @@
+"""Lambda entry point: wiring only. Handler path: ``capi_relay.handler.lambda_handler``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from capi_relay.app import build_relay
+from capi_relay.settings import get_settings
+from capi_relay.telemetry import publish
+
+logger = Logger()
+metrics = Metrics()
+settings = get_settings()  # validated once, at cold start: a bad configuration fails INIT loudly
+relay = build_relay(settings)
+
+
+@metrics.log_metrics(capture_cold_start_metric=True)
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    summary = relay.process(event, context.get_remaining_time_in_millis)
+    publish(metrics, summary, production_test_code=settings.is_production and bool(settings.test_event_code))
+    return summary.response
