@@ -1,0 +1,71 @@
+# capi-relay -- one target per gate. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY_VERSION := $(shell cat .python-version)
+PYTHON_BOOT ?= python3.13
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+export SAM_CLI_TELEMETRY := 0
+export PYTHONDONTWRITEBYTECODE := 1
+# sam build needs python3.13 on PATH: put the project venv first.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help venv sam-cli build lint unit integration e2e test demo bench countries clean
+
+help:
+	@echo "make demo   - run the whole flow locally (moto + Graph stand-in + Lambda RIE), print outcomes"
+	@echo "make test   - lint, type-check and run every test (unit, integration, end-to-end)"
+	@echo "make bench  - benchmarks that print numbers"
+	@echo "make build  - sam build (the Lambda artifact in .aws-sam/build)"
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv
+	$(UV) pip install -q --python $(PY) -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+$(SAM_VENV)/.stamp:
+	$(PYTHON_BOOT) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install -q --disable-pip-version-check uv
+	$(SAM_VENV)/bin/uv pip install -q --python $(SAM_VENV)/bin/python aws-sam-cli
+	touch $@
+
+sam-cli: $(SAM_VENV)/.stamp
+
+build: venv sam-cli
+	$(SAM) build --template-file template.yaml
+
+lint: venv sam-cli
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(SAM) validate --lint --template-file template.yaml
+
+unit: venv
+	$(PY) -m pytest tests/unit -q -n 2
+
+integration: venv
+	$(PY) -m pytest tests/integration -q
+
+e2e: build
+	$(PY) -m pytest tests/e2e -q
+
+test: lint unit integration e2e
+
+demo: build
+	$(PY) -m local.demo
+
+bench: build
+	$(PY) -m bench.run_all
+
+countries: venv
+	$(PY) scripts/gen_countries.py > src/capi_relay/_countries.py
+
+clean:
+	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache
