@@ -30,6 +30,7 @@ Run: ``python -m local.graph_standin --port 8089 --token TOKEN [--pixel 123]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import re
@@ -220,7 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 -- silence the default stderr log
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     # ------------------------------------------------------------------------------------- helpers
@@ -292,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
             doc = None
         data = doc.get("data") if isinstance(doc, dict) else None
         events = data if isinstance(data, list) else []
-        event_ids = [e.get("event_id") for e in events if isinstance(e, dict) and isinstance(e.get("event_id"), str)]
+        event_ids = [str(e["event_id"]) for e in events if isinstance(e, dict) and isinstance(e.get("event_id"), str)]
         log = RequestLog(pixel_id, version, len(events), 0, event_ids, authorized, token_in_url, None,
                          doc.get("appsecret_proof") if isinstance(doc, dict) else None,
                          doc.get("test_event_code") if isinstance(doc, dict) else None)  # fmt: skip
@@ -423,7 +424,7 @@ class GraphStandIn:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> GraphStandIn:
         self._thread.start()
@@ -463,10 +464,8 @@ def main() -> None:
     args = parser.parse_args()
     standin = GraphStandIn(set(args.token), set(args.pixel) if args.pixel else None, args.host, args.port)
     print(f"graph stand-in listening on {standin.url}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         standin._server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def check(body: str, now: int | None = None) -> tuple[dict[str, Any], int]:
     data: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     for index, raw in enumerate(message.events):
-        result = prepare_event(raw, settings, now)
+        result = prepare_event(raw, settings, now, default_event_time=now)
         if isinstance(result, Rejection):
             rejected.append({"index": index, "reason": result.reason, "detail": result.detail})
         else:

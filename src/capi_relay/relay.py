@@ -56,6 +56,15 @@ def derived_event_id(message_id: str, position: int) -> str:
     return f"sqs-{message_id}-{position}"
 
 
+def _sent_seconds(attributes: Any) -> int | None:
+    """The SQS ``SentTimestamp`` attribute (epoch milliseconds, a string) in seconds."""
+    raw = attributes.get("SentTimestamp") if isinstance(attributes, dict) else None
+    try:
+        return int(raw) // 1000 if raw is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _is_fifo(records: list[Any]) -> bool:
     for record in records:
         if isinstance(record, dict):
@@ -199,10 +208,11 @@ class Relay:
             record.failure = Failure("no_pixel_id")
             return record
         test_event_code = message.test_event_code or self._settings.test_event_code
+        default_time = _sent_seconds(attrs) or now
         prepared: list[Prepared] = []
         rejection: tuple[int, Rejection] | None = None
         for position, raw_event in enumerate(message.events):
-            result = prepare_event(raw_event, self._settings.normalization, now)
+            result = prepare_event(raw_event, self._settings.normalization, now, default_event_time=default_time)
             if isinstance(result, Rejection):
                 summary.events_rejected[result.reason] += 1
                 if rejection is None:

@@ -59,9 +59,12 @@ class _Reject(Exception):
         self.rejection = Rejection(reason, detail)
 
 
-def _event_time(raw: Any, action_source: str, now: int, notes: list[str]) -> int:
+def _event_time(raw: Any, action_source: str, now: int, notes: list[str], default: int | None) -> int:
     if raw is None:
-        raise _Reject("missing_event_time", "event_time is required (Unix seconds)")
+        if default is None:
+            raise _Reject("missing_event_time", "event_time is required (Unix seconds)")
+        raw = default
+        notes.append("event_time_defaulted")
     if isinstance(raw, str):
         try:
             raw = float(raw.strip())
@@ -176,15 +179,21 @@ def match_key_count(user_data: dict[str, Any]) -> int:
     return count
 
 
-def prepare_event(raw: Any, settings: NormalizationSettings, now: int) -> Prepared | Rejection:
-    """Normalize, hash and validate one server event."""
+def prepare_event(
+    raw: Any, settings: NormalizationSettings, now: int, *, default_event_time: int | None = None
+) -> Prepared | Rejection:
+    """Normalize, hash and validate one server event.
+
+    ``default_event_time`` stands in for a missing ``event_time`` (the relay passes the SQS message's
+    ``SentTimestamp``, or the receive time); without it a missing ``event_time`` is rejected.
+    """
     try:
-        return _prepare(raw, settings, now)
+        return _prepare(raw, settings, now, default_event_time)
     except _Reject as exc:
         return exc.rejection
 
 
-def _prepare(raw: Any, settings: NormalizationSettings, now: int) -> Prepared:
+def _prepare(raw: Any, settings: NormalizationSettings, now: int, default_event_time: int | None) -> Prepared:
     if not isinstance(raw, dict):
         raise _Reject("not_an_object", "an event must be a JSON object")
     drops: list[Drop] = []
@@ -208,7 +217,7 @@ def _prepare(raw: Any, settings: NormalizationSettings, now: int) -> Prepared:
         raise _Reject("invalid_action_source", f"action_source must be one of {sorted(ACTION_SOURCES)}")
     event["action_source"] = source = source.strip()
 
-    event_time = _event_time(event.get("event_time"), source, now, notes)
+    event_time = _event_time(event.get("event_time"), source, now, notes, default_event_time)
     event["event_time"] = event_time
 
     if "event_id" in event:
