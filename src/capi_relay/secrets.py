@@ -61,7 +61,7 @@ def parse_secret(raw: str | bytes, pixel_id: str) -> Credentials:
     text = text.strip()
     if not text:
         raise SecretError("secret_malformed", "the secret is empty")
-    if not text.startswith("{"):
+    if not text.startswith(("{", "[")):
         return Credentials(access_token=text)
     try:
         doc = json.loads(text)

@@ -1,0 +1,45 @@
+"""In-process fakes for unit tests only (integration tests use the real stand-in and moto)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from capi_relay.graph import GraphReply
+from capi_relay.secrets import Credentials
+
+
+class FakeTokens:
+    def __init__(self, token: str = "unit-token") -> None:
+        self.token = token
+        self.calls: list[tuple[str, bool]] = []
+
+    def get(self, pixel_id: str, *, force_refresh: bool = False) -> Credentials:
+        self.calls.append((pixel_id, force_refresh))
+        return Credentials(self.token)
+
+
+class FakeSender:
+    """Accepts everything unless ``behaviour`` says otherwise; records every request."""
+
+    def __init__(self, behaviour: Callable[[str, list[dict[str, Any]]], GraphReply | Exception] | None = None):
+        self.behaviour = behaviour
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+
+    def send(self, pixel_id: str, body: bytes, credentials: Credentials, timeout_s: float | None = None) -> GraphReply:
+        doc = json.loads(body)
+        with self._lock:
+            self.requests.append((pixel_id, doc))
+        if self.behaviour is not None:
+            result = self.behaviour(pixel_id, doc["data"])
+            if isinstance(result, Exception):
+                raise result
+            return result
+        return GraphReply(len(doc["data"]), "trace", 1.0)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [e for _, doc in self.requests for e in doc["data"]]

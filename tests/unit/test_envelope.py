@@ -1,0 +1,116 @@
+"""Envelope parsing: every message shape in the contract, overrides, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from capi_relay.envelope import MAX_EVENTS_PER_MESSAGE, EnvelopeError, parse_body
+
+EVENT = {"event_name": "Lead", "action_source": "system_generated", "user_data": {"em": "a@example.com"}}
+
+
+def sqs_attr(value: str) -> dict[str, Any]:
+    return {"stringValue": value, "dataType": "String"}
+
+
+def eventbridge(detail: Any) -> dict[str, Any]:
+    return {
+        "version": "0", "id": "b3c1", "detail-type": "Conversion", "source": "shop", "account": "123456789012",
+        "time": "2026-11-26T10:00:00Z", "region": "eu-west-1", "resources": [], "detail": detail,
+    }  # fmt: skip
+
+
+def sns(message: Any, attributes: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "Type": "Notification", "MessageId": "m-1", "TopicArn": "arn:aws:sns:eu-west-1:123456789012:conv",
+        "Message": json.dumps(message), "Timestamp": "2026-11-26T10:00:00Z", "SignatureVersion": "1",
+    }  # fmt: skip
+    if attributes:
+        doc["MessageAttributes"] = attributes
+    return doc
+
+
+def test_single_event_body() -> None:
+    message = parse_body(json.dumps(EVENT))
+    assert message.events == [EVENT]
+    assert message.shape == "event"
+    assert message.pixel_id is None
+
+
+def test_data_body_with_routing() -> None:
+    body = {"data": [EVENT, EVENT], "pixel_id": "42", "test_event_code": "TEST1"}
+    message = parse_body(json.dumps(body))
+    assert len(message.events) == 2
+    assert (message.pixel_id, message.test_event_code, message.shape) == ("42", "TEST1", "data")
+
+
+def test_numeric_pixel_id_in_body_is_accepted_as_string() -> None:
+    assert parse_body(json.dumps({"data": [EVENT], "pixel_id": 42})).pixel_id == "42"
+
+
+@pytest.mark.parametrize("inner", [EVENT, {"data": [EVENT], "pixel_id": "7"}])
+def test_eventbridge_envelope(inner: dict[str, Any]) -> None:
+    message = parse_body(json.dumps(eventbridge(inner)))
+    assert message.events == [EVENT]
+    assert message.shape == "eventbridge"
+
+
+@pytest.mark.parametrize("inner", [EVENT, {"data": [EVENT]}, eventbridge(EVENT)])
+def test_sns_envelope(inner: dict[str, Any]) -> None:
+    message = parse_body(json.dumps(sns(inner)))
+    assert message.events == [EVENT]
+    assert message.shape in ("sns", "eventbridge")
+
+
+def test_sns_message_attributes_override() -> None:
+    body = sns({"data": [EVENT], "pixel_id": "1"}, {"pixel_id": {"Type": "String", "Value": "2"}})
+    assert parse_body(json.dumps(body)).pixel_id == "2"
+
+
+def test_sqs_message_attributes_override_body() -> None:
+    body = json.dumps({"data": [EVENT], "pixel_id": "1", "test_event_code": "A"})
+    message = parse_body(body, {"pixel_id": sqs_attr("9"), "test_event_code": sqs_attr("B")})
+    assert (message.pixel_id, message.test_event_code) == ("9", "B")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (None, "empty_body"),
+        ("", "empty_body"),
+        ("   ", "empty_body"),
+        ("{not json", "body_not_json"),
+        ("[1, 2]", "unknown_shape"),
+        ('"a string"', "unknown_shape"),
+        ("{}", "unknown_shape"),
+        ('{"data": {}}', "unknown_shape"),
+        ('{"data": []}', "empty_data"),
+        ('{"data": [{}], "pixel_id": ["x"]}', "invalid_routing"),
+        ('{"data": [{}], "pixel_id": "abc"}', "invalid_pixel_id"),
+        (json.dumps({"Type": "Notification", "TopicArn": "t", "Message": "{oops"}), "body_not_json"),
+        (json.dumps({"Type": "Notification", "TopicArn": "t", "Message": 5}), "unknown_shape"),
+        ("[" * 100_000 + "]" * 100_000, "body_not_json"),
+    ],
+)
+def test_unusable_bodies_have_a_reason(body: str | None, reason: str) -> None:
+    with pytest.raises(EnvelopeError) as info:
+        parse_body(body)
+    assert info.value.reason == reason
+
+
+def test_too_many_events_in_one_message() -> None:
+    with pytest.raises(EnvelopeError) as info:
+        parse_body(json.dumps({"data": [EVENT] * (MAX_EVENTS_PER_MESSAGE + 1)}))
+    assert info.value.reason == "too_many_events"
+
+
+def test_nesting_is_bounded() -> None:
+    body: Any = EVENT
+    for _ in range(5):
+        body = eventbridge(body)
+    with pytest.raises(EnvelopeError) as info:
+        parse_body(json.dumps(body))
+    assert info.value.reason == "unknown_shape"
