@@ -20,7 +20,12 @@ from capi_relay.validate import prepare_event
 
 
 def check(body: str, now: int | None = None) -> tuple[dict[str, Any], int]:
-    """Return the check document and the exit code for one message body. Raises EnvelopeError."""
+    """Return the check document and the exit code for one message body. Raises EnvelopeError.
+
+    Each ``rejected`` entry is ``{"index", "reason"}`` (the architecture contract); the human-readable
+    detail of a rejection goes to stderr in :func:`main`, never to the JSON document. A missing
+    ``event_time`` is defaulted to ``now``, as the relay defaults it to the message's SentTimestamp.
+    """
     settings = normalization_settings_from_env()
     message = parse_body(body)
     now = int(time.time()) if now is None else now
@@ -29,7 +34,8 @@ def check(body: str, now: int | None = None) -> tuple[dict[str, Any], int]:
     for index, raw in enumerate(message.events):
         result = prepare_event(raw, settings, now, default_event_time=now)
         if isinstance(result, Rejection):
-            rejected.append({"index": index, "reason": result.reason, "detail": result.detail})
+            rejected.append({"index": index, "reason": result.reason})
+            print(f"capi-relay: event {index} rejected: {result.reason}: {result.detail}", file=sys.stderr)
         else:
             data.append(result.event)
     return {"data": data, "rejected": rejected}, (1 if rejected else 0)

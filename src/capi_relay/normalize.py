@@ -41,10 +41,11 @@ PLAIN_FIELDS = (
 )
 KNOWN_FIELDS = frozenset(HASHED_FIELDS + PLAIN_FIELDS)
 
-_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
-_PB_HASH_RE = re.compile(r"^[0-9a-fA-F]{64}\.(?:[A-Za-z0-9_-]{2}|[A-Za-z0-9_-]{8})$")
-_MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
-_FB_COOKIE_RE = re.compile(r"^fb\.\d\.\d{10,13}\.[A-Za-z0-9_-]+(?:\.(?:[A-Za-z0-9_-]{2}|[A-Za-z0-9_-]{8}))?$")
+_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
+_PB_HASH_RE = re.compile(r"[0-9a-fA-F]{64}\.(?:[A-Za-z0-9_-]{2}|[A-Za-z0-9_-]{8})")
+_MD5_RE = re.compile(r"[0-9a-fA-F]{32}")
+# ASCII classes and fullmatch() everywhere: ``\d`` would accept Arabic-Indic digits, ``$`` a trailing newline.
+_FB_COOKIE_RE = re.compile(r"fb\.[0-9]\.[0-9]{10,13}\.[A-Za-z0-9_-]+(?:\.(?:[A-Za-z0-9_-]{2}|[A-Za-z0-9_-]{8}))?")
 _WS_RE = re.compile(r"\s")
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
@@ -88,16 +89,31 @@ def norm_em(value: str, ctx: _Ctx) -> str:
 
 # --------------------------------------------------------------------------------------------- ph
 _EXT_RE = re.compile(r"(?i)\s*(?:(?:ext|extension)\b\.?|x|#).*$")
-_PH_ALLOWED_RE = re.compile(r"^[\d\s().\-/+]*$")
+_PH_ALLOWED_RE = re.compile(r"[0-9\s().\-/+]*")
+_PH_SEPARATORS_RE = re.compile(r"[\s().\-/]")
 _NANP_REGIONS = frozenset("US CA AG AI AS BB BM BS DM DO GD GU JM KN KY LC MP MS PR SX TC TT VC VG VI".split())
 
 
+def _ascii_digits(text: str) -> str:
+    """Any Unicode decimal digit (Arabic-Indic, full-width ...) -> ASCII, and the full-width plus -> "+": a
+    phone typed on a phone keyboard is still a phone number, and the hash must be of ASCII digits."""
+    out = []
+    for ch in text:
+        if ch <= "\x7f":
+            out.append(ch)
+            continue
+        digit = unicodedata.decimal(ch, None)
+        out.append("+" if ch == "\uff0b" else ch if digit is None else str(digit))
+    return "".join(out)
+
+
 def norm_ph(value: str, ctx: _Ctx) -> str:
-    v = _EXT_RE.sub("", value).strip()
-    if not v or not _PH_ALLOWED_RE.match(v):
+    v = value if value.isascii() else _ascii_digits(value)
+    v = _EXT_RE.sub("", v).strip()
+    if not v or not _PH_ALLOWED_RE.fullmatch(v):
         raise Invalid("invalid_phone")  # letters (vanity numbers) or other symbols
     v = v.replace("(0)", "")
-    compact = re.sub(r"[\s().\-/]", "", v)
+    compact = _PH_SEPARATORS_RE.sub("", v)
     if "+" in compact[1:]:
         raise Invalid("invalid_phone")
     international: str | None = None
@@ -114,14 +130,20 @@ def norm_ph(value: str, ctx: _Ctx) -> str:
 
 
 def _national_to_e164(digits: str, region: str) -> str:
+    """Country code + national number for a number written without ``+``/``00``.
+
+    A number that is only dialable locally (``555-1212`` in the US: no area code) is dropped rather than
+    sent as ``15551212``, which no one's hash would match. A string that is not a possible national number
+    of ``region`` but is a *valid* number once read as ``+digits`` (Meta's own format, ``447911123456``) is
+    taken as already international.
+    """
     import phonenumbers  # noqa: PLC0415 -- lazy: ~60 ms of import, needed only for national numbers
 
     try:
         number = phonenumbers.parse(digits, region)
     except phonenumbers.NumberParseException:
         raise Invalid("invalid_phone") from None
-    if not phonenumbers.is_possible_number(number):
-        # Already E.164 digits without the '+' (e.g. "447911123456", Meta's own format)?
+    if phonenumbers.is_possible_number_with_reason(number) != phonenumbers.ValidationResult.IS_POSSIBLE:
         try:
             as_intl = phonenumbers.parse("+" + digits, None)
         except phonenumbers.NumberParseException:
@@ -157,9 +179,14 @@ _MONTH_NAMES = (
     "january", "february", "march", "april", "may", "june",
     "july", "august", "september", "october", "november", "december",
 )  # fmt: skip
-_DB_YMD_RE = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})$")
-_DB_NUM3_RE = re.compile(r"^(\d{1,2})([-/.])(\d{1,2})\2(\d{2}|\d{4})$")
+_DB_YMD_RE = re.compile(r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})")
+_DB_NUM3_RE = re.compile(r"(\d{1,2})([-/.])(\d{1,2})\2(\d{2}|\d{4})")
 _DB_WORD_RE = re.compile(r"[a-z]+|\d+")
+# An ISO 8601 date-time ("1990-12-31T00:00:00Z", what many CRMs export): the calendar date is the birth date.
+_DB_ISO_DATETIME_RE = re.compile(
+    r"(\d{4}-\d{1,2}-\d{1,2})[t ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:z|[+-]\d{2}:?\d{2})?"
+)
+_DB_ORDINAL_RE = re.compile(r"(\d)(?:st|nd|rd|th)\b")  # "31st Dec 1990"
 
 
 def _month_number(word: str) -> int | None:
@@ -174,14 +201,16 @@ def _month_number(word: str) -> int | None:
 
 def norm_db(value: str, ctx: _Ctx) -> str:
     v = value.lower().strip()
+    if m := _DB_ISO_DATETIME_RE.fullmatch(v):
+        v = m[1]
     year: int
     month: int
     day: int
-    if len(v) == 8 and v.isdigit():
+    if len(v) == 8 and v.isdecimal():  # isdecimal, not isdigit: int("²") raises
         year, month, day = int(v[:4]), int(v[4:6]), int(v[6:])
-    elif m := _DB_YMD_RE.match(v):
-        year, month, day = int(m[1]), int(m[2]), int(m[3])
-    elif m := _DB_NUM3_RE.match(v):
+    elif m := _DB_YMD_RE.fullmatch(v):
+        year, month, day = int(m[1]), int(m[3]), int(m[4])
+    elif m := _DB_NUM3_RE.fullmatch(v):
         a, b, y = int(m[1]), int(m[3]), m[4]
         if len(y) != 4:
             raise Invalid("two_digit_year")
@@ -197,7 +226,7 @@ def norm_db(value: str, ctx: _Ctx) -> str:
         else:
             month, day = a, b
     else:
-        tokens = _DB_WORD_RE.findall(v)
+        tokens = _DB_WORD_RE.findall(_DB_ORDINAL_RE.sub(r"\1", v))
         words = [t for t in tokens if t.isalpha()]
         numbers = [t for t in tokens if t.isdigit()]
         if len(words) != 1 or len(numbers) != 2:
@@ -305,7 +334,7 @@ def _plain_ip(value: str) -> str:
 
 
 def _plain_fb_cookie(value: str) -> str:
-    if not _FB_COOKIE_RE.match(value):
+    if not _FB_COOKIE_RE.fullmatch(value):
         raise Invalid("invalid_format")
     return value
 
@@ -360,11 +389,11 @@ def hash_value(field: str, value: Any, *, ctx: _Ctx) -> str:
     text = _nfc(_as_text(value)).strip()
     if not text:
         raise Invalid("empty")
-    if _SHA256_RE.match(text):
+    if _SHA256_RE.fullmatch(text):
         return text.lower()
-    if _PB_HASH_RE.match(text):
+    if _PB_HASH_RE.fullmatch(text):
         return text
-    if field != "external_id" and _MD5_RE.match(text):
+    if field != "external_id" and _MD5_RE.fullmatch(text):
         raise Invalid("md5_hash")
     try:
         normalized = _nfc(_RULES[field](text, ctx))
@@ -382,33 +411,57 @@ def normalized_string(field: str, value: Any, settings: NormalizationSettings, c
     text = _nfc(_as_text(value)).strip()
     if not text:
         raise Invalid("empty")
-    return _nfc(_RULES[field](text, ctx))
+    normalized = _nfc(_RULES[field](text, ctx))
+    if not normalized:
+        raise Invalid("empty")
+    return normalized
 
 
 def _plain_value(field: str, value: Any) -> Any:
     if isinstance(value, bool):
         raise Invalid("bad_type")
-    if isinstance(value, int):
-        return value  # fb_login_id / lead_id are integers in Meta's docs
+    check = _PLAIN_CHECKS.get(field)
+    if isinstance(value, int) and check is None and field != "client_user_agent":
+        return value  # fb_login_id / lead_id / page_id ... are integers in Meta's docs: sent as given
     if not isinstance(value, str):
         raise Invalid("bad_type")
     text = value.strip()
     if not text:
         raise Invalid("empty")
-    check = _PLAIN_CHECKS.get(field)
     return check(text) if check else text
+
+
+def _plain_field(field: str, raw: Any, drops: list[Drop]) -> Any:
+    """A never-hashed field takes one value (Meta's UserData types them as scalars). A list is accepted
+    when it holds exactly one distinct valid value (it is unwrapped); several distinct values cannot be
+    sent, so the field is dropped with ``multiple_values``."""
+    if not isinstance(raw, list):
+        try:
+            return _plain_value(field, raw)
+        except Invalid as exc:
+            drops.append(Drop(field, exc.reason))
+            return None
+    values = _normalize_field(field, raw, partial(_plain_value, field), drops)
+    if values is None:
+        return None
+    if len(values) > 1:
+        drops.append(Drop(field, "multiple_values"))
+        return None
+    return values[0]
 
 
 def _normalize_field(field: str, raw: Any, fn: Callable[[Any], Any], drops: list[Drop]) -> Any:
     if isinstance(raw, list):
         out: list[Any] = []
+        seen: set[Any] = set()
         for item in raw:
             try:
                 result = fn(item)
             except Invalid as exc:
                 drops.append(Drop(field, exc.reason))
                 continue
-            if result not in out:
+            if result not in seen:
+                seen.add(result)
                 out.append(result)
         if not out:
             if not raw:
@@ -422,11 +475,31 @@ def _normalize_field(field: str, raw: Any, fn: Callable[[Any], Any], drops: list
         return None
 
 
+_HASHED_COUNTRIES: dict[str, str] = {}
+
+
+def _country_of_hash(text: str) -> str | None:
+    """The alpha-2 code whose SHA-256 is ``text``. A pre-hashed country (what SDK users send) still tells us
+    the phone region and the US ZIP rule: there are only ~250 possible inputs."""
+    if not _HASHED_COUNTRIES:
+        from capi_relay._countries import COUNTRIES  # noqa: PLC0415
+
+        _HASHED_COUNTRIES.update((sha256_hex(code), code) for code in set(COUNTRIES.values()))
+    return _HASHED_COUNTRIES.get(text.lower())
+
+
 def _first_country(raw: Any, ctx: _Ctx) -> str | None:
+    """The event's country for the phone region and the ZIP rule: its first value that names a country."""
     items = raw if isinstance(raw, list) else [raw]
     for item in items:
         try:
-            return norm_country(_nfc(_as_text(item)).strip(), ctx)
+            text = _nfc(_as_text(item)).strip()
+            if _SHA256_RE.fullmatch(text):
+                code = _country_of_hash(text)
+                if code is not None:
+                    return code
+                continue
+            return norm_country(text, ctx)
         except Invalid:
             continue
     return None
@@ -453,11 +526,11 @@ def normalize_user_data(
         if key in _RULES:
             result = _normalize_field(key, raw, partial(hash_value, key, ctx=ctx), drops)
         else:
-            result = _normalize_field(key, raw, partial(_plain_value, key), drops)
+            result = _plain_field(key, raw, drops)
         if result is not None:
             out[key] = result
     return out, drops
 
 
 def is_fb_cookie(value: str) -> bool:
-    return bool(_FB_COOKIE_RE.match(value))
+    return bool(_FB_COOKIE_RE.fullmatch(value))

@@ -33,7 +33,10 @@ MS_THRESHOLD = 10**11
 MAX_AGE_S = 7 * 86_400
 MAX_AGE_PHYSICAL_STORE_S = 62 * 86_400
 MAX_FUTURE_SKEW_S = 300
-_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
+_CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
+# A numeric string as a person or a spreadsheet writes it (ASCII digits, optional sign, fraction, exponent).
+# float() alone would also take "1_000", "nan", "infinity" and Arabic-Indic digits.
+_NUMERIC_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # Customer-information sets Meta rejects on their own (subcode 2804050).
 _REJECTED_SETS = (
     frozenset({"ct", "country", "st", "zp", "ge", "client_user_agent"}),
@@ -50,6 +53,7 @@ REASONS = (
     "website_missing_user_agent", "app_missing_app_data", "missing_user_data", "no_usable_identifier",
     "insufficient_customer_information", "invalid_custom_data", "invalid_value", "invalid_currency",
     "missing_currency", "invalid_contents", "invalid_data_processing_options", "invalid_event_id",
+    "missing_value", "non_finite_number",
 )  # fmt: skip
 
 
@@ -93,20 +97,20 @@ def _number(raw: Any) -> float | int | None:
     if isinstance(raw, int | float):
         return raw if math.isfinite(raw) else None
     if isinstance(raw, str):
-        try:
-            value = float(raw.strip())
-        except ValueError:
+        text = raw.strip()
+        if not _NUMERIC_RE.fullmatch(text):
             return None
+        value = float(text)
         if not math.isfinite(value):
-            return None
-        return int(value) if value.is_integer() and "." not in raw else value
+            return None  # "1e999"
+        return int(value) if value.is_integer() and "." not in text else value
     return None
 
 
 def _custom_data(raw: Any, event_name: str) -> dict[str, Any] | None:
     if raw is None:
         if event_name == "Purchase":
-            raise _Reject("invalid_value", "Purchase needs custom_data.value and currency")
+            raise _Reject("missing_value", "Purchase needs custom_data.value and currency")
         return None
     if not isinstance(raw, dict):
         raise _Reject("invalid_custom_data", "custom_data must be an object")
@@ -117,12 +121,13 @@ def _custom_data(raw: Any, event_name: str) -> dict[str, Any] | None:
             raise _Reject("invalid_value", "custom_data.value must be numeric")
         out["value"] = value
     elif event_name == "Purchase":
-        raise _Reject("invalid_value", "Purchase needs custom_data.value")
+        raise _Reject("missing_value", "Purchase needs custom_data.value")
     currency = out.get("currency")
     if currency is not None:
-        if not isinstance(currency, str) or not _CURRENCY_RE.match(currency.strip()):
+        code = currency.strip().lower() if isinstance(currency, str) else ""
+        if not _CURRENCY_RE.fullmatch(code) or code not in _currencies():
             raise _Reject("invalid_currency", "currency must be a 3-letter ISO 4217 code")
-        out["currency"] = currency.strip().lower()
+        out["currency"] = code
     elif event_name == "Purchase":
         raise _Reject("missing_currency", "Purchase needs custom_data.currency")
     contents = out.get("contents")
@@ -136,6 +141,29 @@ def _custom_data(raw: Any, event_name: str) -> dict[str, Any] | None:
             if isinstance(quantity, bool) or not isinstance(quantity, int):
                 raise _Reject("invalid_contents", "contents quantity must be an integer")
     return out
+
+
+def _currencies() -> frozenset[str]:
+    from capi_relay._countries import CURRENCIES  # noqa: PLC0415 -- generated table, loaded on first use
+
+    return CURRENCIES
+
+
+def _has_non_finite(value: Any) -> bool:
+    """Whether a NaN or an infinity hides anywhere in ``value`` (Python's json accepts ``NaN`` literals and
+    would write them back out, which is not JSON: Meta would reject the whole request). Iterative, so a
+    deeply nested body cannot exhaust the stack."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _data_processing(event: dict[str, Any]) -> None:
@@ -271,4 +299,6 @@ def _prepare(raw: Any, settings: NormalizationSettings, now: int, default_event_
     else:
         event["custom_data"] = custom
     _data_processing(event)
+    if _has_non_finite(event):
+        raise _Reject("non_finite_number", "the event holds NaN or Infinity, which JSON cannot carry")
     return Prepared(event=event, drops=drops, notes=notes, match_keys=match_key_count(user_data))
