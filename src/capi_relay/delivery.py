@@ -119,7 +119,7 @@ def chunk(outbound: Iterable[Outbound], max_events: int, max_bytes: int) -> list
     groups: dict[tuple[str, str | None], list[_Chunk]] = {}
     overhead = 256  # '{"data":[', the tail with test_event_code and appsecret_proof
     for event in outbound:
-        item = _Item(event, encode_event(event.event))
+        item = _Item(event, event.encoded if event.encoded is not None else encode_event(event.event))
         key = (event.pixel_id, event.test_event_code)
         chunks = groups.setdefault(key, [])
         current = chunks[-1] if chunks else None

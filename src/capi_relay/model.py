@@ -53,3 +53,4 @@ class Outbound:
     pixel_id: str
     test_event_code: str | None
     event: JSONDict
+    encoded: bytes | None = None  # the event as UTF-8 JSON, encoded once while its record can still fail alone

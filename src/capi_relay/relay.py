@@ -14,7 +14,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from capi_relay.delivery import Deliverer, DeliveryReport, Failure
+from capi_relay.delivery import Deliverer, DeliveryReport, Failure, encode_event
 from capi_relay.envelope import EnvelopeError, parse_body
 from capi_relay.model import Outbound, Prepared, Rejection
 from capi_relay.settings import Settings
@@ -185,6 +185,21 @@ class Relay:
         return summary
 
     def _prepare_record(self, raw: Any, now: int, summary: BatchSummary) -> _Record | None:
+        """Parse and prepare one record; any unexpected error fails this record only."""
+        try:
+            return self._prepare_record_unsafe(raw, now, summary)
+        except Exception as exc:
+            message_id = raw.get("messageId") if isinstance(raw, dict) else None
+            if not isinstance(message_id, str) or not message_id:
+                return None
+            logger.warning("record could not be prepared", extra={"message_id": message_id,
+                                                                  "error": type(exc).__name__})  # fmt: skip
+            attrs = raw.get("attributes")
+            group_id = attrs.get("MessageGroupId") if isinstance(attrs, dict) else None
+            return _Record(message_id, group_id if isinstance(group_id, str) else None,
+                           failure=Failure("unprocessable_record"))  # fmt: skip
+
+    def _prepare_record_unsafe(self, raw: Any, now: int, summary: BatchSummary) -> _Record | None:
         if not isinstance(raw, dict):
             logger.error("SQS record is not an object; it cannot be reported individually")
             return None
@@ -237,6 +252,7 @@ class Relay:
             if "event_id" not in event:
                 event["event_id"] = derived_event_id(message_id, position)
             summary.match_keys[item.match_keys] += 1
-            record.outbound.append(Outbound(message_id, position, pixel_id, test_event_code, event))
+            encoded = encode_event(event)  # raises on e.g. lone surrogates: fails this record only
+            record.outbound.append(Outbound(message_id, position, pixel_id, test_event_code, event, encoded))
         summary.events_prepared += len(prepared)
         return record
