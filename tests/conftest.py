@@ -1,0 +1,64 @@
+"""Shared fixtures for integration and end-to-end tests (real sockets on loopback, no AWS).
+
+* ``moto_server`` -- one in-process moto server per session; boto3 in this process is pointed at it
+  (``AWS_ENDPOINT_URL`` + dummy credentials) for the session.
+* ``token`` / ``standin`` -- a fresh fake access token and a Graph API stand-in that accepts it.
+* ``resources`` -- queue (redrive to a DLQ after 2 receives, 1 s visibility), DLQ, token secret,
+  EventBridge rule and SNS subscription, under a unique name prefix per test.
+* ``relay_env`` -- the relay function's environment for those resources and that stand-in.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from local.graph_standin import GraphStandIn
+from local.stack import Clients, MotoServer, Resources, aws_env, dummy_token, function_env, provision
+
+MAX_RECEIVE_COUNT = 2
+VISIBILITY_TIMEOUT_S = 1
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = MotoServer("thread").start()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in aws_env(server.endpoint_url).items():
+            mp.setenv(key, value)
+        yield server
+    server.stop()
+
+
+@pytest.fixture
+def token() -> str:
+    return dummy_token()
+
+
+@pytest.fixture
+def standin(token: str) -> Iterator[GraphStandIn]:
+    with GraphStandIn(tokens={token}) as server:
+        yield server
+
+
+@pytest.fixture
+def resources(moto_server: MotoServer, token: str) -> Resources:
+    return provision(
+        moto_server.endpoint_url,
+        token=token,
+        prefix=f"t{uuid.uuid4().hex[:10]}",
+        max_receive_count=MAX_RECEIVE_COUNT,
+        visibility_timeout_s=VISIBILITY_TIMEOUT_S,
+    )
+
+
+@pytest.fixture
+def clients(resources: Resources) -> Clients:
+    return resources.clients()
+
+
+@pytest.fixture
+def relay_env(resources: Resources, standin: GraphStandIn) -> dict[str, str]:
+    return function_env(resources, standin.url)
