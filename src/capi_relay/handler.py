@@ -5,16 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capi_relay.app import build_relay
 from capi_relay.settings import get_settings
 from capi_relay.telemetry import publish
 
-logger = Logger()
-metrics = Metrics()
 settings = get_settings()  # validated once, at cold start: a bad configuration fails INIT loudly
+logger = Logger(service=settings.service_name)
+metrics = Metrics(namespace=settings.metrics_namespace, service=settings.service_name)
 relay = build_relay(settings)
+# The library modules log through stdlib loggers (capi_relay.*); give them this Logger's JSON formatter,
+# level and Lambda context keys.
+copy_config_to_registered_loggers(source_logger=logger, include={"capi_relay"})
 
 
 @metrics.log_metrics(capture_cold_start_metric=True)

@@ -6,13 +6,12 @@ Every record whose ``messageId`` is in the input ends exactly once: delivered (n
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from aws_lambda_powertools import Logger
 
 from capi_relay.delivery import Deliverer, DeliveryReport, Failure, encode_event
 from capi_relay.envelope import EnvelopeError, parse_body
@@ -20,7 +19,7 @@ from capi_relay.model import Outbound, Prepared, Rejection
 from capi_relay.settings import Settings
 from capi_relay.validate import prepare_event
 
-logger = Logger(child=True)
+logger = logging.getLogger(__name__)
 
 DEFAULT_REMAINING_MS = 60_000
 

@@ -51,6 +51,8 @@ class Settings:
     # Time kept back from the Lambda deadline: no new attempt starts inside it.
     deadline_margin_s: float = 2.0
     max_attempts: int = 5
+    service_name: str = "capi-relay"
+    metrics_namespace: str = "CapiRelay"
 
     @property
     def is_production(self) -> bool:
@@ -136,6 +138,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         secret_max_age_s=_int(env, "SECRET_MAX_AGE", 300, 0, 86_400),
         deadline_margin_s=_float(env, "DEADLINE_MARGIN", 2.0, 0.0, 60.0),
         max_attempts=_int(env, "MAX_ATTEMPTS", 5, 1, 20),
+        service_name=_get(env, "POWERTOOLS_SERVICE_NAME") or "capi-relay",
+        metrics_namespace=_get(env, "POWERTOOLS_METRICS_NAMESPACE") or "CapiRelay",
     )
 
 

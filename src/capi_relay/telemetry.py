@@ -6,14 +6,15 @@ Per-reason counts go out as ``single_metric`` blobs with a ``reason`` (or ``fiel
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from capi_relay.relay import BatchSummary
 
-logger = Logger(child=True)
+logger = logging.getLogger(__name__)
 
 
 def _by_dimension(metrics: Metrics, name: str, dimension: str, counts: Counter[str]) -> None:
@@ -29,6 +30,14 @@ def _by_dimension(metrics: Metrics, name: str, dimension: str, counts: Counter[s
 
 
 def publish(metrics: Metrics, summary: BatchSummary, *, production_test_code: bool = False) -> None:
+    """Emit the batch's metrics and summary line. Never raises: telemetry must not fail a delivered batch."""
+    try:
+        _publish(metrics, summary, production_test_code)
+    except Exception:
+        logger.exception("could not publish metrics for this batch")
+
+
+def _publish(metrics: Metrics, summary: BatchSummary, production_test_code: bool) -> None:
     d = summary.delivery
     add = metrics.add_metric
     add(name="RecordsReceived", unit=MetricUnit.Count, value=summary.records)

@@ -1,0 +1,66 @@
+"""The Lambda handler's wiring: settings at cold start, partial batch response, EMF metrics, JSON logs."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from dataclasses import dataclass
+from types import ModuleType
+
+import pytest
+
+from capi_relay.settings import SettingsError, get_settings
+
+
+@dataclass
+class FakeContext:
+    function_name: str = "capi-relay-test"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:capi-relay-test"
+    aws_request_id: str = "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def load_handler(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
+    for key in ("PIXEL_ID", "ACCESS_TOKEN_SECRET_ID", "POWERTOOLS_METRICS_NAMESPACE", "TEST_EVENT_CODE", "STAGE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    sys.modules.pop("capi_relay.handler", None)
+    return importlib.import_module("capi_relay.handler")
+
+
+def test_malformed_record_is_reported_with_metrics_and_no_exception(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handler = load_handler(monkeypatch, PIXEL_ID="111", ACCESS_TOKEN_SECRET_ID="capi/token")
+    response = handler.lambda_handler({"Records": [{"messageId": "m1", "body": "{oops"}]}, FakeContext())
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    emf = [line for line in lines if "_aws" in line]
+    assert any(line.get("RecordsFailed") == [1.0] for line in emf)
+    assert all(line["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "CapiRelay" for line in emf)
+    failed = [line for line in lines if line.get("message") == "record failed"]
+    assert failed
+    assert failed[0]["message_id"] == "m1"
+    assert failed[0]["reason"] == "body_not_json"
+
+
+def test_test_event_code_in_production_raises_a_warning_metric(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handler = load_handler(
+        monkeypatch, PIXEL_ID="111", ACCESS_TOKEN_SECRET_ID="s", STAGE="prod", TEST_EVENT_CODE="TEST123"
+    )
+    handler.lambda_handler({"Records": []}, FakeContext())
+    assert '"TestEventCodeInProduction":[1.0]' in capsys.readouterr().out
+
+
+def test_bad_configuration_fails_the_cold_start_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SettingsError, match="ACCESS_TOKEN_SECRET_ID"):
+        load_handler(monkeypatch, PIXEL_ID="111")
+    get_settings.cache_clear()
