@@ -31,6 +31,7 @@ class _Record:
     failure: Failure | None = None
     outbound: list[Outbound] = field(default_factory=list)
     pixel_id: str | None = None
+    receive_count: int | None = None  # ApproximateReceiveCount: correlates the retries of one message
 
 
 @dataclass(slots=True)
@@ -173,6 +174,7 @@ class Relay:
                 "record failed",
                 extra={
                     "message_id": record.message_id,
+                    "receive_count": record.receive_count,
                     "pixel_id": record.pixel_id,
                     "reason": record.failure.reason,
                     "code": record.failure.code,
@@ -209,6 +211,8 @@ class Relay:
         attrs = raw.get("attributes")
         group_id = attrs.get("MessageGroupId") if isinstance(attrs, dict) else None
         record = _Record(message_id, group_id if isinstance(group_id, str) else None)
+        receives = attrs.get("ApproximateReceiveCount") if isinstance(attrs, dict) else None
+        record.receive_count = int(receives) if isinstance(receives, str) and receives.isdigit() else None
         try:
             message = parse_body(raw.get("body"), raw.get("messageAttributes"))
         except EnvelopeError as exc:

@@ -65,7 +65,7 @@ def test_good_records_delivered_bad_neighbours_failed_alone() -> None:
     assert failed_ids(summary.response) == ["b", "c"]
     assert summary.records_delivered == 2
     assert len(sender.events) == 3  # a + both of d; nothing of c
-    assert summary.failures == {"body_not_json": 1, "invalid_value": 1}
+    assert summary.failures == {"body_not_json": 1, "missing_value": 1}
 
 
 def test_events_without_event_id_get_a_deterministic_one() -> None:
