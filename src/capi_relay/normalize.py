@@ -371,9 +371,20 @@ _RULES: dict[str, Callable[[str, _Ctx], str]] = {
 }
 
 
+def _utf8_safe(text: str) -> str:
+    """JSON can carry lone surrogates (``"\\ud800"``); they have no UTF-8 form, so they can be neither
+    hashed nor sent. Such a value is dropped (``invalid_unicode``)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Invalid("invalid_unicode") from None
+    return text
+
+
 def _as_text(value: Any) -> str:
     if isinstance(value, str):
-        return value
+        return _utf8_safe(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Invalid("bad_type")
     if isinstance(value, float):
@@ -425,7 +436,7 @@ def _plain_value(field: str, value: Any) -> Any:
         return value  # fb_login_id / lead_id / page_id ... are integers in Meta's docs: sent as given
     if not isinstance(value, str):
         raise Invalid("bad_type")
-    text = value.strip()
+    text = _utf8_safe(value).strip()
     if not text:
         raise Invalid("empty")
     return check(text) if check else text

@@ -53,7 +53,7 @@ REASONS = (
     "website_missing_user_agent", "app_missing_app_data", "missing_user_data", "no_usable_identifier",
     "insufficient_customer_information", "invalid_custom_data", "invalid_value", "invalid_currency",
     "missing_currency", "invalid_contents", "invalid_data_processing_options", "invalid_event_id",
-    "missing_value", "non_finite_number",
+    "missing_value", "non_finite_number", "invalid_unicode",
 )  # fmt: skip
 
 
@@ -149,21 +149,28 @@ def _currencies() -> frozenset[str]:
     return CURRENCIES
 
 
-def _has_non_finite(value: Any) -> bool:
-    """Whether a NaN or an infinity hides anywhere in ``value`` (Python's json accepts ``NaN`` literals and
-    would write them back out, which is not JSON: Meta would reject the whole request). Iterative, so a
-    deeply nested body cannot exhaust the stack."""
+def _unsendable(value: Any) -> str | None:
+    """The reason ``value`` cannot be serialized for Meta, or None. Python's json accepts ``NaN`` literals
+    and would write them back out (not JSON: Meta would reject the whole request); a lone surrogate
+    (``"\\ud800"``) has no UTF-8 form. Iterative, so a deeply nested body cannot exhaust the stack."""
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, float):
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return "invalid_unicode"
+        elif isinstance(item, float):
             if not math.isfinite(item):
-                return True
+                return "non_finite_number"
         elif isinstance(item, dict):
+            stack.extend(item)  # keys too
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return False
+    return None
 
 
 def _data_processing(event: dict[str, Any]) -> None:
@@ -299,6 +306,7 @@ def _prepare(raw: Any, settings: NormalizationSettings, now: int, default_event_
     else:
         event["custom_data"] = custom
     _data_processing(event)
-    if _has_non_finite(event):
-        raise _Reject("non_finite_number", "the event holds NaN or Infinity, which JSON cannot carry")
+    unsendable = _unsendable(event)
+    if unsendable is not None:
+        raise _Reject(unsendable, "the event holds NaN/Infinity or a lone surrogate, which cannot be sent as JSON")
     return Prepared(event=event, drops=drops, notes=notes, match_keys=match_key_count(user_data))

@@ -269,7 +269,7 @@ CASES: list[Row] = [
 
 
 def _id(row: Row) -> str:
-    field, value, expected, country, settings = row
+    field, value, _expected, country, settings = row
     extra = f"@{country}" if country else ""
     if settings != US_MDY:
         extra += f"[{settings.default_phone_region},{settings.date_order}]"
@@ -383,20 +383,20 @@ def test_a_single_value_that_normalizes_to_empty_drops_the_field() -> None:
 
 def test_sha256_input_is_lower_cased_and_passed_through_in_every_hashed_field() -> None:
     fields = ("em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id")
-    out, drops = normalize_user_data({f: f"  {SHA} " for f in fields}, US_MDY, TODAY)
+    out, drops = normalize_user_data(dict.fromkeys(fields, f"  {SHA} "), US_MDY, TODAY)
     assert drops == []
     assert out == dict.fromkeys(fields, SHA.lower())
 
 
 def test_param_builder_hash_with_token_is_sent_verbatim() -> None:
-    token2 = PB.split(".")[0].upper() + ".Ab"
+    token2 = PB.split(".", maxsplit=1)[0].upper() + ".Ab"
     out, drops = normalize_user_data({"em": PB, "ph": token2}, US_MDY, TODAY)
     assert drops == []
     assert out == {"em": PB, "ph": token2}  # neither the hex nor the base64url token is lower-cased
 
 
 def test_param_builder_form_with_a_wrong_token_length_is_not_a_hash() -> None:
-    out, drops = normalize_user_data({"em": PB.split(".")[0] + ".ABC"}, US_MDY, TODAY)
+    out, drops = normalize_user_data({"em": PB.split(".", maxsplit=1)[0] + ".ABC"}, US_MDY, TODAY)
     assert out == {}
     assert drops == [Drop("em", "invalid_email")]
 
