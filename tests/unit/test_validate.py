@@ -1,0 +1,310 @@
+"""Event-level rules (validate.prepare_event): one case per rejection reason code, and the notes the relay
+counts (ms conversion, clamping, defaulting, derived fbc), unknown keys, custom_data conversions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from capi_relay.model import Drop, Prepared, Rejection
+from capi_relay.validate import REASONS, prepare_event
+from tests.factories import NOW, SETTINGS, make_event, with_user_data
+
+DAY = 86_400
+APP_DATA = {"advertiser_tracking_enabled": 1, "extinfo": ["a2", "com.example", "1.0"] + [""] * 13}
+
+
+def prepared(raw: Any, **kwargs: Any) -> Prepared:
+    result = prepare_event(raw, SETTINGS, NOW, **kwargs)
+    assert isinstance(result, Prepared), result
+    return result
+
+
+def rejected(raw: Any, **kwargs: Any) -> Rejection:
+    result = prepare_event(raw, SETTINGS, NOW, **kwargs)
+    assert isinstance(result, Rejection), result
+    return result
+
+
+def _minimal(**user_data: Any) -> dict[str, Any]:
+    """A non-web event carrying only the given user_data."""
+    return make_event(action_source="email", event_source_url=..., user_data=user_data)
+
+
+def _custom(**custom_data: Any) -> dict[str, Any]:
+    return make_event(custom_data=custom_data)
+
+
+# reason -> an event that must be rejected with exactly that reason (and only for that reason)
+REJECTIONS: dict[str, list[Callable[[], Any]]] = {
+    "not_an_object": [lambda: [make_event()], lambda: "Purchase", lambda: None],
+    "missing_event_name": [lambda: make_event(event_name=...), lambda: make_event(event_name="  "),
+                           lambda: make_event(event_name=42)],
+    "missing_event_time": [lambda: make_event(event_time=...), lambda: make_event(event_time=None)],
+    "invalid_event_time": [lambda: make_event(event_time="yesterday"), lambda: make_event(event_time=True),
+                           lambda: make_event(event_time=-5), lambda: make_event(event_time=0),
+                           lambda: make_event(event_time={"s": NOW}), lambda: make_event(event_time=float("nan"))],
+    "event_too_old": [lambda: make_event(event_time=NOW - 7 * DAY - 1),
+                      lambda: make_event(event_time=(NOW - 8 * DAY) * 1000),
+                      lambda: make_event(action_source="physical_store", event_source_url=...,
+                                         event_time=NOW - 62 * DAY - 1)],
+    "event_in_future": [lambda: make_event(event_time=NOW + 301), lambda: make_event(event_time=(NOW + 3600) * 1000),
+                        lambda: make_event(event_time=10**15)],  # microseconds: still far future after /1000
+    "missing_action_source": [lambda: make_event(action_source=...)],
+    "invalid_action_source": [lambda: make_event(action_source="web"), lambda: make_event(action_source="WEBSITE"),
+                              lambda: make_event(action_source=["website"])],
+    "website_missing_event_source_url": [lambda: make_event(event_source_url=...),
+                                         lambda: make_event(event_source_url=" ")],
+    "website_missing_user_agent": [lambda: with_user_data(make_event(), client_user_agent=...),
+                                   lambda: with_user_data(make_event(), client_user_agent="   ")],
+    "app_missing_app_data": [lambda: make_event(action_source="app"),
+                             lambda: make_event(action_source="app", app_data={"extinfo": APP_DATA["extinfo"]}),
+                             lambda: make_event(action_source="app", app_data={"advertiser_tracking_enabled": 1}),
+                             lambda: make_event(action_source="app", app_data="yes")],
+    "missing_user_data": [lambda: make_event(user_data=...), lambda: make_event(user_data=None),
+                          lambda: make_event(user_data=["em"])],
+    "no_usable_identifier": [_minimal, lambda: _minimal(em="not-an-email", ph="12", zp="1"),
+                             lambda: _minimal(email="a@b.com")],
+    "insufficient_customer_information": [
+        lambda: _minimal(ct="Menlo Park", st="CA", zp="94025", country="US", ge="m", client_user_agent="UA"),
+        lambda: _minimal(db="1990-12-31", client_user_agent="UA"),
+        lambda: _minimal(fn="John", ge="m"),
+        lambda: _minimal(ln="Smith", ge="f"),
+        lambda: _minimal(country="US"),
+        lambda: _minimal(fn="John", ge="m", em="bad-email"),  # what survives normalization counts
+        lambda: make_event(user_data={"client_user_agent": "UA", "zp": "94025"}),
+    ],
+    "invalid_custom_data": [lambda: make_event(custom_data=[1, 2]), lambda: make_event(custom_data="x")],
+    "missing_value": [lambda: make_event(custom_data=...), lambda: _custom(currency="USD"),
+                      lambda: _custom(value=None, currency="USD")],
+    "invalid_value": [lambda: _custom(value="12,50", currency="USD"), lambda: _custom(value="ten", currency="USD"),
+                      lambda: _custom(value=True, currency="USD"), lambda: _custom(value="nan", currency="USD"),
+                      lambda: _custom(value="1_000", currency="USD"), lambda: _custom(value=[1], currency="USD"),
+                      lambda: _custom(value="1e999", currency="USD")],
+    "invalid_currency": [lambda: _custom(value=1, currency="US"), lambda: _custom(value=1, currency="dollars"),
+                         lambda: _custom(value=1, currency="XYZ"), lambda: _custom(value=1, currency=840),
+                         lambda: _custom(value=1, currency="U$D")],
+    "missing_currency": [lambda: _custom(value=10)],
+    "invalid_contents": [lambda: _custom(value=1, currency="USD", contents={"id": "a", "quantity": 1}),
+                         lambda: _custom(value=1, currency="USD", contents=[{"id": "a"}]),
+                         lambda: _custom(value=1, currency="USD", contents=[{"quantity": 1}]),
+                         lambda: _custom(value=1, currency="USD", contents=[{"id": "", "quantity": 1}]),
+                         lambda: _custom(value=1, currency="USD", contents=[{"id": "a", "quantity": "2"}]),
+                         lambda: _custom(value=1, currency="USD", contents=["sku-1"])],
+    "invalid_data_processing_options": [
+        lambda: make_event(data_processing_options=["ldu"]),
+        lambda: make_event(data_processing_options="LDU"),
+        lambda: make_event(data_processing_options=["LDU", "X"]),
+        lambda: make_event(data_processing_options=["LDU"], data_processing_options_country=2),
+        lambda: make_event(data_processing_options=["LDU"], data_processing_options_country=1,
+                           data_processing_options_state=6),
+        lambda: make_event(data_processing_options=["LDU"], data_processing_options_country=True),
+        lambda: make_event(data_processing_options_country=1),  # without data_processing_options
+    ],
+    "invalid_event_id": [lambda: make_event(event_id=""), lambda: make_event(event_id=["a"]),
+                         lambda: make_event(event_id=1.5)],
+    "non_finite_number": [lambda: make_event(custom_data={"value": 1, "currency": "USD",
+                                                          "predicted_ltv": float("inf")}),
+                          lambda: make_event(original_event_data={"event_time": float("nan")})],
+    "invalid_unicode": [lambda: make_event(event_name="Purchase\ud800"),
+                        lambda: _custom(value=1, currency="USD", content_name="x\udfff")],
+}  # fmt: skip
+
+
+def test_every_reason_code_has_cases_and_every_case_names_a_known_code() -> None:
+    assert set(REJECTIONS) == set(REASONS)
+    assert len(REASONS) == len(set(REASONS))
+
+
+CASES = [(reason, i, factory) for reason, factories in REJECTIONS.items() for i, factory in enumerate(factories)]
+
+
+@pytest.mark.parametrize(("reason", "i", "factory"), CASES, ids=[f"{r}-{i}" for r, i, _ in CASES])
+def test_rejection_reason(reason: str, i: int, factory: Callable[[], Any]) -> None:
+    # Given an event that breaks one rule / When it is prepared / Then it is rejected with that reason
+    result = rejected(factory())
+    assert result.reason == reason
+    assert result.detail  # a human-readable explanation, for logs and the CLI's stderr
+
+
+def test_the_base_event_is_valid_and_fully_hashed() -> None:
+    # Given the factory's event (raw PII) / When prepared
+    result = prepared(make_event())
+    user_data = result.event["user_data"]
+    # Then every hashed field is a hash of the normalized value, the rest untouched
+    assert user_data["em"] == hashlib.sha256(b"john_smith@gmail.com").hexdigest()
+    assert user_data["ph"] == hashlib.sha256(b"16505551212").hexdigest()
+    assert user_data["st"] == hashlib.sha256(b"ca").hexdigest()
+    assert user_data["zp"] == hashlib.sha256(b"94025").hexdigest()
+    assert user_data["client_ip_address"] == "203.0.113.7"
+    assert result.event["custom_data"] == {"value": 42.5, "currency": "usd"}
+    assert result.drops == []
+    assert result.notes == []
+    assert result.match_keys == 5  # em, ph, external_id, fbp, and IP+UA together count as one
+
+
+# ------------------------------------------------------------------ event_time window and notes
+@pytest.mark.parametrize(
+    ("event_time", "expected", "notes"),
+    [
+        (NOW - 60, NOW - 60, []),
+        (NOW, NOW, []),
+        (float(NOW - 60) + 0.9, NOW - 60, []),  # fractional seconds truncated
+        (str(NOW - 60), NOW - 60, []),  # a numeric string
+        ((NOW - 60) * 1000 + 123, NOW - 60, ["event_time_ms"]),  # >= 10^11: milliseconds
+        (10**11, 10**8, None),  # the threshold itself is ms -> 1973: too old
+        (NOW + 1, NOW, ["event_time_clamped"]),
+        (NOW + 300, NOW, ["event_time_clamped"]),  # 5 minutes of skew: clamped
+        ((NOW + 120) * 1000, NOW, ["event_time_ms", "event_time_clamped"]),
+        (NOW - 7 * DAY, NOW - 7 * DAY, []),  # exactly 7 days: still accepted
+    ],
+)
+def test_event_time(event_time: Any, expected: int, notes: list[str] | None) -> None:
+    result = prepare_event(make_event(event_time=event_time), SETTINGS, NOW)
+    if notes is None:
+        assert isinstance(result, Rejection)
+        assert result.reason == "event_too_old"
+        return
+    assert isinstance(result, Prepared)
+    assert result.event["event_time"] == expected
+    assert isinstance(result.event["event_time"], int)
+    assert result.notes == notes
+
+
+def test_physical_store_events_may_be_62_days_old() -> None:
+    event = make_event(action_source="physical_store", event_source_url=..., event_time=NOW - 62 * DAY)
+    assert prepared(event).event["event_time"] == NOW - 62 * DAY
+    assert rejected(make_event(event_time=NOW - 8 * DAY)).reason == "event_too_old"
+
+
+def test_a_missing_event_time_is_defaulted_when_a_default_is_given() -> None:
+    # Given no event_time and the SQS SentTimestamp as the default (what relay.py passes)
+    result = prepared(make_event(event_time=...), default_event_time=NOW - 30)
+    # Then the default is used and counted
+    assert result.event["event_time"] == NOW - 30
+    assert result.notes == ["event_time_defaulted"]
+
+
+def test_a_defaulted_event_time_is_still_checked_against_the_window() -> None:
+    assert rejected(make_event(event_time=...), default_event_time=NOW - 8 * DAY).reason == "event_too_old"
+
+
+# ------------------------------------------------------------------ derived fbc
+def test_fbc_is_derived_from_fbclid_when_absent() -> None:
+    event = make_event(event_source_url="https://shop.example.com/p?utm_source=fb&fbclid=IwAR2F4-dbP0l7Mn_x")
+    result = prepared(event)
+    assert result.event["user_data"]["fbc"] == f"fb.1.{(NOW - 60) * 1000}.IwAR2F4-dbP0l7Mn_x"  # case kept
+    assert result.notes == ["fbc_derived"]
+    # deterministic across retries
+    assert prepared(event).event["user_data"]["fbc"] == result.event["user_data"]["fbc"]
+
+
+def test_fbc_uses_the_converted_event_time() -> None:
+    event = make_event(event_time=(NOW - 60) * 1000, event_source_url="https://x.example/?fbclid=AbC")
+    assert prepared(event).event["user_data"]["fbc"] == f"fb.1.{(NOW - 60) * 1000}.AbC"
+
+
+def test_an_existing_fbc_is_never_replaced() -> None:
+    fbc = "fb.1.1554763741205.Original"
+    event = with_user_data(make_event(event_source_url="https://x.example/?fbclid=Other"), fbc=fbc)
+    result = prepared(event)
+    assert result.event["user_data"]["fbc"] == fbc
+    assert "fbc_derived" not in result.notes
+
+
+def test_a_malformed_fbc_is_dropped_and_replaced_by_the_derived_one() -> None:
+    event = with_user_data(make_event(event_source_url="https://x.example/?fbclid=AbC"), fbc="garbage")
+    result = prepared(event)
+    assert result.event["user_data"]["fbc"] == f"fb.1.{(NOW - 60) * 1000}.AbC"
+    assert Drop("fbc", "invalid_format") in result.drops
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://x.example/?fbclid=", "https://x.example/?fbclid=has%20space", "https://x.example/?xfbclid=AbC",
+     "https://x.example/#fbclid=AbC", "https://x.example/p"],
+)  # fmt: skip
+def test_no_fbc_without_a_usable_fbclid(url: str) -> None:
+    result = prepared(make_event(event_source_url=url))
+    assert "fbc" not in result.event["user_data"]
+
+
+# ------------------------------------------------------------------ keys, custom_data, the rest
+def test_unknown_top_level_keys_are_dropped_and_counted() -> None:
+    result = prepared(make_event(pixel_id="123", user_email="a@b.com"))
+    assert "pixel_id" not in result.event
+    assert "user_email" not in result.event
+    assert result.drops == [Drop("event", "unknown_key"), Drop("event", "unknown_key")]
+
+
+def test_unknown_user_data_keys_and_bad_values_are_dropped_but_the_event_is_sent() -> None:
+    event = with_user_data(make_event(), email="x@y.com", ph="call me", ge="other")
+    result = prepared(event)
+    assert {"email", "ph", "ge"}.isdisjoint(result.event["user_data"])
+    assert sorted(result.drops, key=repr) == [Drop("ge", "invalid_gender"), Drop("ph", "invalid_phone"),
+                                              Drop("user_data", "unknown_key")]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("12.50", 12.5), ("12", 12), (" 7 ", 7), ("1e3", 1000), ("-3.5", -3.5), (0, 0), (19.99, 19.99), ("0.0", 0.0)],
+)
+def test_numeric_value_strings_are_converted(value: Any, expected: float) -> None:
+    result = prepared(_custom(value=value, currency="EUR"))
+    assert result.event["custom_data"]["value"] == expected
+    assert type(result.event["custom_data"]["value"]) is type(expected)
+
+
+def test_currency_is_an_iso_4217_code_in_any_case_and_is_sent_lower_case() -> None:
+    for code in ("USD", "usd", " Eur ", "JPY"):
+        assert prepared(_custom(value=1, currency=code)).event["custom_data"]["currency"] == code.strip().lower()
+
+
+def test_custom_data_is_optional_for_other_events_and_custom_keys_are_kept() -> None:
+    assert "custom_data" not in prepared(make_event(event_name="Lead", custom_data=...)).event
+    custom = {"value": "3", "currency": "gbp", "order_id": "A1", "my_key": {"nested": [1, 2]},
+              "contents": [{"id": "sku-1", "quantity": 2, "item_price": 9.5}]}  # fmt: skip
+    result = prepared(make_event(custom_data=custom))
+    assert result.event["custom_data"] == {**custom, "value": 3}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"data_processing_options": []}, {"data_processing_options": ["LDU"]},
+     {"data_processing_options": ["LDU"], "data_processing_options_country": 1, "data_processing_options_state": 1000},
+     {"data_processing_options": ["LDU"], "data_processing_options_country": 0, "data_processing_options_state": 0}],
+)  # fmt: skip
+def test_valid_data_processing_options(options: dict[str, Any]) -> None:
+    result = prepared(make_event(**options))
+    for key, value in options.items():
+        assert result.event[key] == value
+
+
+def test_app_events_with_app_data_are_valid() -> None:
+    event = make_event(action_source="app", event_source_url=..., app_data=APP_DATA)
+    assert prepared(event).event["app_data"] == APP_DATA
+
+
+def test_event_name_action_source_and_event_id_are_trimmed_and_an_int_event_id_becomes_a_string() -> None:
+    result = prepared(make_event(event_name=" Purchase ", action_source=" website ", event_id=1001))
+    assert (result.event["event_name"], result.event["action_source"], result.event["event_id"]) == (
+        "Purchase",
+        "website",
+        "1001",
+    )
+
+
+def test_a_prepared_event_serializes_as_strict_json() -> None:
+    result = prepared(make_event())
+    assert json.loads(json.dumps(result.event, allow_nan=False)) == result.event
+
+
+def test_the_raw_event_is_not_mutated() -> None:
+    event = make_event(event_source_url="https://x.example/?fbclid=AbC")
+    before = json.dumps(event, sort_keys=True)
+    prepared(event)
+    assert json.dumps(event, sort_keys=True) == before
