@@ -112,6 +112,7 @@ class RequestLog:
     appsecret_proof: str | None
     test_event_code: str | None
     at: float = field(default_factory=time.time)
+    path: str = ""  # the request target as received (path + query), to check no token ever sits in a URL
 
 
 def fbtrace_id() -> str:
@@ -296,7 +297,8 @@ class _Handler(BaseHTTPRequestHandler):
         event_ids = [str(e["event_id"]) for e in events if isinstance(e, dict) and isinstance(e.get("event_id"), str)]
         log = RequestLog(pixel_id, version, len(events), 0, event_ids, authorized, token_in_url, None,
                          doc.get("appsecret_proof") if isinstance(doc, dict) else None,
-                         doc.get("test_event_code") if isinstance(doc, dict) else None)  # fmt: skip
+                         doc.get("test_event_code") if isinstance(doc, dict) else None,
+                         path=self.path)  # fmt: skip
         fault = state.take_fault(pixel_id)
         if latency:
             time.sleep(latency / 1000)
@@ -419,7 +421,9 @@ class GraphStandIn:
         self.state = StandInState(tokens, pixels)
         self._server = _Server((host, port), _Handler)
         self._server.state = self.state
-        self._thread = threading.Thread(target=self._server.serve_forever, name="graph-standin", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="graph-standin", daemon=True
+        )
 
     @property
     def url(self) -> str:
