@@ -1,0 +1,61 @@
+"""The shipped country/currency tables equal what scripts/gen_countries.py builds from the installed pycountry
+(the maintained ISO 3166-1 / ISO 4217 source). On failure: ``make countries`` and commit the result."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pycountry
+
+from capi_relay import _countries
+from capi_relay.normalize import country_key
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_countries", ROOT / "scripts" / "gen_countries.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_country_table_equals_the_generator_output() -> None:
+    assert _generator().build() == _countries.COUNTRIES
+
+
+def test_the_currency_table_equals_the_generator_output() -> None:
+    assert sorted(_countries.CURRENCIES) == _generator().build_currencies()
+
+
+def test_the_generated_file_is_byte_identical_to_a_fresh_render() -> None:
+    gen = _generator()
+    shipped = (ROOT / "src" / "capi_relay" / "_countries.py").read_text(encoding="utf-8")
+    assert shipped == gen.render(gen.build())
+
+
+def test_every_iso_country_is_reachable_by_alpha2_alpha3_and_name() -> None:
+    for country in pycountry.countries:
+        code = country.alpha_2.lower()
+        assert _countries.COUNTRIES[country_key(country.alpha_2)] == code
+        assert _countries.COUNTRIES[country_key(country.alpha_3)] == code
+        assert _countries.COUNTRIES[country_key(country.name)] == code
+
+
+def test_aliases_never_shadow_an_iso_code() -> None:
+    # An alpha-2/alpha-3 key always maps to its own country, whatever alias the generator adds.
+    iso = {country_key(c.alpha_2): c.alpha_2.lower() for c in pycountry.countries}
+    iso |= {country_key(c.alpha_3): c.alpha_2.lower() for c in pycountry.countries}
+    assert {k: _countries.COUNTRIES[k] for k in iso} == iso
+    assert _countries.COUNTRIES["uk"] == "gb"  # not an ISO code, the one explicit exception in the spec
+
+
+def test_every_value_is_a_real_alpha2_code_and_currencies_are_three_letters() -> None:
+    codes = {c.alpha_2.lower() for c in pycountry.countries}
+    assert set(_countries.COUNTRIES.values()) <= codes
+    assert all(len(c) == 3 and c.isalpha() and c.islower() for c in _countries.CURRENCIES)
+    assert {"usd", "eur", "gbp", "jpy"} <= _countries.CURRENCIES
