@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -21,6 +22,8 @@ USER_AGENT = "capi-relay/0.1"
 THROTTLE_CODES = frozenset({4, 17, 32, 613}) | frozenset(range(80000, 80015))
 TRANSIENT_CODES = frozenset({1, 2, 341, 368})
 AUTH_CODES = frozenset({190, 102})
+CONFIG_CODES = frozenset({3, 10})
+INVALID_SUBCODES_LO, INVALID_SUBCODES_HI = 2804000, 2804999  # CAPI event validation failures
 SUBCODE_OBJECT_MISSING = 33
 
 
@@ -43,6 +46,7 @@ class GraphError(Exception):
         fbtrace_id: str | None = None,
         retry_after_s: float | None = None,
         detail: str = "",
+        reason: str | None = None,
     ) -> None:
         super().__init__(f"{kind}: http={http_status} code={code} subcode={subcode} {detail}".strip())
         self.kind = kind
@@ -52,10 +56,13 @@ class GraphError(Exception):
         self.fbtrace_id = fbtrace_id
         self.retry_after_s = retry_after_s
         self.detail = detail
+        self._reason = reason
 
     @property
     def reason(self) -> str:
         """Stable reason code for metrics and logs, e.g. ``graph_invalid_100_2804003``."""
+        if self._reason is not None:
+            return self._reason
         parts = ["graph", self.kind.value]
         if self.code is not None:
             parts.append(str(self.code))
@@ -81,37 +88,44 @@ class GraphSender(Protocol):
     ) -> GraphReply: ...
 
 
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def classify(http_status: int, payload: Any, retry_after_s: float | None) -> GraphError:
-    """Map a non-2xx Graph response to a typed error."""
+    """Map a non-2xx Graph response to a typed error, on ``code`` / ``error_subcode`` / ``is_transient``.
+
+    HTTP status only decides when there is no Graph error object (HTML from a proxy, an empty or
+    truncated body): 429 is throttling, anything else is transient. A Graph error whose code is not
+    known here is transient too: it is retried and, if it persists, ends in the DLQ -- never bisected
+    (that would cost ~2n requests for an error that is not about the events).
+    """
     error = payload.get("error") if isinstance(payload, dict) else None
     if not isinstance(error, dict):
         kind = ErrorKind.THROTTLED if http_status == 429 else ErrorKind.TRANSIENT
         return GraphError(kind, http_status=http_status, retry_after_s=retry_after_s, detail="no Graph error body")
 
-    def _int(value: Any) -> int | None:
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-
     code = _int(error.get("code"))
     subcode = _int(error.get("error_subcode"))
     trace = error.get("fbtrace_id") if isinstance(error.get("fbtrace_id"), str) else None
-    if code in THROTTLE_CODES or http_status == 429:
+    if code in THROTTLE_CODES or (code is None and http_status == 429):
         kind = ErrorKind.THROTTLED
     elif error.get("is_transient") is True or code in TRANSIENT_CODES:
         kind = ErrorKind.TRANSIENT
     elif code in AUTH_CODES:
         kind = ErrorKind.AUTH
     elif (
-        code in {3, 10}
+        code in CONFIG_CODES
         or (code is not None and 200 <= code <= 299)
         or (code == 100 and subcode == SUBCODE_OBJECT_MISSING)
     ):
         kind = ErrorKind.CONFIG
-    elif code == 100:
+    elif code == 100 or (subcode is not None and INVALID_SUBCODES_LO <= subcode <= INVALID_SUBCODES_HI):
         kind = ErrorKind.INVALID
-    elif http_status >= 500:
-        kind = ErrorKind.TRANSIENT
+    elif http_status == 429:
+        kind = ErrorKind.THROTTLED
     else:
-        kind = ErrorKind.INVALID
+        kind = ErrorKind.TRANSIENT
     return GraphError(
         kind,
         http_status=http_status,
@@ -123,13 +137,21 @@ def classify(http_status: int, payload: Any, retry_after_s: float | None) -> Gra
 
 
 def _retry_after(headers: Any) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
     value = headers.get("Retry-After") if headers is not None else None
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 class GraphClient:
@@ -160,8 +182,14 @@ class GraphClient:
         return f"{self._prefix}/{pixel_id}/events"
 
     def send(self, pixel_id: str, body: bytes, credentials: Credentials, timeout_s: float | None = None) -> GraphReply:
+        """POST one request. ``timeout_s`` caps connect + read together (the caller's time left)."""
         headers = {"Authorization": f"Bearer {credentials.access_token}"}
-        read = self._read_timeout_s if timeout_s is None else max(0.05, min(self._read_timeout_s, timeout_s))
+        total = self._connect_timeout_s + self._read_timeout_s
+        if timeout_s is not None:
+            total = max(0.05, min(total, timeout_s))
+        timeout = urllib3.Timeout(
+            connect=min(self._connect_timeout_s, total), read=min(self._read_timeout_s, total), total=total
+        )
         started = time.perf_counter()
         try:
             response = self._pool.request(
@@ -169,13 +197,15 @@ class GraphClient:
                 self.url(pixel_id),
                 body=body,
                 headers=headers,
-                timeout=urllib3.Timeout(connect=min(self._connect_timeout_s, read), read=read),
+                timeout=timeout,
                 retries=False,
                 preload_content=True,
             )
         except urllib3.exceptions.HTTPError as exc:
             # Timeouts, refused/reset connections, truncated responses (ProtocolError): the request may or
             # may not have reached Meta; a retry is safe because every event carries an event_id.
+            raise GraphError(ErrorKind.TRANSIENT, detail=type(exc).__name__) from None
+        except OSError as exc:  # raised outside urllib3's wrapping on some platforms
             raise GraphError(ErrorKind.TRANSIENT, detail=type(exc).__name__) from None
         latency_ms = (time.perf_counter() - started) * 1000
         try:

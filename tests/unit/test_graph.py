@@ -1,0 +1,96 @@
+"""Graph error classification: on error.code / error_subcode / is_transient, never on status or text."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+
+from capi_relay.graph import ErrorKind, GraphError, _retry_after, classify
+
+
+def body(code: int | None, subcode: int | None = None, transient: bool | None = None, **extra: Any) -> dict[str, Any]:
+    error: dict[str, Any] = {"message": "Paramètre non valide", "type": "OAuthException", **extra}
+    if code is not None:
+        error["code"] = code
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    if transient is not None:
+        error["is_transient"] = transient
+    return {"error": error}
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "kind"),
+    [
+        # transient: codes 1, 2, 341, 368, is_transient, 5xx and unknown bodies
+        (500, body(1), ErrorKind.TRANSIENT),
+        (400, body(2), ErrorKind.TRANSIENT),
+        (400, body(341), ErrorKind.TRANSIENT),
+        (400, body(368), ErrorKind.TRANSIENT),
+        (400, body(100, 2804003, transient=True), ErrorKind.TRANSIENT),
+        (500, None, ErrorKind.TRANSIENT),
+        (502, "<html>Bad Gateway</html>", ErrorKind.TRANSIENT),
+        (400, None, ErrorKind.TRANSIENT),
+        (200, {"error": "not an object"}, ErrorKind.TRANSIENT),
+        (400, body(9999), ErrorKind.TRANSIENT),  # unknown code: retried, never bisected
+        (500, body(None), ErrorKind.TRANSIENT),
+        # throttling: 4, 17, 32, 613, 80000-80014, HTTP 429 -- whatever the status
+        (400, body(4), ErrorKind.THROTTLED),
+        (400, body(17, 2446079), ErrorKind.THROTTLED),
+        (400, body(32), ErrorKind.THROTTLED),
+        (400, body(613, 1487742), ErrorKind.THROTTLED),
+        (400, body(80000), ErrorKind.THROTTLED),
+        (400, body(80004), ErrorKind.THROTTLED),
+        (400, body(80014), ErrorKind.THROTTLED),
+        (429, None, ErrorKind.THROTTLED),
+        (429, body(9999), ErrorKind.THROTTLED),
+        (200, body(4, transient=True), ErrorKind.THROTTLED),
+        # auth
+        (401, body(190, 463), ErrorKind.AUTH),
+        (400, body(190, 467), ErrorKind.AUTH),
+        (400, body(102), ErrorKind.AUTH),
+        # configuration: 3, 10, 200-299, 100/33
+        (403, body(10), ErrorKind.CONFIG),
+        (400, body(3), ErrorKind.CONFIG),
+        (403, body(200), ErrorKind.CONFIG),
+        (403, body(299), ErrorKind.CONFIG),
+        (400, body(100, 33), ErrorKind.CONFIG),
+        # invalid request: 100 and 2804xxx subcodes
+        (400, body(100), ErrorKind.INVALID),
+        (400, body(100, 2804003), ErrorKind.INVALID),
+        (400, body(100, 2804050, transient=False), ErrorKind.INVALID),
+        (500, body(100, 2804036), ErrorKind.INVALID),  # status does not matter
+        (400, body(12345, 2804019), ErrorKind.INVALID),
+    ],
+)
+def test_classification_follows_code_subcode_and_is_transient(status: int, payload: Any, kind: ErrorKind) -> None:
+    assert classify(status, payload, None).kind is kind
+
+
+def test_code_as_string_or_bool_is_not_trusted() -> None:
+    assert classify(400, body("190"), None).kind is ErrorKind.TRANSIENT  # type: ignore[arg-type]
+    assert classify(400, {"error": {"code": True}}, None).kind is ErrorKind.TRANSIENT
+
+
+def test_reason_codes_are_stable_and_carry_no_message_text() -> None:
+    error = classify(400, body(100, 2804003, fbtrace_id="Atrace"), None)
+    assert error.reason == "graph_invalid_100_2804003"
+    assert error.fbtrace_id == "Atrace"
+    assert "Paramètre" not in error.reason
+    assert classify(503, None, None).reason == "graph_transient_http503"
+    assert GraphError(ErrorKind.TRANSIENT, reason="custom").reason == "custom"
+
+
+def test_retry_after_seconds_date_and_garbage() -> None:
+    assert _retry_after({"Retry-After": "7"}) == 7.0
+    assert _retry_after({"Retry-After": "-3"}) == 0.0
+    assert _retry_after({}) is None
+    assert _retry_after({"Retry-After": "soon"}) is None
+    future = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    value = _retry_after({"Retry-After": future})
+    assert value is not None
+    assert 25 <= value <= 31
+    assert classify(429, None, 4.0).retry_after_s == 4.0
