@@ -40,6 +40,7 @@ class Expected:
     event_ids: tuple[str | None, ...] = ()  # events expected at Graph; None = derived from the messageId
     pixel_id: str = DEFAULT_PIXEL
     test_event_code: str | None = None
+    shape: str | None = None  # when the records of one sample differ (mixed_batch)
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,11 @@ SAMPLES: tuple[Sample, ...] = (
            (Expected("sample-invalid-old-0001", "dlq", "event_too_old"),
             Expected("sample-invalid-nosource-0001", "dlq", "missing_action_source")),
            "an event older than 7 days and an event without action_source"),
-    Sample("mixed_batch", "event/data/not-json", "sqs",
-           (Expected("sample-mixed-0001", "delivered", event_ids=("sample-mixed-0001",)),
-            Expected("sample-mixed-0002", "delivered", event_ids=("sample-mixed-0002",)),
-            Expected("sample-mixed-0003", "dlq", "body_not_json"),
-            Expected("sample-mixed-0004", "delivered", event_ids=("sample-mixed-0004",))),
+    Sample("mixed_batch", "mixed", "sqs",
+           (Expected("sample-mixed-0001", "delivered", event_ids=("sample-mixed-0001",), shape="event"),
+            Expected("sample-mixed-0002", "delivered", event_ids=("sample-mixed-0002",), shape="event"),
+            Expected("sample-mixed-0003", "dlq", "body_not_json", shape="not-json"),
+            Expected("sample-mixed-0004", "delivered", event_ids=("sample-mixed-0004",), shape="data")),
            "good records and one malformed neighbour, sent together (one batch)"),
 )  # fmt: skip
 SAMPLES_BY_NAME = {s.name: s for s in SAMPLES}
@@ -186,6 +187,17 @@ def raw_pii_values() -> set[str]:
     return values
 
 
+def find_raw_pii(text: str, values: Iterable[str] | None = None) -> list[str]:
+    """The raw sample PII values that occur in ``text`` as whole words (case-insensitive): a name such as
+    ``Eve`` is found in ``"fn": "Eve"`` but not inside ``eventbridge`` or a hex digest."""
+    found = []
+    for value in sorted(set(raw_pii_values() if values is None else values)):
+        pattern = r"(?<![A-Za-z0-9])" + re.escape(value) + r"(?![A-Za-z0-9])"
+        if re.search(pattern, text, flags=re.IGNORECASE):
+            found.append(value)
+    return found
+
+
 # ------------------------------------------------------------------------------------------- outcomes
 @dataclass
 class RecordResult:
@@ -255,7 +267,8 @@ def resolve(outcomes: Iterable[BatchOutcome], dlq_messages: Iterable[dict[str, A
         else:
             outcome_name, reason = "pending", reasons.get(message_id, "?")
         results.append(RecordResult(
-            sample=sample.name if sample else "?", shape=sample.shape if sample else "?",
+            sample=sample.name if sample else "?",
+            shape=(expected.shape or sample.shape) if sample and expected else "?",
             marker=expected.marker if expected else body[:30], message_id=message_id, outcome=outcome_name,
             reason=reason, receives=receives, expected=expected.outcome if expected else "delivered",
             expected_reason=expected.reason if expected else None,
