@@ -70,6 +70,7 @@ class Matrix:
     standin: GraphStandIn
     token: str
     max_receive_count: int = 4
+    visibility_timeout_s: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
     fifo: bool = False
     resources: Resources = field(init=False)
@@ -85,7 +86,7 @@ class Matrix:
             token=self.token,
             prefix=f"fm{uuid.uuid4().hex[:10]}",
             max_receive_count=self.max_receive_count,
-            visibility_timeout_s=1,
+            visibility_timeout_s=self.visibility_timeout_s,
         )
         self.clients = self.resources.clients()
         self.queue_url, self.dlq_url = self.resources.queue_url, self.resources.dlq_url
@@ -101,7 +102,11 @@ class Matrix:
             redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(self.max_receive_count)}
             self.queue_url = sqs.create_queue(
                 QueueName=f"{prefix}-events.fifo",
-                Attributes={"FifoQueue": "true", "VisibilityTimeout": "1", "RedrivePolicy": json.dumps(redrive)},
+                Attributes={
+                    "FifoQueue": "true",
+                    "VisibilityTimeout": str(self.visibility_timeout_s),
+                    "RedrivePolicy": json.dumps(redrive),
+                },
             )["QueueUrl"]
 
     @property
