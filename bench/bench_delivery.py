@@ -99,8 +99,9 @@ class Sample:
     failed: int
 
 
-def measure(url: str, events: list[Outbound], concurrency: int, sequential: bool) -> Sample:
-    control(url, "reset", {})
+def measure(url: str, events: list[Outbound], concurrency: int, sequential: bool, latency_ms: int) -> Sample:
+    control(url, "reset", {})  # clears the latency too: set it again
+    control(url, "config", {"latency_ms": latency_ms})
     config = DeliveryConfig(concurrency=concurrency, request_timeout_s=30.0)
     client = GraphClient(url, "v26.0", connect_timeout_s=5, read_timeout_s=30, max_connections=concurrency)
     deliverer = Deliverer(client, StaticTokens(), config)
@@ -141,12 +142,10 @@ def main(argv: list[str] | None = None) -> None:
     print("-" * len(header))
     with standin_process() as url:
         for latency in args.latency:
-            control(url, "config", {"latency_ms": latency})
             for mode, sequential in (("concurrent", False), ("sequential", True)):
                 samples = []
                 for _ in range(args.repeat):
-                    control(url, "config", {"latency_ms": latency})
-                    samples.append(measure(url, events, args.concurrency, sequential))
+                    samples.append(measure(url, events, args.concurrency, sequential, latency))
                 wall = [s.wall_s for s in samples]
                 cpu = [s.cpu_s for s in samples]
                 target = statistics.median(cpu) + 2 * latency / 1000
