@@ -63,14 +63,27 @@ def sha256_hex(text: str) -> str:
 
 
 def _nfc(text: str) -> str:
-    return unicodedata.normalize("NFC", text)
+    return text if text.isascii() else unicodedata.normalize("NFC", text)  # ASCII is always NFC
+
+
+# ASCII fast paths for _keep_categories: in ASCII, L = [A-Za-z], N = [0-9], no M; the rest is P/S/Z/Cc.
+_NOT_ASCII_CATEGORY = {
+    ("L",): re.compile(r"[^A-Za-z]+"),
+    ("L", "M"): re.compile(r"[^A-Za-z]+"),
+    ("L", "M", "N"): re.compile(r"[^A-Za-z0-9]+"),
+}
 
 
 def _keep_categories(text: str, prefixes: tuple[str, ...]) -> str:
+    """Keep the characters whose Unicode general category starts with one of ``prefixes``."""
+    if text.isascii():
+        return _NOT_ASCII_CATEGORY[prefixes].sub("", text)
     return "".join(ch for ch in text if unicodedata.category(ch)[0] in prefixes)
 
 
 def _strip_marks(text: str) -> str:
+    if text.isascii():
+        return text
     return "".join(ch for ch in unicodedata.normalize("NFD", text) if unicodedata.category(ch)[0] != "M")
 
 
@@ -129,6 +142,12 @@ def norm_ph(value: str, ctx: _Ctx) -> str:
     return digits
 
 
+# A NANP number in its usual national shape: [1] NPA NXX XXXX with N = 2-9. phonenumbers gives exactly
+# "1" + the 10 digits for these (country code 1 for every NANP region); tests/unit/test_normalize_properties
+# checks the shortcut against phonenumbers. It spares the ~20 µs parse for the commonest case.
+_NANP_NATIONAL_RE = re.compile(r"1?([2-9][0-9]{2}[2-9][0-9]{6})")
+
+
 def _national_to_e164(digits: str, region: str) -> str:
     """Country code + national number for a number written without ``+``/``00``.
 
@@ -137,7 +156,13 @@ def _national_to_e164(digits: str, region: str) -> str:
     of ``region`` but is a *valid* number once read as ``+digits`` (Meta's own format, ``447911123456``) is
     taken as already international.
     """
-    import phonenumbers  # noqa: PLC0415 -- lazy: ~60 ms of import, needed only for national numbers
+    if region in _NANP_REGIONS and (m := _NANP_NATIONAL_RE.fullmatch(digits)):
+        return "1" + m[1]
+    return _parse_national(digits, region)
+
+
+def _parse_national(digits: str, region: str) -> str:
+    import phonenumbers  # noqa: PLC0415 -- lazy: ~20 ms of import, needed only for national numbers
 
     try:
         number = phonenumbers.parse(digits, region)
@@ -313,7 +338,7 @@ def country_key(name: str) -> str:
 def norm_country(value: str, ctx: _Ctx) -> str:
     from capi_relay._countries import COUNTRIES  # noqa: PLC0415 -- generated table, loaded on first use
 
-    code = COUNTRIES.get(country_key(value))
+    code = COUNTRIES.get(value.lower()) or COUNTRIES.get(country_key(value))  # most values need no cleaning
     if code is None:
         raise Invalid("unknown_country")
     return code
@@ -400,11 +425,12 @@ def hash_value(field: str, value: Any, *, ctx: _Ctx) -> str:
     text = _nfc(_as_text(value)).strip()
     if not text:
         raise Invalid("empty")
-    if _SHA256_RE.fullmatch(text):
+    size = len(text)
+    if size == 64 and _SHA256_RE.fullmatch(text):
         return text.lower()
-    if _PB_HASH_RE.fullmatch(text):
+    if size in {67, 73} and _PB_HASH_RE.fullmatch(text):
         return text
-    if field != "external_id" and _MD5_RE.fullmatch(text):
+    if size == 32 and field != "external_id" and _MD5_RE.fullmatch(text):
         raise Invalid("md5_hash")
     try:
         normalized = _nfc(_RULES[field](text, ctx))

@@ -156,6 +156,8 @@ def _unsendable(value: Any) -> str | None:
     stack = [value]
     while stack:
         item = stack.pop()
+        if type(item) is int:  # the common scalars first
+            continue
         if isinstance(item, str):
             if not item.isascii():
                 try:
@@ -306,7 +308,8 @@ def _prepare(raw: Any, settings: NormalizationSettings, now: int, default_event_
     else:
         event["custom_data"] = custom
     _data_processing(event)
-    unsendable = _unsendable(event)
+    # user_data came out of normalize_user_data, which already dropped such values: walk the rest only.
+    unsendable = _unsendable([value for key, value in event.items() if key != "user_data"])
     if unsendable is not None:
         raise _Reject(unsendable, "the event holds NaN/Infinity or a lone surrogate, which cannot be sent as JSON")
     return Prepared(event=event, drops=drops, notes=notes, match_keys=match_key_count(user_data))

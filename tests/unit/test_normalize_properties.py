@@ -232,3 +232,21 @@ def test_a_lone_surrogate_is_dropped_from_user_data_not_raised() -> None:
     # Then both are dropped with a reason and the rest survives
     assert list(out) == ["fn"]
     assert [(d.field, d.reason) for d in drops] == [("em", "invalid_unicode"), ("client_user_agent", "invalid_unicode")]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(sorted(["US", "CA", "JM", "PR", "BS", "TT", "GU", "VI", "DO"])),
+    st.from_regex(r"1?[0-9]{10}", fullmatch=True),
+)
+def test_the_nanp_shortcut_gives_exactly_what_phonenumbers_gives(region: str, digits: str) -> None:
+    # Given a 10/11-digit string in a NANP region; When both paths normalize it; Then they agree (or both drop)
+    from capi_relay.normalize import _national_to_e164, _parse_national
+
+    def run(fn: Any) -> str | None:
+        try:
+            return str(fn(digits, region))
+        except Invalid:
+            return None
+
+    assert run(_national_to_e164) == run(_parse_national)
