@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -143,10 +144,15 @@ def _custom_data(raw: Any, event_name: str) -> dict[str, Any] | None:
     return out
 
 
-def _currencies() -> frozenset[str]:
-    from capi_relay._countries import CURRENCIES  # noqa: PLC0415 -- generated table, loaded on first use
+_CURRENCIES: list[frozenset[str]] = []
 
-    return CURRENCIES
+
+def _currencies() -> frozenset[str]:
+    if not _CURRENCIES:
+        from capi_relay._countries import CURRENCIES  # noqa: PLC0415 -- generated table, loaded on first use
+
+        _CURRENCIES.append(CURRENCIES)
+    return _CURRENCIES[0]
 
 
 def _unsendable(value: Any) -> str | None:
@@ -207,6 +213,11 @@ def _derive_fbc(event: dict[str, Any], user_data: dict[str, Any], event_time: in
         if is_fb_cookie(candidate):
             user_data["fbc"] = candidate
             notes.append("fbc_derived")
+
+
+@lru_cache(maxsize=8)
+def _today(now: int) -> date:
+    return datetime.fromtimestamp(now, UTC).date()
 
 
 def match_key_count(user_data: dict[str, Any]) -> int:
@@ -272,7 +283,7 @@ def _prepare(raw: Any, settings: NormalizationSettings, now: int, default_event_
         raise _Reject("missing_user_data", "user_data is required")
     if not isinstance(event["user_data"], dict):
         raise _Reject("missing_user_data", "user_data must be an object")
-    today = datetime.fromtimestamp(now, UTC).date()
+    today = _today(now)
     user_data, field_drops = normalize_user_data(event["user_data"], settings, today)
     drops.extend(field_drops)
     _derive_fbc(event, user_data, event_time, notes)

@@ -250,3 +250,17 @@ def test_the_nanp_shortcut_gives_exactly_what_phonenumbers_gives(region: str, di
             return None
 
     assert run(_national_to_e164) == run(_parse_national)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.from_regex(r"[0-9]{1,4}(\.[0-9]{1,4}){2,4}", fullmatch=True) | st.ip_addresses(v=4).map(str))
+def test_the_ipv4_shortcut_accepts_exactly_what_ipaddress_accepts(value: str) -> None:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+        valid = True
+    except ValueError:
+        valid = False
+    out, _ = normalize_user_data({"client_ip_address": value}, SETTINGS, TODAY)
+    assert ("client_ip_address" in out) is valid
