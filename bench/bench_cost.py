@@ -1,0 +1,250 @@
+"""Cost per million events: measured CPU per event and per invocation x Lambda arm64 and SQS prices.
+
+Measures, in this process, what one invocation costs in CPU: the relay built as the handler builds it
+(``Relay`` + ``Deliverer`` + urllib3 ``GraphClient``; a static token instead of Secrets Manager) runs
+``Relay.process`` on SQS events of several sizes (one website Purchase with raw PII per record) and POSTs
+to the Graph stand-in (its own subprocess on loopback, so its CPU is not counted), then publishes the
+metrics as the handler does (EMF to a discarded stdout). A least-squares line over the batch sizes gives
+CPU = fixed + per_event x records. Then, for Lambda memory M (CPU share M / 1,769 MB of one vCPU):
+
+    duration = (fixed + per_event x B) x max(1, 1769 / M) + requests(B) x graph_latency
+    cost/event = (M / 1024 x duration x GB-s price + request price) / B + SQS requests per event x price
+
+Prints the assumptions, the measured numbers and a table; asserts nothing.
+
+    python -m bench.bench_cost [--latency-ms 150] [--memory 128 256 512 1024 1769] [--batch 10 100 500 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import math
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from bench.cfn import default_sizing
+
+# Prices assumed (us-east-1, published on the AWS pricing pages; check yours):
+LAMBDA_ARM64_GB_S = 0.0000133334  # $ per GB-second, arm64, first tier (first 7.5 billion GB-s a month)
+LAMBDA_REQUEST = 0.20 / 1_000_000  # $ per invocation
+SQS_REQUEST = 0.40 / 1_000_000  # $ per standard-queue request; each 64 KiB chunk of a payload is a request
+FULL_VCPU_MB = 1769  # Lambda: 1,769 MB of memory = one vCPU's worth of CPU time
+MAX_EVENTS_PER_REQUEST = 1000  # Meta: events per POST
+PIXEL = "1234567890"
+TOKEN = "bench-token"  # the stand-in's accepted token, not a secret
+
+
+class _StaticTokens:
+    def get(self, pixel_id: str, *, force_refresh: bool = False) -> Any:
+        from capi_relay.secrets import Credentials
+
+        return Credentials(TOKEN)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    return port if port != 9001 else _free_port()
+
+
+@contextlib.contextmanager
+def standin() -> Iterator[str]:
+    """The Graph stand-in in a subprocess (its CPU must not count as the relay's); yields its base URL."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local.graph_standin", "--port", str(port), "--token", TOKEN],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/_standin/state", timeout=1):
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the Graph stand-in did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _reset(url: str) -> None:
+    request = urllib.request.Request(f"{url}/_standin/reset", data=b"{}", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        resp.read()
+
+
+def sqs_event(records: int, now: int) -> dict[str, Any]:
+    """A Lambda SQS event of ``records`` website Purchases with raw PII (one per message)."""
+    sent = str(now * 1000)
+    out = []
+    for i in range(records):
+        body = {
+            "event_name": "Purchase",
+            "event_time": now - 60,
+            "event_id": f"cost-{i}",
+            "action_source": "website",
+            "event_source_url": "https://shop.example.com/checkout/thanks",
+            "user_data": {
+                "em": f"Customer.{i}@Example.com", "ph": "(650) 555-1212", "fn": "John", "ln": "Smith",
+                "ct": "Menlo Park", "st": "California", "zp": "94025-1234", "country": "US",
+                "external_id": f"user-{i}", "client_ip_address": "203.0.113.7",
+                "client_user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) AppleWebKit/605.1.15",
+                "fbp": "fb.1.1789999000000.1234567890",
+            },
+            "custom_data": {"value": 42.5, "currency": "USD"},
+        }  # fmt: skip
+        out.append(
+            {
+                "messageId": str(uuid.uuid4()), "receiptHandle": f"rh-{i}", "body": json.dumps(body),
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": sent, "SenderId": "bench",
+                               "ApproximateFirstReceiveTimestamp": sent},
+                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:capi-relay-events", "awsRegion": "us-east-1",
+            }
+        )  # fmt: skip
+    return {"Records": out}
+
+
+def measure(url: str, sizes: list[int], repeat: int) -> dict[int, list[float]]:
+    """CPU seconds of one invocation (relay + metrics), ``repeat`` times per batch size."""
+    from aws_lambda_powertools import Metrics
+
+    from capi_relay.app import delivery_config
+    from capi_relay.delivery import Deliverer
+    from capi_relay.graph import GraphClient
+    from capi_relay.relay import Relay
+    from capi_relay.settings import settings_from_env
+    from capi_relay.telemetry import publish
+
+    settings = settings_from_env({"PIXEL_ID": PIXEL, "ACCESS_TOKEN_SECRET_ID": "bench", "GRAPH_API_URL": url})
+    client = GraphClient(
+        settings.graph_api_url,
+        settings.graph_api_version,
+        connect_timeout_s=settings.connect_timeout_s,
+        read_timeout_s=settings.read_timeout_s,
+        max_connections=settings.http_concurrency,
+    )
+    relay = Relay(settings, Deliverer(client, _StaticTokens(), delivery_config(settings)))
+    metrics = Metrics(namespace="CapiRelay", service="capi-relay")
+
+    def once(records: int) -> float:
+        event = sqs_event(records, int(time.time()))
+        sink = io.StringIO()
+        cpu0 = time.process_time()
+        with contextlib.redirect_stdout(sink):
+            summary = relay.process(event, lambda: 600_000)
+            publish(metrics, summary)
+            metrics.flush_metrics()
+        cpu = time.process_time() - cpu0
+        if summary.records_failed:
+            raise RuntimeError(f"{summary.records_failed} of {records} records failed: {dict(summary.failures)}")
+        _reset(url)
+        return cpu
+
+    # What the function holds besides the relay: boto3 and a Secrets Manager client (for the peak RSS).
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+    from botocore.config import Config
+
+    SecretsProvider(boto_config=Config(region_name="us-east-1"))
+    once(10)  # warm: lazy imports (phonenumbers), the connection pool, regex caches -- not per-event work
+    return {size: [once(size) for _ in range(repeat)] for size in sizes}
+
+
+def lambda_cost_per_event(
+    memory_mb: int, batch: int, fixed_s: float, per_event_s: float, graph_latency_s: float
+) -> tuple[float, float]:
+    """($ per event for Lambda, billed seconds per invocation) at this memory size and full batches."""
+    stretch = max(1.0, FULL_VCPU_MB / memory_mb)
+    requests = math.ceil(batch / MAX_EVENTS_PER_REQUEST)  # sent concurrently: one round trip per wave
+    waves = math.ceil(requests / 8)
+    duration = (fixed_s + per_event_s * batch) * stretch + waves * graph_latency_s
+    billed = math.ceil(duration * 1000) / 1000  # billed per millisecond
+    cost = memory_mb / 1024 * billed * LAMBDA_ARM64_GB_S + LAMBDA_REQUEST
+    return cost / batch, billed
+
+
+def sqs_requests_per_event(batch: int, send_batch: int) -> float:
+    """SendMessage(Batch) by producers + the event source's ReceiveMessage and DeleteMessageBatch (10 each)."""
+    receives = 1 / min(10, batch)
+    deletes = 1 / min(10, batch)
+    return 1 / send_batch + receives + deletes
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--latency-ms", type=float, default=150.0, help="Graph API round trip assumed per request")
+    parser.add_argument("--memory", type=int, nargs="+", default=[128, 256, 512, 1024, 1769])
+    parser.add_argument("--batch", type=int, nargs="+", default=[10, 100, 500, 1000, 2000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500, 1000], help="batch sizes measured")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    logging.disable(logging.WARNING)
+    sizing = default_sizing()
+
+    print(f"command: python -m bench.bench_cost {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+    print("assumptions:")
+    print(f"  Lambda arm64 ${LAMBDA_ARM64_GB_S} per GB-s (first tier), ${LAMBDA_REQUEST * 1e6:.2f} per 1M requests;")
+    print(f"  CPU share = memory / {FULL_VCPU_MB} MB of one vCPU (CPU work stretches below 1,769 MB);")
+    print(f"  Graph API round trip {args.latency_ms:.0f} ms per request wave (<= 1,000 events/POST, 8 in parallel);")
+    print(f"  SQS ${SQS_REQUEST * 1e6:.2f} per 1M requests, one request per 64 KiB chunk (a CAPI event is ~1 KiB);")
+    print("  event source: ReceiveMessage and DeleteMessageBatch take 10 messages each; idle long polls not counted;")
+    print("  no free tier; no retries; CPU measured on this machine (x86_64; Graviton per-core speed differs);")
+    print(f"  template defaults: {sizing}")
+    print(f"machine: {platform.machine()} {platform.processor() or ''} Python {platform.python_version()}".rstrip())
+
+    with standin() as url:
+        runs = measure(url, args.sizes, args.repeat)
+    xs = [float(size) for size, cpus in runs.items() for _ in cpus]
+    ys = [cpu for cpus in runs.values() for cpu in cpus]
+    slope, intercept = statistics.linear_regression(xs, ys)
+    per_event_s, fixed_s = max(slope, 0.0), max(intercept, 0.0)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("\nmeasured CPU per invocation (relay.process + metrics), full core:")
+    for size, cpus in runs.items():
+        print(f"  {size:>6} records: median {statistics.median(cpus) * 1000:8.1f} ms  "
+              f"({statistics.median(cpus) / size * 1e6:6.1f} µs/record)")  # fmt: skip
+    print(f"  fit: {fixed_s * 1000:.2f} ms per invocation + {per_event_s * 1e6:.1f} µs per event")
+    print(f"  peak RSS of this process (relay, boto3 Secrets Manager client, largest batch): {peak_mb:.0f} MB")
+
+    latency_s = args.latency_ms / 1000
+    print(f"\nLambda $ per 1M events (full batches, Graph {args.latency_ms:.0f} ms), rows = MemorySize MB:")
+    print("  memory " + "".join(f"{'B=' + str(b):>10}" for b in args.batch))
+    for mem in args.memory:
+        cells = [lambda_cost_per_event(mem, b, fixed_s, per_event_s, latency_s)[0] * 1e6 for b in args.batch]
+        print(f"  {mem:>6} " + "".join(f"{c:>10.4f}" for c in cells))
+
+    mem, batch = sizing["MemorySize"], sizing["BatchSize"]
+    lam, billed = lambda_cost_per_event(mem, batch, fixed_s, per_event_s, latency_s)
+    cpu_ms = (fixed_s + per_event_s * batch) * max(1.0, FULL_VCPU_MB / mem) * 1000
+    print(f"\ntemplate defaults: MemorySize {mem} MB, BatchSize {batch}, window "
+          f"{sizing['MaximumBatchingWindowInSeconds']} s (full batches):")  # fmt: skip
+    print(f"  invocation: {cpu_ms:.0f} ms CPU at {min(1.0, mem / FULL_VCPU_MB):.2f} vCPU + Graph wait "
+          f"= {billed * 1000:.0f} ms billed; {batch / billed:.0f} events/s per concurrent instance")  # fmt: skip
+    for send_batch, label in ((1, "SendMessage, 1 event/request"), (10, "SendMessageBatch of 10")):
+        sqs = sqs_requests_per_event(batch, send_batch) * SQS_REQUEST
+        print(f"  producers use {label:<30}: Lambda ${lam * 1e6:.4f} + SQS ${sqs * 1e6:.4f} "
+              f"= ${(lam + sqs) * 1e6:.4f} per 1M events")  # fmt: skip
+    half = max(1, batch // 10)
+    lam_low, _ = lambda_cost_per_event(mem, half, fixed_s, per_event_s, latency_s)
+    print(f"  at low traffic (batches of {half} when the window closes first): Lambda ${lam_low * 1e6:.4f} per 1M")
+
+
+if __name__ == "__main__":
+    main()
