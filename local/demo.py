@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -152,6 +153,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--batch-size", type=int, default=10)
@@ -160,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--visibility-timeout", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=90.0, help="give up draining after this many seconds")
     args = parser.parse_args(argv)
+    # Ctrl-C and SIGTERM unwind through run()'s ExitStack, which stops everything it started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return run(args)
     except KeyboardInterrupt:

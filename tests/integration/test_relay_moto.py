@@ -16,7 +16,7 @@ from capi_relay.relay import Relay
 from capi_relay.settings import settings_from_env
 from local.esm import BatchOutcome, EventSourceEmulator, InvokeResult, in_process_invoker
 from local.graph_standin import GraphStandIn
-from local.samples import SAMPLES, SAMPLES_BY_NAME, Sample, mismatches, publish, resolve
+from local.samples import SAMPLES, SAMPLES_BY_NAME, RecordResult, Sample, mismatches, publish, resolve
 from local.stack import Clients, Resources, drain_queue
 from tests.conftest import MAX_RECEIVE_COUNT
 
@@ -213,3 +213,25 @@ def test_lambda_event_shape(resources: Resources, clients: Clients) -> None:
     assert record["messageAttributes"]["pixel_id"] == {
         "stringValue": "100000000000003", "stringListValues": [], "binaryListValues": [], "dataType": "String"
     }  # fmt: skip
+
+
+def test_outcome_check_reports_every_kind_of_difference() -> None:
+    # Given results where one record ended in the wrong place, one for the wrong reason, one is missing
+    sample = SAMPLES_BY_NAME["mixed_batch"]
+    results = [
+        RecordResult("mixed_batch", "event", "sample-mixed-0001", "m1", "dlq", "body_not_json", 2, "delivered", None),
+        RecordResult("mixed_batch", "event", "sample-mixed-0002", "m2", "delivered", "-", 1, "delivered", None),
+        RecordResult("mixed_batch", "not-json", "sample-mixed-0003", "m3", "dlq", "unknown_shape", 2, "dlq",
+                     "body_not_json"),
+        RecordResult("?", "?", "something else", "m5", "delivered", "-", 1, "delivered", None),
+    ]  # fmt: skip
+
+    # When they are compared with the sample list
+    problems = mismatches(results, [sample])
+
+    # Then each difference is named
+    assert len(problems) == 4
+    assert any("sample-mixed-0001" in p and "expected delivered" in p for p in problems)
+    assert any("sample-mixed-0003" in p and "reason unknown_shape" in p for p in problems)
+    assert any("sample-mixed-0004" in p and "seen as 0" in p for p in problems)
+    assert any("unexpected message m5" in p for p in problems)
