@@ -1,0 +1,392 @@
+"""template.yaml: what cfn-lint does not catch (wrong spellings, ARNs vs URLs, derived numbers, IAM scope,
+the env-var contract with settings.py, alarms on metrics the relay really emits), plus `sam validate --lint`."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.cfn import function_properties, load_template, parameter_default, sqs_event_properties
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS_PY = ROOT / "src" / "capi_relay" / "settings.py"
+TELEMETRY_PY = ROOT / "src" / "capi_relay" / "telemetry.py"
+SAM = ROOT / ".venv-sam" / "bin" / "sam"
+
+# The variables settings.py reads (kept here on purpose: a change in settings.py must be mirrored).
+SETTINGS_ENV = {
+    "PIXEL_ID", "ACCESS_TOKEN_SECRET_ID", "GRAPH_API_VERSION", "GRAPH_API_URL", "TEST_EVENT_CODE",
+    "DEFAULT_PHONE_REGION", "DATE_ORDER", "STAGE", "GRAPH_CONNECT_TIMEOUT", "GRAPH_READ_TIMEOUT",
+    "HTTP_CONCURRENCY", "MAX_EVENTS_PER_REQUEST", "MAX_REQUEST_BYTES", "SECRET_MAX_AGE", "DEADLINE_MARGIN",
+    "MAX_ATTEMPTS", "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
+}  # fmt: skip
+# What the deployed function must set; the rest keep settings.py's defaults.
+REQUIRED_ENV = {"PIXEL_ID", "ACCESS_TOKEN_SECRET_ID", "GRAPH_API_VERSION", "TEST_EVENT_CODE", "STAGE",
+                "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}  # fmt: skip
+POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template(ROOT / "template.yaml")
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def default(template: dict[str, Any], value: Any) -> Any:
+    return parameter_default(template, value)
+
+
+def resolve_if(value: Any, conditions: dict[str, bool]) -> Any:
+    """Evaluate Fn::If under a truth assignment; AWS::NoValue becomes None."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::If"}:
+            name, when_true, when_false = value["Fn::If"]
+            return resolve_if(when_true if conditions[name] else when_false, conditions)
+        if value == {"Ref": "AWS::NoValue"}:
+            return None
+        return {k: resolve_if(v, conditions) for k, v in value.items()}
+    if isinstance(value, list):
+        return [r for r in (resolve_if(v, conditions) for v in value) if r is not None]
+    return value
+
+
+def condition_assignments(template: dict[str, Any]) -> Iterator[dict[str, bool]]:
+    names = sorted(template.get("Conditions", {}))
+    for values in itertools.product([False, True], repeat=len(names)):
+        yield dict(zip(names, values, strict=True))
+
+
+def statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every IAM statement in roles and queue policies, under every condition assignment."""
+    for conditions in condition_assignments(template):
+        for rid, role in resources(template, "AWS::IAM::Role").items():
+            for policy in resolve_if(role["Properties"].get("Policies", []), conditions):
+                for st in policy["PolicyDocument"]["Statement"]:
+                    yield rid, st
+        for rid, qp in resources(template, "AWS::SQS::QueuePolicy").items():
+            for st in qp["Properties"]["PolicyDocument"]["Statement"]:
+                yield rid, st
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# ------------------------------------------------------------------------------ function + event source
+def test_function_runtime_architecture_handler_and_code(template: dict[str, Any]) -> None:
+    fn = function_properties(template)
+    assert fn["Runtime"] == "python3.13"
+    assert fn["Architectures"] == ["arm64"]
+    assert fn["Handler"] == "capi_relay.handler.lambda_handler"
+    assert fn["CodeUri"] == "src/"
+    assert template["Resources"]["RelayFunction"]["Metadata"]["BuildMethod"] == "makefile"
+    assert "build-RelayFunction:" in (ROOT / "src" / "Makefile").read_text()
+
+
+def test_partial_batch_response_is_spelt_exactly(template: dict[str, Any]) -> None:
+    sqs = sqs_event_properties(template)
+    assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert sqs["Queue"] == {"Fn::GetAtt": ["EventsQueue", "Arn"]}
+
+
+def test_batch_size_above_10_has_a_batching_window(template: dict[str, Any]) -> None:
+    sqs = sqs_event_properties(template)
+    batch, window = default(template, sqs["BatchSize"]), default(template, sqs["MaximumBatchingWindowInSeconds"])
+    assert 1 <= batch <= 10_000
+    assert batch <= 10 or window >= 1
+    # Any allowed parameter value too: either the window cannot be 0 or the batch cannot exceed 10.
+    params = template["Parameters"]
+    assert params["MaximumBatchingWindowInSeconds"]["MinValue"] >= 1 or params["BatchSize"]["MaxValue"] <= 10
+    assert params["MaximumBatchingWindowInSeconds"]["MaxValue"] <= 300
+    concurrency = params["MaximumConcurrency"]
+    assert 2 <= concurrency["MinValue"] <= concurrency["Default"] <= concurrency["MaxValue"] <= 1000
+
+
+# ------------------------------------------------------------------------------------------ queues
+def test_redrive_targets_the_dlq_arn_not_its_url(template: dict[str, Any]) -> None:
+    redrive = template["Resources"]["EventsQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["EventsDLQ", "Arn"]}
+    assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+
+
+def test_max_receive_count_range_and_default(template: dict[str, Any]) -> None:
+    p = template["Parameters"]["MaxReceiveCount"]
+    assert p["Type"] == "Number"
+    assert 1 <= p["MinValue"] <= p["MaxValue"] <= 1000
+    assert 5 <= p["Default"] <= p["MaxValue"]
+
+
+def test_visibility_timeout_is_at_least_six_function_timeouts(template: dict[str, Any]) -> None:
+    timeout = default(template, function_properties(template)["Timeout"])
+    visibility = default(template, template["Resources"]["EventsQueue"]["Properties"]["VisibilityTimeout"])
+    assert isinstance(timeout, int)
+    assert isinstance(visibility, int)
+    assert visibility >= 6 * timeout
+    assert visibility <= 43_200
+
+
+def test_dlq_keeps_messages_longer_than_the_source_queue(template: dict[str, Any]) -> None:
+    dlq = template["Resources"]["EventsDLQ"]["Properties"]
+    source = template["Resources"]["EventsQueue"]["Properties"]
+    assert dlq["MessageRetentionPeriod"] == 1_209_600
+    assert dlq["MessageRetentionPeriod"] > source.get("MessageRetentionPeriod", 345_600)
+    assert template["Resources"]["EventsDLQ"].get("DeletionPolicy") == "Retain"
+
+
+@pytest.mark.parametrize("queue", ["EventsQueue", "EventsDLQ"])
+def test_both_queues_are_encrypted_whatever_the_kms_parameter(template: dict[str, Any], queue: str) -> None:
+    props = template["Resources"][queue]["Properties"]
+    for conditions in condition_assignments(template):
+        resolved = resolve_if(props, conditions)
+        managed = resolved.get("SqsManagedSseEnabled") is True
+        kms = resolved.get("KmsMasterKeyId") == {"Ref": "KmsKeyArn"}
+        assert managed != kms, f"{queue} under {conditions}: exactly one of SQS-managed SSE / KMS"
+        assert kms == conditions["HasKmsKey"]
+
+
+# ------------------------------------------------------------------------------------------------ IAM
+def test_function_uses_the_explicit_role(template: dict[str, Any]) -> None:
+    fn = template["Resources"]["RelayFunction"]["Properties"]
+    assert fn["Role"] == {"Fn::GetAtt": ["RelayFunctionRole", "Arn"]}
+    assert "Policies" not in fn
+
+
+def test_no_wildcard_resource_for_sqs_or_secrets_actions(template: dict[str, Any]) -> None:
+    for rid, st in statements(template):
+        actions = as_list(st["Action"])
+        assert not any(a in ("*", "sqs:*", "secretsmanager:*", "kms:*") for a in actions), (rid, actions)
+        if any(a.startswith(("sqs:", "secretsmanager:", "kms:")) for a in actions):
+            for res in as_list(st["Resource"]):
+                assert res != "*", (rid, st)
+                assert not (isinstance(res, str) and "*" in res), (rid, st)
+
+
+def test_role_scopes_each_permission_to_one_resource(template: dict[str, Any]) -> None:
+    by_action: dict[str, list[Any]] = {}
+    for rid, st in statements(template):
+        if rid == "RelayFunctionRole":
+            assert st["Effect"] == "Allow"
+            for action in as_list(st["Action"]):
+                by_action.setdefault(action, []).extend(as_list(st["Resource"]))
+    queue_arn = {"Fn::GetAtt": ["EventsQueue", "Arn"]}
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"):
+        assert by_action[action], action
+        assert all(r == queue_arn for r in by_action[action]), action
+    assert all(r == {"Ref": "AccessTokenSecretArn"} for r in by_action["secretsmanager:GetSecretValue"])
+    assert all(r == {"Fn::GetAtt": ["RelayLogGroup", "Arn"]} for r in by_action["logs:PutLogEvents"])
+    assert "cloudwatch:PutMetricData" not in by_action  # metrics go out as EMF log lines
+    allowed = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
+               "secretsmanager:GetSecretValue", "logs:CreateLogStream", "logs:PutLogEvents", "kms:Decrypt"}  # fmt: skip
+    assert set(by_action) <= allowed
+
+
+def test_kms_decrypt_only_when_a_customer_key_is_configured(template: dict[str, Any]) -> None:
+    role = template["Resources"]["RelayFunctionRole"]["Properties"]
+    for conditions in condition_assignments(template):
+        kms_resources = [
+            res
+            for policy in resolve_if(role["Policies"], conditions)
+            for st in policy["PolicyDocument"]["Statement"]
+            if "kms:Decrypt" in as_list(st["Action"])
+            for res in as_list(st["Resource"])
+        ]
+        expected = []
+        if conditions["HasKmsKey"]:
+            expected.append({"Ref": "KmsKeyArn"})
+        if conditions["HasSecretKmsKey"]:
+            expected.append({"Ref": "SecretKmsKeyArn"})
+        assert kms_resources == expected, conditions
+
+
+def test_queue_policy_lets_only_the_eventbridge_rule_send(template: dict[str, Any]) -> None:
+    rule = template["Resources"]["EventsRule"]
+    assert rule["Condition"] == "CreateEventBridgeRule"
+    assert [t["Arn"] for t in rule["Properties"]["Targets"]] == [{"Fn::GetAtt": ["EventsQueue", "Arn"]}]
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern == {"source": [{"Ref": "EventPatternSource"}], "detail-type": [{"Ref": "EventPatternDetailType"}]}
+    policies = resources(template, "AWS::SQS::QueuePolicy")
+    assert policies
+    for qp in policies.values():
+        assert qp["Condition"] == "CreateEventBridgeRule"
+        for st in qp["Properties"]["PolicyDocument"]["Statement"]:
+            assert st["Principal"] == {"Service": "events.amazonaws.com"}
+            assert as_list(st["Action"]) == ["sqs:SendMessage"]
+            assert st["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["EventsRule", "Arn"]}}}
+
+
+# ------------------------------------------------------------------------------------- environment
+def env_names_read_by_settings() -> set[str]:
+    """String literals passed as the variable name to _get/_int/_float(env, NAME, ...) in settings.py
+    (the helpers pass their own ``name`` argument on: those calls have a variable, not a literal)."""
+    names = set()
+    for node in ast.walk(ast.parse(SETTINGS_PY.read_text())):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in {"_get", "_int", "_float"}
+        ):
+            arg = node.args[1]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                names.add(arg.value)
+    assert names, "settings.py no longer reads variables through _get/_int/_float: update this test"
+    return names
+
+
+def test_settings_reads_exactly_the_variables_listed_here() -> None:
+    assert env_names_read_by_settings() == SETTINGS_ENV
+
+
+def test_function_environment_matches_settings(template: dict[str, Any]) -> None:
+    variables = set(function_properties(template)["Environment"]["Variables"])
+    assert variables - POWERTOOLS_ENV <= SETTINGS_ENV, variables - POWERTOOLS_ENV - SETTINGS_ENV
+    assert variables >= REQUIRED_ENV, REQUIRED_ENV - variables
+    env = function_properties(template)["Environment"]["Variables"]
+    assert env["POWERTOOLS_SERVICE_NAME"] == "capi-relay"
+    assert env["ACCESS_TOKEN_SECRET_ID"] == {"Ref": "AccessTokenSecretArn"}
+    assert default(template, env["GRAPH_API_VERSION"]) == "v26.0"
+    assert default(template, env["TEST_EVENT_CODE"]) == ""
+    assert default(template, env["POWERTOOLS_METRICS_NAMESPACE"]) == "CapiRelay"
+    assert template["Parameters"]["Stage"]["AllowedValues"] == ["dev", "prod"]
+
+
+def test_the_settings_accept_the_template_defaults(template: dict[str, Any]) -> None:
+    from capi_relay.settings import settings_from_env
+
+    env = {}
+    for name, value in function_properties(template)["Environment"]["Variables"].items():
+        try:
+            env[name] = str(default(template, value))
+        except KeyError:
+            env[name] = "arn:aws:secretsmanager:us-east-1:123456789012:secret:capi-relay/token-AbCdEf"
+    settings = settings_from_env(env)
+    assert settings.graph_api_version == "v26.0"
+    assert settings.pixel_id is None  # the PixelId default is empty: messages name their pixel
+    assert not settings.is_production
+
+
+def test_env_json_for_sam_local_invoke_matches_the_function(template: dict[str, Any]) -> None:
+    import json
+
+    doc = json.loads((ROOT / "events" / "env.json").read_text())
+    names = set(doc["RelayFunction"])
+    assert names - POWERTOOLS_ENV - {"AWS_ENDPOINT_URL"} <= SETTINGS_ENV
+    assert set(function_properties(template)["Environment"]["Variables"]) <= names
+
+
+# ------------------------------------------------------------------------------------ alarms, metrics
+def emitted_metric_names() -> set[str]:
+    """Metric names telemetry.py emits (add_metric name=... and the per-reason single metrics)."""
+    source = TELEMETRY_PY.read_text()
+    names = set(re.findall(r'name="([A-Za-z]+)"', source))
+    names |= set(re.findall(r'_by_dimension\(\s*metrics,\s*"([A-Za-z]+)"', source))
+    return names
+
+
+def alarm_metrics(template: dict[str, Any]) -> dict[str, set[tuple[str, str]]]:
+    """Alarm id -> {(namespace, metric name)}; namespace Refs resolved to defaults."""
+    out: dict[str, set[tuple[str, str]]] = {}
+    for aid, alarm in resources(template, "AWS::CloudWatch::Alarm").items():
+        props = alarm["Properties"]
+        found = set()
+        if "MetricName" in props:
+            found.add((default(template, props["Namespace"]), props["MetricName"]))
+        for m in props.get("Metrics", []):
+            if "MetricStat" in m:
+                metric = m["MetricStat"]["Metric"]
+                found.add((default(template, metric["Namespace"]), metric["MetricName"]))
+        out[aid] = found
+    return out
+
+
+def test_required_alarms_exist(template: dict[str, Any]) -> None:
+    alarms = alarm_metrics(template)
+    watched = set().union(*alarms.values())
+    for needed in [("AWS/SQS", "ApproximateNumberOfMessagesVisible"), ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+                   ("AWS/Lambda", "Errors"), ("AWS/Lambda", "Throttles"), ("CapiRelay", "AuthFailures"),
+                   ("CapiRelay", "EventsRejected"), ("CapiRelay", "EventsPrepared")]:  # fmt: skip
+        assert needed in watched, needed
+    dlq = template["Resources"]["DLQDepthAlarm"]["Properties"]
+    assert dlq["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["EventsDLQ", "QueueName"]}}]
+    assert (dlq["Threshold"], dlq["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    age = template["Resources"]["OldestMessageAgeAlarm"]["Properties"]
+    assert age["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["EventsQueue", "QueueName"]}}]
+    threshold = template["Parameters"]["OldestMessageAgeThresholdSeconds"]
+    assert threshold["Default"] <= threshold["MaxValue"] < 7 * 86_400  # Meta's 7-day limit
+
+
+def test_custom_metric_alarms_watch_metrics_the_relay_emits(template: dict[str, Any]) -> None:
+    emitted = emitted_metric_names()
+    assert {"RecordsReceived", "AuthFailures", "EventsRejected", "RecordFailuresByReason"} <= emitted
+    for aid, found in alarm_metrics(template).items():
+        for namespace, name in found:
+            if namespace == "CapiRelay":
+                assert name in emitted, (aid, name)
+                dims = template["Resources"][aid]["Properties"].get("Dimensions")
+                if dims is not None:
+                    assert dims == [{"Name": "service", "Value": "capi-relay"}], aid
+
+
+def test_alarms_notify_the_topic_when_one_is_configured(template: dict[str, Any]) -> None:
+    for aid, alarm in resources(template, "AWS::CloudWatch::Alarm").items():
+        actions = alarm["Properties"]["AlarmActions"]
+        assert actions == {"Fn::If": ["HasAlarmEmail", [{"Ref": "AlarmTopic"}], {"Ref": "AWS::NoValue"}]}, aid
+    assert template["Resources"]["AlarmTopic"]["Condition"] == "HasAlarmEmail"
+
+
+def test_dashboard_shows_flow_reasons_latency_and_dlq(template: dict[str, Any]) -> None:
+    body = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
+    for metric in ("RecordsReceived", "RecordsDelivered", "RecordsFailed", "GraphLatency",
+                   "ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"):  # fmt: skip
+        assert f'"{metric}"' in body, metric
+    assert "SEARCH(" in body
+    assert "RecordFailuresByReason" in body
+    assert '"stat": "p50"' in body
+    assert '"stat": "p99"' in body
+    names_in_body = set(re.findall(r'\["\$\{Ns\}", "([A-Za-z]+)"', body))
+    assert names_in_body <= emitted_metric_names()
+
+
+def test_outputs(template: dict[str, Any]) -> None:
+    outputs = template["Outputs"]
+    for key in ("EventsQueueUrl", "EventsQueueArn", "EventsDLQUrl", "EventsDLQArn", "RelayFunctionName",
+                "DashboardName", "DashboardUrl"):  # fmt: skip
+        assert key in outputs, key
+    assert outputs["EventsDLQArn"]["Value"] == {"Fn::GetAtt": ["EventsDLQ", "Arn"]}
+
+
+# ------------------------------------------------------------------------------------ build inputs
+def test_requirements_pin_what_the_venv_runs() -> None:
+    pins = {}
+    for raw in (ROOT / "src" / "requirements.txt").read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name.lower().replace("_", "-")] = version
+    assert {"aws-lambda-powertools", "boto3", "urllib3", "phonenumbers"} <= set(pins)
+    assert not {"pytest", "awslambdaric", "aws-sam-cli", "moto", "hypothesis"} & set(pins)
+    for name, version in pins.items():
+        assert metadata.version(name) == version, name
+
+
+def test_sam_validate_lint() -> None:
+    # Not skipped when SAM is missing: `make unit`/`make lint` install it (make sam-cli) first.
+    assert SAM.exists(), f"{SAM} is missing: run `make sam-cli`"
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
+    result = subprocess.run(
+        [str(SAM), "validate", "--lint", "--template-file", str(ROOT / "template.yaml")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
