@@ -27,6 +27,7 @@ HTTP calls run on the worker threads.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import time
@@ -36,13 +37,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import Enum
 
-from aws_lambda_powertools import Logger
-
 from capi_relay.graph import ErrorKind, GraphError, GraphReply, GraphSender
 from capi_relay.model import Outbound
 from capi_relay.secrets import Credentials, SecretError, TokenProvider
 
-logger = Logger(child=True)
+logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
@@ -178,26 +177,47 @@ def encode_event(event: dict[str, object]) -> bytes:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def chunk(outbound: Iterable[Outbound], max_events: int, max_bytes: int) -> list[_Chunk]:
-    """Group by (pixel, test_event_code), keep input order, cut at the event and byte caps."""
-    groups: dict[tuple[str, str | None], list[_Chunk]] = {}
-    overhead = 256  # '{"data":[', the tail with test_event_code and appsecret_proof
-    for index, event in enumerate(outbound):
-        item = _Item(event, encode_event(event.event), index)
+class _Chunker:
+    """Groups events by (pixel, test_event_code) in input order and cuts at the event and byte caps."""
+
+    OVERHEAD = 256  # '{"data":[', the tail with test_event_code and appsecret_proof
+
+    def __init__(self, max_events: int, max_bytes: int) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.open: dict[tuple[str, str | None], _Chunk] = {}
+        self.index = 0
+
+    def add(self, event: Outbound) -> list[_Chunk]:
+        """Add one event; return the chunks it closed (full ones)."""
+        encoded = event.encoded if event.encoded is not None else encode_event(event.event)
+        item = _Item(event, encoded, self.index)
+        self.index += 1
         key = (event.pixel_id, event.test_event_code)
-        chunks = groups.setdefault(key, [])
-        current = chunks[-1] if chunks else None
-        size = len(item.encoded) + 1
-        if (
-            current is None
-            or len(current.items) >= max_events
-            or (current.items and current.size + size + overhead > max_bytes)
-        ):
-            current = _Chunk(event.pixel_id, event.test_event_code, [])
-            chunks.append(current)
+        size = len(encoded) + 1
+        closed: list[_Chunk] = []
+        current = self.open.get(key)
+        if current is not None and current.items and current.size + size + self.OVERHEAD > self.max_bytes:
+            closed.append(self.open.pop(key))
+            current = None
+        if current is None:
+            current = self.open[key] = _Chunk(event.pixel_id, event.test_event_code, [])
         current.items.append(item)
         current.size += size
-    return [c for chunks in groups.values() for c in chunks]
+        if len(current.items) >= self.max_events:
+            closed.append(self.open.pop(key))
+        return closed
+
+    def flush(self) -> list[_Chunk]:
+        closed, self.open = list(self.open.values()), {}
+        return closed
+
+
+def chunk(outbound: Iterable[Outbound], max_events: int, max_bytes: int) -> list[_Chunk]:
+    """All chunks of ``outbound`` (full ones in the order they filled, then the open ones)."""
+    chunker = _Chunker(max_events, max_bytes)
+    chunks = [c for event in outbound for c in chunker.add(event)]
+    return chunks + chunker.flush()
 
 
 def search_request_bound(bad: int, events: int) -> int:
@@ -234,18 +254,20 @@ class Deliverer:
     def config(self) -> DeliveryConfig:
         return self._config
 
-    def deliver(self, outbound: list[Outbound], deadline: float, *, sequential: bool = False) -> DeliveryReport:
-        """Deliver ``outbound`` before ``deadline`` (a ``clock()`` value). ``sequential`` keeps FIFO order
-        (one request at a time, chunks in input order). Never raises."""
+    def deliver(
+        self, outbound: Iterable[Outbound], deadline: float, *, sequential: bool = False
+    ) -> DeliveryReport:
+        """Deliver ``outbound`` before ``deadline`` (a ``clock()`` value). ``outbound`` may be a generator
+        that prepares events lazily: it is always consumed to the end. ``sequential`` keeps FIFO order (one
+        request at a time, chunks in input order). Never raises."""
         report = DeliveryReport()
-        if not outbound:
-            return report
+        run = _Run(self, report, deadline, sequential)
         try:
-            _Run(self, report, deadline, sequential).run(outbound)
+            run.run(outbound)
         except Exception:  # a bug here must not lose records: fail everything not proven delivered
             logger.exception("delivery engine error; failing the batch's records so SQS retries them")
-            for event in outbound:
-                report.failed.setdefault(event.message_id, Failure("internal_error"))
+            for message_id in [*run.seen, *(event.message_id for event in outbound)]:
+                report.failed.setdefault(message_id, Failure("internal_error"))
         return report
 
     def close(self) -> None:
@@ -262,17 +284,34 @@ class _Run:
         self.deadline = deadline
         self.limit = 1 if sequential else max(1, self.cfg.concurrency)
         self.pixels: dict[str, _PixelState] = {}
+        self.seen: list[str] = []  # message ids of the events taken from the input so far
 
     # ---------------------------------------------------------------------------------------- loop
-    def run(self, outbound: list[Outbound]) -> None:
+    def run(self, outbound: Iterable[Outbound]) -> None:
+        """Send while the input is still being produced: every chunk that fills up is scheduled at once, so
+        preparing the next events (CPU, this thread) overlaps the requests in flight (I/O, the pool)."""
         cfg, d = self.cfg, self.d
-        pending = chunk(outbound, cfg.max_events_per_request, cfg.max_request_bytes)
-        for c in pending:
-            if c.pixel_id not in self.pixels:
-                self.pixels[c.pixel_id] = self._load_credentials(c.pixel_id)
+        source = iter(outbound)
+        chunker = _Chunker(cfg.max_events_per_request, cfg.max_request_bytes)
+        exhausted = False
+        pending: list[_Chunk] = []
         running: dict[Future[GraphReply], _Chunk] = {}
 
-        while pending or running:
+        while not exhausted or pending or running:
+            if not exhausted:
+                filled: list[_Chunk] = []
+                for event in source:
+                    self.seen.append(event.message_id)
+                    filled = chunker.add(event)
+                    if filled:
+                        break
+                else:
+                    exhausted = True
+                    filled = chunker.flush()
+                for c in filled:
+                    if c.pixel_id not in self.pixels:
+                        self.pixels[c.pixel_id] = self._load_credentials(c.pixel_id)
+                pending.extend(filled)
             now = d._clock()
             pending.sort(key=lambda c: c.ready_at)  # stable: input order among equals (FIFO)
             waiting: list[_Chunk] = []
@@ -296,14 +335,18 @@ class _Run:
                 timeout = min(cfg.request_timeout_s, self.deadline - now)
                 running[d._pool.submit(d._sender.send, c.pixel_id, c.body(creds), creds, timeout)] = c
             pending = waiting
-            if not running:
+            if not exhausted:
+                # More input to prepare: only collect what has already finished, never block.
+                done = {f for f in running if f.done()}
+            elif not running:
                 if pending:
                     d._sleep(max(0.0, self._next_start(pending) - d._clock()))
                 continue
-            timeout_wait = None
-            if pending and len(running) < self.limit:
-                timeout_wait = max(0.0, self._next_start(pending) - d._clock())
-            done, _ = wait(running, timeout=timeout_wait, return_when=FIRST_COMPLETED)
+            else:
+                timeout_wait = None
+                if pending and len(running) < self.limit:
+                    timeout_wait = max(0.0, self._next_start(pending) - d._clock())
+                done, _ = wait(running, timeout=timeout_wait, return_when=FIRST_COMPLETED)
             for future in done:
                 c = running.pop(future)
                 pending.extend(self._settle(c, future))

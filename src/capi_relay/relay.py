@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,28 +124,43 @@ class Relay:
         now = int(self._wall())
 
         records: list[_Record] = []
-        seen: dict[str, _Record] = {}
-        blocked_groups: set[str] = set()
-        for raw in raw_records:
-            record = self._prepare_record(raw, now, summary)
-            if record is None:
-                continue
-            if record.message_id in seen:
-                # Duplicate messageId inside one batch: one outcome per id; keep the first copy's events.
-                logger.warning("duplicate messageId in batch", extra={"message_id": record.message_id})
-                continue
-            seen[record.message_id] = record
-            records.append(record)
-            if fifo and record.group_id is not None:
-                if record.group_id in blocked_groups and record.failure is None:
-                    record.failure = Failure("fifo_group_blocked")
-                    record.outbound = []
-                if record.failure is not None:
-                    blocked_groups.add(record.group_id)
+        produced = False
+
+        def produce() -> Iterator[Outbound]:
+            """Prepare records one by one, yielding their events: delivery sends full chunks while the rest
+            is still being prepared."""
+            nonlocal produced
+            seen: set[str] = set()
+            blocked_groups: set[str] = set()
+            for raw in raw_records:
+                record = self._prepare_record(raw, now, summary)
+                if record is None:
+                    continue
+                if record.message_id in seen:
+                    # Duplicate messageId inside one batch: one outcome per id; the first copy's events.
+                    logger.warning("duplicate messageId in batch", extra={"message_id": record.message_id})
+                    continue
+                seen.add(record.message_id)
+                records.append(record)
+                if fifo and record.group_id is not None:
+                    if record.group_id in blocked_groups and record.failure is None:
+                        record.failure = Failure("fifo_group_blocked")
+                        record.outbound = []
+                    if record.failure is not None:
+                        blocked_groups.add(record.group_id)
+                if record.failure is None:
+                    yield from record.outbound
+            produced = True
+
+        events = produce()
+        summary.delivery = self._deliverer.deliver(events, deadline, sequential=fifo)
+        if not produced:  # the deliverer must consume everything; never count unsent records as delivered
+            unsent = {o.message_id for o in events}
+            for record in records:
+                if record.failure is None and (record.message_id in unsent or not record.outbound):
+                    record.failure = Failure("internal_error")
         summary.records = len(records)
 
-        outbound = [o for r in records if r.failure is None for o in r.outbound]
-        summary.delivery = self._deliverer.deliver(outbound, deadline, sequential=fifo)
         for record in records:
             if record.failure is None and record.message_id in summary.delivery.failed:
                 record.failure = summary.delivery.failed[record.message_id]
