@@ -432,8 +432,32 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
+# Values repeat across events (country, state, city, gender, the same customer's email and phone), so the
+# outcome of hash_value is memoized per (field, raw string, context). Bounded; cleared when full.
+_MEMO_MAX = 32_768
+_memo: dict[tuple[Any, ...], str | Invalid] = {}
+
+
 def hash_value(field: str, value: Any, *, ctx: _Ctx) -> str:
     """Normalize one value of a hashed field and return what is sent (a hash). Raises :class:`Invalid`."""
+    if type(value) is not str:
+        return _hash_value(field, value, ctx)
+    key = (field, value, ctx.country, ctx.region, ctx.date_order, ctx.today)
+    found = _memo.get(key)
+    if found is None:
+        try:
+            found = _hash_value(field, value, ctx)
+        except Invalid as exc:
+            found = exc
+        if len(_memo) >= _MEMO_MAX:
+            _memo.clear()
+        _memo[key] = found
+    if isinstance(found, Invalid):
+        raise Invalid(found.reason)
+    return found
+
+
+def _hash_value(field: str, value: Any, ctx: _Ctx) -> str:
     text = _nfc(_as_text(value)).strip()
     if not text:
         raise Invalid("empty")
