@@ -254,9 +254,7 @@ class Deliverer:
     def config(self) -> DeliveryConfig:
         return self._config
 
-    def deliver(
-        self, outbound: Iterable[Outbound], deadline: float, *, sequential: bool = False
-    ) -> DeliveryReport:
+    def deliver(self, outbound: Iterable[Outbound], deadline: float, *, sequential: bool = False) -> DeliveryReport:
         """Deliver ``outbound`` before ``deadline`` (a ``clock()`` value). ``outbound`` may be a generator
         that prepares events lazily: it is always consumed to the end. ``sequential`` keeps FIFO order (one
         request at a time, chunks in input order). Never raises."""
