@@ -57,7 +57,7 @@ SEARCH_PLAIN_DENSITY = 0.25  # ... or as soon as a quarter of the decided events
 class DeliveryConfig:
     max_events_per_request: int = 1000
     max_request_bytes: int = 2 * 1024 * 1024
-    concurrency: int = 8
+    concurrency: int = 10
     max_attempts: int = 5
     base_backoff_s: float = 0.2
     max_backoff_s: float = 5.0
@@ -174,7 +174,7 @@ class _PixelState:
 
 
 def encode_event(event: dict[str, object]) -> bytes:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 class _Chunker:

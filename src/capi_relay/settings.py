@@ -44,7 +44,7 @@ class Settings:
     # Outbound HTTP: Meta recommends a 1.5 s request timeout; connect is kept short.
     connect_timeout_s: float = 1.0
     read_timeout_s: float = 5.0
-    http_concurrency: int = 8
+    http_concurrency: int = 10
     max_events_per_request: int = 1000
     max_request_bytes: int = 2 * 1024 * 1024
     secret_max_age_s: int = 300
@@ -132,7 +132,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         stage=_get(env, "STAGE") or "dev",
         connect_timeout_s=_float(env, "GRAPH_CONNECT_TIMEOUT", 1.0, 0.05, 30.0),
         read_timeout_s=_float(env, "GRAPH_READ_TIMEOUT", 5.0, 0.1, 60.0),
-        http_concurrency=_int(env, "HTTP_CONCURRENCY", 8, 1, 64),
+        http_concurrency=_int(env, "HTTP_CONCURRENCY", 10, 1, 64),
         max_events_per_request=_int(env, "MAX_EVENTS_PER_REQUEST", 1000, 1, 1000),
         max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 2 * 1024 * 1024, 64 * 1024, 16 * 1024 * 1024),
         secret_max_age_s=_int(env, "SECRET_MAX_AGE", 300, 0, 86_400),
