@@ -19,6 +19,16 @@ One poll (:meth:`EventSourceEmulator.poll_once`):
 Failed messages are left alone: they become visible again after the queue's visibility timeout and SQS
 (moto) moves them to the DLQ after ``maxReceiveCount`` receives. :meth:`run_until_drained` polls until
 the queue has neither visible nor in-flight messages.
+
+Differences from Lambda: one batch at a time (Lambda runs several pollers and concurrent batches); no
+6 MB payload check; ``batch_size`` > 10 with ``window_s=0`` simply returns what one receive gave (Lambda
+demands a window >= 1 s there). FIFO queues work, but moto does not keep a group's order strictly when
+failed messages become visible again, so order-sensitive FIFO assertions need care.
+
+Example::
+
+    esm = EventSourceEmulator(sqs, queue_url, in_process_invoker(lambda e: relay.process(e).response))
+    outcomes = esm.run_until_drained(timeout_s=60)   # -> [BatchOutcome(message_ids, deleted, failed, ...)]
 """
 
 from __future__ import annotations
