@@ -47,7 +47,7 @@ lint: venv sam-cli
 	$(VENV)/bin/mypy
 	$(SAM) validate --lint --template-file template.yaml
 
-unit: venv
+unit: venv sam-cli
 	$(PY) -m pytest tests/unit -q -n 2
 
 integration: venv
