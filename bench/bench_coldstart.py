@@ -37,8 +37,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.bench_cost import PIXEL, TOKEN, sqs_event
+from bench.bench_cost import sqs_event
 from bench.cfn import function_properties, load_template, parameter_default
+from bench.common import PIXEL, TOKEN
 from local.rie import LambdaEmulator
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,17 +25,14 @@ import logging
 import math
 import platform
 import resource
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 from bench.cfn import default_sizing
+from bench.common import PIXEL, StaticTokens, control, standin_process
 
 # Prices assumed (us-east-1, published on the AWS pricing pages; check yours):
 LAMBDA_ARM64_GB_S = 0.0000133334  # $ per GB-second, arm64, first tier (first 7.5 billion GB-s a month)
@@ -43,51 +40,6 @@ LAMBDA_REQUEST = 0.20 / 1_000_000  # $ per invocation
 SQS_REQUEST = 0.40 / 1_000_000  # $ per standard-queue request; each 64 KiB chunk of a payload is a request
 FULL_VCPU_MB = 1769  # Lambda: 1,769 MB of memory = one vCPU's worth of CPU time
 MAX_EVENTS_PER_REQUEST = 1000  # Meta: events per POST
-PIXEL = "1234567890"
-TOKEN = "bench-token"  # the stand-in's accepted token, not a secret
-
-
-class _StaticTokens:
-    def get(self, pixel_id: str, *, force_refresh: bool = False) -> Any:
-        from capi_relay.secrets import Credentials
-
-        return Credentials(TOKEN)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    return port if port != 9001 else _free_port()
-
-
-@contextlib.contextmanager
-def standin() -> Iterator[str]:
-    """The Graph stand-in in a subprocess (its CPU must not count as the relay's); yields its base URL."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "local.graph_standin", "--port", str(port), "--token", TOKEN],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/_standin/state", timeout=1):
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("the Graph stand-in did not start")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _reset(url: str) -> None:
-    request = urllib.request.Request(f"{url}/_standin/reset", data=b"{}", method="POST")
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        resp.read()
 
 
 def sqs_event(records: int, now: int) -> dict[str, Any]:
@@ -141,7 +93,7 @@ def measure(url: str, sizes: list[int], repeat: int) -> dict[int, list[float]]:
         read_timeout_s=settings.read_timeout_s,
         max_connections=settings.http_concurrency,
     )
-    relay = Relay(settings, Deliverer(client, _StaticTokens(), delivery_config(settings)))
+    relay = Relay(settings, Deliverer(client, StaticTokens(), delivery_config(settings)))
     metrics = Metrics(namespace="CapiRelay", service="capi-relay")
 
     def once(records: int) -> float:
@@ -155,7 +107,7 @@ def measure(url: str, sizes: list[int], repeat: int) -> dict[int, list[float]]:
         cpu = time.process_time() - cpu0
         if summary.records_failed:
             raise RuntimeError(f"{summary.records_failed} of {records} records failed: {dict(summary.failures)}")
-        _reset(url)
+        control(url, "reset", {})
         return cpu
 
     # What the function holds besides the relay: boto3 and a Secrets Manager client (for the peak RSS).
@@ -209,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  template defaults: {sizing}")
     print(f"machine: {platform.machine()} {platform.processor() or ''} Python {platform.python_version()}".rstrip())
 
-    with standin() as url:
+    with standin_process() as url:
         runs = measure(url, args.sizes, args.repeat)
     xs = [float(size) for size, cpus in runs.items() for _ in cpus]
     ys = [cpu for cpus in runs.values() for cpu in cpus]

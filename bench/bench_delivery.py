@@ -12,71 +12,18 @@ The stand-in runs in a subprocess so that its CPU time is not counted as the rel
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
+from bench.common import PIXEL, StaticTokens, control, fmt, machine_note, standin_process
 from capi_relay.delivery import Deliverer, DeliveryConfig
 from capi_relay.graph import GraphClient
 from capi_relay.model import Outbound, Rejection
-from capi_relay.secrets import Credentials
 from capi_relay.settings import NormalizationSettings
 from capi_relay.validate import prepare_event
-from local.stack import free_port
 from tests.factories import make_event
-
-PIXEL = "100000000000001"
-TOKEN = "EAAbench" + "0" * 32
-
-
-class StaticTokens:
-    def get(self, pixel_id: str, *, force_refresh: bool = False) -> Credentials:
-        return Credentials(TOKEN)
-
-
-@contextmanager
-def standin_process() -> Iterator[str]:
-    """The Graph stand-in as a subprocess on a free loopback port; yields its base URL."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "local.graph_standin", "--port", str(port), "--token", TOKEN],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                with urllib.request.urlopen(f"{url}/_standin/state", timeout=1) as resp:
-                    resp.read()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("stand-in did not start")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def control(url: str, path: str, doc: dict[str, object]) -> None:
-    request = urllib.request.Request(f"{url}/_standin/{path}", data=json.dumps(doc).encode(), method="POST")
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        resp.read()
-
-
-def request_count(url: str) -> int:
-    with urllib.request.urlopen(f"{url}/_standin/state", timeout=30) as resp:
-        return len(json.loads(resp.read())["requests"])
 
 
 def outbound_events(records: int) -> list[Outbound]:
@@ -112,15 +59,6 @@ def measure(url: str, events: list[Outbound], concurrency: int, sequential: bool
     finally:
         deliverer.close()
     return Sample(wall, cpu, report.requests, len(report.failed))
-
-
-def fmt(values: list[float], scale: float = 1000.0) -> str:
-    med = statistics.median(values) * scale
-    return f"{med:8.0f} [{min(values) * scale:.0f}-{max(values) * scale:.0f}]"
-
-
-def machine_note() -> str:
-    return f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,7 @@ import time
 import uuid
 from typing import Any
 
-from bench.bench_delivery import PIXEL, StaticTokens, control, fmt, machine_note, standin_process
+from bench.common import PIXEL, StaticTokens, control, fmt, machine_note, standin_process
 from tests.factories import make_event
 
 

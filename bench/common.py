@@ -1,0 +1,71 @@
+"""Pieces the benchmarks share: the Graph stand-in as a subprocess, a static token provider, formatting."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from capi_relay.secrets import Credentials
+from local.stack import free_port
+
+PIXEL = "100000000000001"
+TOKEN = "EAAbench" + "0" * 32
+
+
+class StaticTokens:
+    def get(self, pixel_id: str, *, force_refresh: bool = False) -> Credentials:
+        return Credentials(TOKEN)
+
+
+@contextmanager
+def standin_process() -> Iterator[str]:
+    """The Graph stand-in as a subprocess on a free loopback port; yields its base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local.graph_standin", "--port", str(port), "--token", TOKEN],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"{url}/_standin/state", timeout=1) as resp:
+                    resp.read()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("stand-in did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def control(url: str, path: str, doc: dict[str, object]) -> None:
+    request = urllib.request.Request(f"{url}/_standin/{path}", data=json.dumps(doc).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        resp.read()
+
+
+def request_count(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/_standin/state", timeout=30) as resp:
+        return len(json.loads(resp.read())["requests"])
+
+
+def fmt(values: list[float], scale: float = 1000.0) -> str:
+    med = statistics.median(values) * scale
+    return f"{med:8.0f} [{min(values) * scale:.0f}-{max(values) * scale:.0f}]"
+
+
+def machine_note() -> str:
+    return f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}"
