@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 
@@ -20,6 +21,19 @@ from local.stack import Clients, MotoServer, Resources, aws_env, dummy_token, fu
 
 MAX_RECEIVE_COUNT = 2
 VISIBILITY_TIMEOUT_S = 1
+
+
+@pytest.fixture(autouse=True)
+def _isolated_relay_logging() -> Iterator[None]:
+    """Importing ``capi_relay.handler`` gives the ``capi_relay`` loggers the Powertools JSON handler (and
+    stops their propagation). Undo that after each test, so tests that read log records from the root
+    logger do not depend on the order tests run in."""
+    relay_logger = logging.getLogger("capi_relay")
+    saved = (list(relay_logger.handlers), relay_logger.level, relay_logger.propagate)
+    yield
+    relay_logger.handlers[:] = saved[0]
+    relay_logger.setLevel(saved[1])
+    relay_logger.propagate = saved[2]
 
 
 @pytest.fixture(scope="session")

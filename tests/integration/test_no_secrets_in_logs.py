@@ -70,6 +70,12 @@ def load_handler(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Module
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     sys.modules.pop("capi_relay.handler", None)
+    # Powertools configures a service's logger once per process: when an earlier test imported the handler
+    # at INFO, a re-import keeps that level. Start from a clean logger, as a fresh Lambda environment does.
+    service_logger = logging.getLogger(env.get("POWERTOOLS_SERVICE_NAME", "capi-relay"))
+    service_logger.handlers.clear()
+    for attribute in ("init", "powertools_handler"):
+        service_logger.__dict__.pop(attribute, None)
     return importlib.import_module("capi_relay.handler")
 
 
