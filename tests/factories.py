@@ -4,6 +4,8 @@ a valid website Purchase with raw (unhashed) PII and ``event_time = NOW - 60``."
 from __future__ import annotations
 
 import copy
+import time
+import uuid
 from typing import Any
 
 from capi_relay.settings import NormalizationSettings
@@ -60,3 +62,22 @@ def with_user_data(event: dict[str, Any], **fields: Any) -> dict[str, Any]:
         else:
             out["user_data"][key] = value
     return out
+
+
+class FakeLambdaContext:
+    """The parts of the Lambda context the handler and Powertools use; the remaining time counts down
+    from ``budget_s`` like Lambda's."""
+
+    function_name = "capi-relay-RelayFunction"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:capi-relay-RelayFunction"
+    log_group_name = "/aws/lambda/capi-relay"
+    log_stream_name = "local"
+
+    def __init__(self, budget_s: float = 30.0) -> None:
+        self._deadline = time.monotonic() + budget_s
+        self.aws_request_id = str(uuid.uuid4())
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self._deadline - time.monotonic()) * 1000)

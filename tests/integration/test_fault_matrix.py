@@ -29,7 +29,7 @@ from capi_relay.settings import settings_from_env
 from local.esm import BatchOutcome, EventSourceEmulator, InvokeResult, in_process_invoker
 from local.graph_standin import GraphStandIn
 from local.stack import Clients, MotoServer, Resources, drain_queue, free_port, function_env, provision
-from tests.factories import make_event
+from tests.factories import FakeLambdaContext, make_event
 
 pytestmark = pytest.mark.integration
 
@@ -257,7 +257,7 @@ def test_1_random_500s_and_timeouts_through_the_handler_module(
     monkeypatch.setattr(handler_module.relay, "process", recording)
 
     def invoke(event: dict[str, Any]) -> Any:
-        return handler_module.lambda_handler(event, FakeContext(BUDGET_S))
+        return handler_module.lambda_handler(event, FakeLambdaContext(BUDGET_S))
 
     run = m.drain(m.esm(in_process_invoker(invoke), batch_size=30))
     settings_module.get_settings.cache_clear()
@@ -443,19 +443,3 @@ def test_9_remaining_time_runs_out_mid_retry(matrix: Callable[..., Matrix], stan
 
 
 # ------------------------------------------------------------------------------------------ helpers
-class FakeContext:
-    """The parts of the Lambda context the handler and Powertools use."""
-
-    function_name = "capi-relay-RelayFunction"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:capi-relay-RelayFunction"
-    log_group_name = "/aws/lambda/capi-relay"
-    log_stream_name = "local"
-
-    def __init__(self, budget_s: float) -> None:
-        self._deadline = time.monotonic() + budget_s
-        self.aws_request_id = str(uuid.uuid4())
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self._deadline - time.monotonic()) * 1000)

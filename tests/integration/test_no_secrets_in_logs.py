@@ -15,7 +15,6 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -26,20 +25,10 @@ from local.esm import EventSourceEmulator, in_process_invoker
 from local.graph_standin import GraphStandIn
 from local.samples import SAMPLES, SAMPLES_BY_NAME, publish, raw_pii_values
 from local.stack import MotoServer, dummy_token, function_env, provision
+from tests.factories import FakeLambdaContext
 
 pytestmark = pytest.mark.integration
 APP_SECRET = "app-secret-" + "5f2b9c1e7d"
-
-
-@dataclass
-class FakeContext:
-    function_name: str = "capi-relay-local"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:capi-relay-local"
-    aws_request_id: str = "req"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 20_000
 
 
 class _Capture(logging.Handler):
@@ -99,7 +88,7 @@ def test_debug_logs_hold_no_token_secret_or_raw_pii(
         clients = resources.clients()
         env = function_env(resources, standin.url, extra={"POWERTOOLS_LOG_LEVEL": "DEBUG", "MAX_ATTEMPTS": "2"})
         handler = load_handler(monkeypatch, env)
-        invoke = in_process_invoker(lambda event: handler.lambda_handler(event, FakeContext()))
+        invoke = in_process_invoker(lambda event: handler.lambda_handler(event, FakeLambdaContext(20)))
         esm = EventSourceEmulator(clients.sqs, resources.queue_url, invoke, batch_size=10, window_s=0.2)
         invocation_logs: list[str] = []
 

@@ -5,23 +5,12 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from dataclasses import dataclass
 from types import ModuleType
 
 import pytest
 
 from capi_relay.settings import SettingsError, get_settings
-
-
-@dataclass
-class FakeContext:
-    function_name: str = "capi-relay-test"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:capi-relay-test"
-    aws_request_id: str = "req-1"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+from tests.factories import FakeLambdaContext
 
 
 def load_handler(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
@@ -38,7 +27,7 @@ def test_malformed_record_is_reported_with_metrics_and_no_exception(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     handler = load_handler(monkeypatch, PIXEL_ID="111", ACCESS_TOKEN_SECRET_ID="capi/token")
-    response = handler.lambda_handler({"Records": [{"messageId": "m1", "body": "{oops"}]}, FakeContext())
+    response = handler.lambda_handler({"Records": [{"messageId": "m1", "body": "{oops"}]}, FakeLambdaContext(30))
     assert response == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     emf = [line for line in lines if "_aws" in line]
@@ -56,7 +45,7 @@ def test_test_event_code_in_production_raises_a_warning_metric(
     handler = load_handler(
         monkeypatch, PIXEL_ID="111", ACCESS_TOKEN_SECRET_ID="s", STAGE="prod", TEST_EVENT_CODE="TEST123"
     )
-    handler.lambda_handler({"Records": []}, FakeContext())
+    handler.lambda_handler({"Records": []}, FakeLambdaContext(30))
     assert '"TestEventCodeInProduction":[1.0]' in capsys.readouterr().out
 
 
