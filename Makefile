@@ -9,12 +9,13 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
+SAM_CLI_VERSION := 1.170.0
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE := 1
 # sam build needs python3.13 on PATH: put the project venv first.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv sam-cli build lint unit integration e2e test demo bench countries clean
+.PHONY: help venv sam-cli build lint unit integration e2e test demo bench lock countries clean
 
 help:
 	@echo "make demo   - run the whole flow locally (moto + Graph stand-in + Lambda RIE), print outcomes"
@@ -22,10 +23,12 @@ help:
 	@echo "make bench  - benchmarks that print numbers"
 	@echo "make build  - sam build (the Lambda artifact in .aws-sam/build)"
 
-$(VENV)/.stamp: pyproject.toml
+# requirements-dev.lock pins every test/dev dependency (regenerate: make lock).
+$(VENV)/.stamp: pyproject.toml requirements-dev.lock
 	$(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv
-	$(UV) pip install -q --python $(PY) -e '.[dev]'
+	$(UV) pip install -q --python $(PY) -r requirements-dev.lock
+	$(UV) pip install -q --python $(PY) --no-deps -e .
 	touch $@
 
 venv: $(VENV)/.stamp
@@ -33,7 +36,7 @@ venv: $(VENV)/.stamp
 $(SAM_VENV)/.stamp:
 	$(PYTHON_BOOT) -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/python -m pip install -q --disable-pip-version-check uv
-	$(SAM_VENV)/bin/uv pip install -q --python $(SAM_VENV)/bin/python aws-sam-cli
+	$(SAM_VENV)/bin/uv pip install -q --python $(SAM_VENV)/bin/python 'aws-sam-cli==$(SAM_CLI_VERSION)'
 	touch $@
 
 sam-cli: $(SAM_VENV)/.stamp
@@ -63,6 +66,9 @@ demo: build
 
 bench: build
 	$(PY) -m bench.run_all
+
+lock: venv
+	$(UV) pip compile pyproject.toml --extra dev --python-version $(PY_VERSION) -o requirements-dev.lock -q
 
 countries: venv
 	$(PY) scripts/gen_countries.py > src/capi_relay/_countries.py
