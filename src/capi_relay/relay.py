@@ -157,7 +157,7 @@ class Relay:
         if not produced:  # the deliverer must consume everything; never count unsent records as delivered
             unsent = {o.message_id for o in events}
             for record in records:
-                if record.failure is None and (record.message_id in unsent or not record.outbound):
+                if record.failure is None and record.message_id in unsent:
                     record.failure = Failure("internal_error")
         summary.records = len(records)
 
