@@ -33,11 +33,13 @@ from typing import Any
 
 from bench.cfn import default_sizing
 from bench.common import PIXEL, StaticTokens, control, standin_process
+from capi_relay.settings import settings_from_env
 
 # Prices assumed (us-east-1, published on the AWS pricing pages; check yours):
 LAMBDA_ARM64_GB_S = 0.0000133334  # $ per GB-second, arm64, first tier (first 7.5 billion GB-s a month)
 LAMBDA_REQUEST = 0.20 / 1_000_000  # $ per invocation
 SQS_REQUEST = 0.40 / 1_000_000  # $ per standard-queue request; each 64 KiB chunk of a payload is a request
+CONCURRENCY = settings_from_env({"ACCESS_TOKEN_SECRET_ID": "bench"}).http_concurrency  # default
 FULL_VCPU_MB = 1769  # Lambda: 1,769 MB of memory = one vCPU's worth of CPU time
 MAX_EVENTS_PER_REQUEST = 1000  # Meta: events per POST
 
@@ -125,7 +127,7 @@ def lambda_cost_per_event(
     """($ per event for Lambda, billed seconds per invocation) at this memory size and full batches."""
     stretch = max(1.0, FULL_VCPU_MB / memory_mb)
     requests = math.ceil(batch / MAX_EVENTS_PER_REQUEST)  # sent concurrently: one round trip per wave
-    waves = math.ceil(requests / 8)
+    waves = math.ceil(requests / CONCURRENCY)  # the default HTTP_CONCURRENCY
     duration = (fixed_s + per_event_s * batch) * stretch + waves * graph_latency_s
     billed = math.ceil(duration * 1000) / 1000  # billed per millisecond
     cost = memory_mb / 1024 * billed * LAMBDA_ARM64_GB_S + LAMBDA_REQUEST
@@ -154,7 +156,10 @@ def main(argv: list[str] | None = None) -> None:
     print("assumptions:")
     print(f"  Lambda arm64 ${LAMBDA_ARM64_GB_S} per GB-s (first tier), ${LAMBDA_REQUEST * 1e6:.2f} per 1M requests;")
     print(f"  CPU share = memory / {FULL_VCPU_MB} MB of one vCPU (CPU work stretches below 1,769 MB);")
-    print(f"  Graph API round trip {args.latency_ms:.0f} ms per request wave (<= 1,000 events/POST, 8 in parallel);")
+    print(
+        f"  Graph API round trip {args.latency_ms:.0f} ms per request wave "
+        f"(<= 1,000 events/POST, {CONCURRENCY} in parallel);"
+    )
     print(f"  SQS ${SQS_REQUEST * 1e6:.2f} per 1M requests, one request per 64 KiB chunk (a CAPI event is ~1 KiB);")
     print("  event source: ReceiveMessage and DeleteMessageBatch take 10 messages each; idle long polls not counted;")
     print("  no free tier; no retries; CPU measured on this machine (x86_64; Graviton per-core speed differs);")
