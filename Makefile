@@ -15,7 +15,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # sam build needs python3.13 on PATH: put the project venv first.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv sam-cli build lint unit integration e2e test demo bench lock countries clean
+.PHONY: help venv sam-cli build lint unit integration e2e test demo local-stack bench lock countries clean
 
 help:
 	@echo "make demo   - run the whole flow locally (moto + Graph stand-in + Lambda RIE), print outcomes"
@@ -63,6 +63,10 @@ test: lint unit integration e2e
 
 demo: build
 	$(PY) -m local.demo
+
+# moto on :5000 + Graph stand-in on :8089 in the foreground, for `sam local invoke --env-vars events/env.json`
+local-stack: venv
+	$(PY) -m local.serve
 
 bench: build
 	$(PY) -m bench.run_all

@@ -86,10 +86,11 @@ def _wait_http(url: str, timeout_s: float) -> None:
 class MotoServer:
     """moto on ``127.0.0.1``: ``mode="thread"`` (ThreadedMotoServer) or ``mode="process"`` (subprocess)."""
 
-    def __init__(self, mode: Literal["thread", "process"] = "thread", host: str = "127.0.0.1") -> None:
+    def __init__(self, mode: Literal["thread", "process"] = "thread", host: str = "127.0.0.1", port: int = 0) -> None:
         self.mode = mode
         self.host = host
         self.port = 0
+        self._wanted_port = port  # 0: any free port
         self._thread_server: Any = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -103,12 +104,12 @@ class MotoServer:
         if self.mode == "thread":
             from moto.server import ThreadedMotoServer
 
-            server = ThreadedMotoServer(ip_address=self.host, port=0, verbose=False)
+            server = ThreadedMotoServer(ip_address=self.host, port=self._wanted_port, verbose=False)
             server.start()
             self._thread_server = server
             self.port = int(server.get_host_and_port()[1])
         else:
-            self.port = free_port(self.host)
+            self.port = self._wanted_port or free_port(self.host)
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
                 stdout=subprocess.DEVNULL,
