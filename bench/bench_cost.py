@@ -80,22 +80,12 @@ def measure(url: str, sizes: list[int], repeat: int) -> dict[int, list[float]]:
     """CPU seconds of one invocation (relay + metrics), ``repeat`` times per batch size."""
     from aws_lambda_powertools import Metrics
 
-    from capi_relay.app import delivery_config
-    from capi_relay.delivery import Deliverer
-    from capi_relay.graph import GraphClient
-    from capi_relay.relay import Relay
+    from capi_relay.app import build_relay
     from capi_relay.settings import settings_from_env
     from capi_relay.telemetry import publish
 
     settings = settings_from_env({"PIXEL_ID": PIXEL, "ACCESS_TOKEN_SECRET_ID": "bench", "GRAPH_API_URL": url})
-    client = GraphClient(
-        settings.graph_api_url,
-        settings.graph_api_version,
-        connect_timeout_s=settings.connect_timeout_s,
-        read_timeout_s=settings.read_timeout_s,
-        max_connections=settings.http_concurrency,
-    )
-    relay = Relay(settings, Deliverer(client, StaticTokens(), delivery_config(settings)))
+    relay = build_relay(settings, StaticTokens())
     metrics = Metrics(namespace="CapiRelay", service="capi-relay")
 
     def once(records: int) -> float:

@@ -52,18 +52,12 @@ def sqs_event(records: int) -> dict[str, Any]:
 
 
 def child(url: str, records: int, concurrency: int) -> dict[str, Any]:
-    from capi_relay.app import delivery_config
-    from capi_relay.delivery import Deliverer
-    from capi_relay.graph import GraphClient
-    from capi_relay.relay import Relay
+    from capi_relay.app import build_relay
     from capi_relay.settings import settings_from_env
 
     settings = settings_from_env({"PIXEL_ID": PIXEL, "ACCESS_TOKEN_SECRET_ID": "bench", "GRAPH_API_URL": url,
                                   "HTTP_CONCURRENCY": str(concurrency), "POWERTOOLS_LOG_LEVEL": "ERROR"})  # fmt: skip
-    client = GraphClient(settings.graph_api_url, settings.graph_api_version,
-                         connect_timeout_s=settings.connect_timeout_s, read_timeout_s=settings.read_timeout_s,
-                         max_connections=settings.http_concurrency)  # fmt: skip
-    relay = Relay(settings, Deliverer(client, StaticTokens(), delivery_config(settings)))
+    relay = build_relay(settings, StaticTokens())
     event = sqs_event(records)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cpu0, wall0 = time.process_time(), time.perf_counter()

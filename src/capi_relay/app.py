@@ -5,7 +5,7 @@ from __future__ import annotations
 from capi_relay.delivery import Deliverer, DeliveryConfig
 from capi_relay.graph import GraphClient
 from capi_relay.relay import Relay
-from capi_relay.secrets import SecretsManagerTokenProvider
+from capi_relay.secrets import SecretsManagerTokenProvider, TokenProvider
 from capi_relay.settings import Settings
 
 
@@ -19,7 +19,9 @@ def delivery_config(settings: Settings) -> DeliveryConfig:
     )
 
 
-def build_relay(settings: Settings) -> Relay:
+def build_relay(settings: Settings, tokens: TokenProvider | None = None) -> Relay:
+    """The relay with the real Graph client; ``tokens`` defaults to Secrets Manager (benchmarks pass a
+    static provider)."""
     client = GraphClient(
         settings.graph_api_url,
         settings.graph_api_version,
@@ -27,5 +29,6 @@ def build_relay(settings: Settings) -> Relay:
         read_timeout_s=settings.read_timeout_s,
         max_connections=settings.http_concurrency,
     )
-    tokens = SecretsManagerTokenProvider(settings.access_token_secret_id, settings.secret_max_age_s)
+    if tokens is None:
+        tokens = SecretsManagerTokenProvider(settings.access_token_secret_id, settings.secret_max_age_s)
     return Relay(settings, Deliverer(client, tokens, delivery_config(settings)))
