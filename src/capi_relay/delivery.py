@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from capi_relay.graph import ErrorKind, GraphError, GraphReply, GraphSender
-from capi_relay.model import Outbound
+from capi_relay.model import Outbound, encode_event
 from capi_relay.secrets import Credentials, SecretError, TokenProvider
 
 logger = logging.getLogger(__name__)
@@ -171,10 +171,6 @@ class _PixelState:
     refreshed: bool = False
     hold_until: float = 0.0
     broken: Failure | None = None
-
-
-def encode_event(event: dict[str, object]) -> bytes:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 class _Chunker:

@@ -1,7 +1,8 @@
-"""Plain data types shared by the pipeline stages. No I/O, no third-party imports."""
+"""Plain data types shared by the pipeline stages, and their JSON encoding. No I/O, no third-party imports."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ class Prepared:
     drops: list[Drop] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. "event_time_ms", "event_time_clamped"
     match_keys: int = 0
+    encoded: bytes = b""  # ``event`` as it is POSTed (see :func:`encode_event`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +56,9 @@ class Outbound:
     test_event_code: str | None
     event: JSONDict
     encoded: bytes | None = None  # the event as UTF-8 JSON, encoded once while its record can still fail alone
+
+
+def encode_event(event: JSONDict) -> bytes:
+    """One event as compact UTF-8 JSON. Raises ``ValueError`` for NaN/Infinity (not JSON: Meta would reject
+    the whole request) and ``UnicodeEncodeError`` (a ``ValueError``) for a lone surrogate."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from capi_relay.delivery import Deliverer, DeliveryReport, Failure, encode_event
+from capi_relay.delivery import Deliverer, DeliveryReport, Failure
 from capi_relay.envelope import EnvelopeError, parse_body
 from capi_relay.model import Outbound, Prepared, Rejection
 from capi_relay.settings import Settings
@@ -245,7 +245,13 @@ class Relay:
         prepared: list[Prepared] = []
         rejection: tuple[int, Rejection] | None = None
         for position, raw_event in enumerate(message.events):
-            result = prepare_event(raw_event, self._settings.normalization, now, default_event_time=default_time)
+            result = prepare_event(
+                raw_event,
+                self._settings.normalization,
+                now,
+                default_event_time=default_time,
+                default_event_id=derived_event_id(message_id, position),
+            )
             if isinstance(result, Rejection):
                 summary.events_rejected[result.reason] += 1
                 if rejection is None:
@@ -266,11 +272,7 @@ class Relay:
             )  # fmt: skip
             return record
         for position, item in enumerate(prepared):
-            event = item.event
-            if "event_id" not in event:
-                event["event_id"] = derived_event_id(message_id, position)
             summary.match_keys[item.match_keys] += 1
-            encoded = encode_event(event)  # raises on e.g. lone surrogates: fails this record only
-            record.outbound.append(Outbound(message_id, position, pixel_id, test_event_code, event, encoded))
+            record.outbound.append(Outbound(message_id, position, pixel_id, test_event_code, item.event, item.encoded))
         summary.events_prepared += len(prepared)
         return record

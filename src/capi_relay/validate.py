@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from capi_relay.model import Drop, Prepared, Rejection
+from capi_relay.model import Drop, Prepared, Rejection, encode_event
 from capi_relay.normalize import is_fb_cookie, normalize_user_data
 from capi_relay.settings import NormalizationSettings
 
@@ -155,32 +155,6 @@ def _currencies() -> frozenset[str]:
     return _CURRENCIES[0]
 
 
-def _unsendable(value: Any) -> str | None:
-    """The reason ``value`` cannot be serialized for Meta, or None. Python's json accepts ``NaN`` literals
-    and would write them back out (not JSON: Meta would reject the whole request); a lone surrogate
-    (``"\\ud800"``) has no UTF-8 form. Iterative, so a deeply nested body cannot exhaust the stack."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if type(item) is int:  # the common scalars first
-            continue
-        if isinstance(item, str):
-            if not item.isascii():
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError:
-                    return "invalid_unicode"
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return "non_finite_number"
-        elif isinstance(item, dict):
-            stack.extend(item)  # keys too
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return None
-
-
 def _data_processing(event: dict[str, Any]) -> None:
     options = event.get("data_processing_options")
     if options is None:
@@ -228,20 +202,28 @@ def match_key_count(user_data: dict[str, Any]) -> int:
 
 
 def prepare_event(
-    raw: Any, settings: NormalizationSettings, now: int, *, default_event_time: int | None = None
+    raw: Any,
+    settings: NormalizationSettings,
+    now: int,
+    *,
+    default_event_time: int | None = None,
+    default_event_id: str | None = None,
 ) -> Prepared | Rejection:
-    """Normalize, hash and validate one server event.
+    """Normalize, hash, validate and encode one server event.
 
     ``default_event_time`` stands in for a missing ``event_time`` (the relay passes the SQS message's
     ``SentTimestamp``, or the receive time); without it a missing ``event_time`` is rejected.
+    ``default_event_id`` stands in for a missing ``event_id`` (the relay derives it from the messageId).
     """
     try:
-        return _prepare(raw, settings, now, default_event_time)
+        return _prepare(raw, settings, now, default_event_time, default_event_id)
     except _Reject as exc:
         return exc.rejection
 
 
-def _prepare(raw: Any, settings: NormalizationSettings, now: int, default_event_time: int | None) -> Prepared:
+def _prepare(
+    raw: Any, settings: NormalizationSettings, now: int, default_event_time: int | None, default_event_id: str | None
+) -> Prepared:
     if not isinstance(raw, dict):
         raise _Reject("not_an_object", "an event must be a JSON object")
     drops: list[Drop] = []
@@ -278,6 +260,8 @@ def _prepare(raw: Any, settings: NormalizationSettings, now: int, default_event_
             raise _Reject("invalid_event_id", "event_id must be a non-empty string")
         else:
             event["event_id"] = event_id.strip()
+    if "event_id" not in event and default_event_id is not None:
+        event["event_id"] = default_event_id
 
     if "user_data" not in event or event["user_data"] is None:
         raise _Reject("missing_user_data", "user_data is required")
@@ -319,8 +303,12 @@ def _prepare(raw: Any, settings: NormalizationSettings, now: int, default_event_
     else:
         event["custom_data"] = custom
     _data_processing(event)
-    # user_data came out of normalize_user_data, which already dropped such values: walk the rest only.
-    unsendable = _unsendable([value for key, value in event.items() if key != "user_data"])
-    if unsendable is not None:
-        raise _Reject(unsendable, "the event holds NaN/Infinity or a lone surrogate, which cannot be sent as JSON")
-    return Prepared(event=event, drops=drops, notes=notes, match_keys=match_key_count(user_data))
+    # Encoding is the last check: Python's json reads NaN/Infinity literals, and JSON strings can carry lone
+    # surrogates; neither can be sent (user_data has had such values dropped already).
+    try:
+        encoded = encode_event(event)
+    except UnicodeEncodeError:
+        raise _Reject("invalid_unicode", "the event holds a lone surrogate, which has no UTF-8 form") from None
+    except ValueError:
+        raise _Reject("non_finite_number", "the event holds NaN or Infinity, which JSON cannot carry") from None
+    return Prepared(event=event, drops=drops, notes=notes, match_keys=match_key_count(user_data), encoded=encoded)
