@@ -85,7 +85,6 @@ class DeliveryReport:
     splits: int = 0
     isolated_events: int = 0  # events found bad by the search
     graph_errors: Counter[str] = field(default_factory=Counter)  # reason -> count
-    rejected_events: Counter[str] = field(default_factory=Counter)  # reason -> events
     latencies_ms: list[float] = field(default_factory=list)
 
 
@@ -362,7 +361,6 @@ class _Run:
             return _PixelState(broken=Failure("secret_unavailable"))
 
     def _fail_items(self, items: list[_Item], failure: Failure) -> None:
-        self.report.rejected_events[failure.reason] += len(items)
         for item in items:
             self.report.failed.setdefault(item.outbound.message_id, failure)
 

@@ -201,11 +201,10 @@ class GraphClient:
                 retries=False,
                 preload_content=True,
             )
-        except urllib3.exceptions.HTTPError as exc:
-            # Timeouts, refused/reset connections, truncated responses (ProtocolError): the request may or
-            # may not have reached Meta; a retry is safe because every event carries an event_id.
-            raise GraphError(ErrorKind.TRANSIENT, detail=type(exc).__name__) from None
-        except OSError as exc:  # raised outside urllib3's wrapping on some platforms
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            # Timeouts, refused/reset connections, truncated responses (ProtocolError; a bare OSError on some
+            # platforms): the request may or may not have reached Meta; a retry is safe because every event
+            # carries an event_id.
             raise GraphError(ErrorKind.TRANSIENT, detail=type(exc).__name__) from None
         latency_ms = (time.perf_counter() - started) * 1000
         try:

@@ -14,7 +14,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 from capi_relay.model import Drop
@@ -457,10 +457,24 @@ def hash_value(field: str, value: Any, *, ctx: _Ctx) -> str:
     return found
 
 
-def _hash_value(field: str, value: Any, ctx: _Ctx) -> str:
+def _clean(value: Any) -> str:
+    """General rules 1-2, first half: a string (numbers accepted), NFC, trimmed, never empty."""
     text = _nfc(_as_text(value)).strip()
     if not text:
         raise Invalid("empty")
+    return text
+
+
+def _apply_rule(field: str, text: str, ctx: _Ctx) -> str:
+    """The field's rule, then NFC again (lower-casing can decompose); an empty result is never hashed."""
+    normalized = _nfc(_RULES[field](text, ctx))
+    if not normalized:
+        raise Invalid("empty")
+    return normalized
+
+
+def _hash_value(field: str, value: Any, ctx: _Ctx) -> str:
+    text = _clean(value)
     size = len(text)
     if size == 64 and _SHA256_RE.fullmatch(text):
         return text.lower()
@@ -468,26 +482,14 @@ def _hash_value(field: str, value: Any, ctx: _Ctx) -> str:
         return text
     if size == 32 and field != "external_id" and _MD5_RE.fullmatch(text):
         raise Invalid("md5_hash")
-    try:
-        normalized = _nfc(_RULES[field](text, ctx))
-    except RecursionError:
-        raise Invalid("invalid") from None
-    if not normalized:
-        raise Invalid("empty")
-    return sha256_hex(normalized)
+    return sha256_hex(_apply_rule(field, text, ctx))
 
 
 def normalized_string(field: str, value: Any, settings: NormalizationSettings, country: str | None = None,
                       today: date | None = None) -> str:  # fmt: skip
     """The exact string that would be hashed for ``value`` (for tests and the conformance table)."""
     ctx = _Ctx(settings, country, today or datetime.now(UTC).date())
-    text = _nfc(_as_text(value)).strip()
-    if not text:
-        raise Invalid("empty")
-    normalized = _nfc(_RULES[field](text, ctx))
-    if not normalized:
-        raise Invalid("empty")
-    return normalized
+    return _apply_rule(field, _clean(value), ctx)
 
 
 def _plain_value(field: str, value: Any) -> Any:
@@ -514,7 +516,7 @@ def _plain_field(field: str, raw: Any, drops: list[Drop]) -> Any:
         except Invalid as exc:
             drops.append(Drop(field, exc.reason))
             return None
-    values = _normalize_field(field, raw, partial(_plain_value, field), drops)
+    values = _normalize_list(field, raw, partial(_plain_value, field), drops)
     if values is None:
         return None
     if len(values) > 1:
@@ -523,42 +525,38 @@ def _plain_field(field: str, raw: Any, drops: list[Drop]) -> Any:
     return values[0]
 
 
-def _normalize_field(field: str, raw: Any, fn: Callable[[Any], Any], drops: list[Drop]) -> Any:
-    if isinstance(raw, list):
-        out: list[Any] = []
-        seen: set[Any] = set()
-        for item in raw:
-            try:
-                result = fn(item)
-            except Invalid as exc:
-                drops.append(Drop(field, exc.reason))
-                continue
-            if result not in seen:
-                seen.add(result)
-                out.append(result)
-        if not out:
-            if not raw:
-                drops.append(Drop(field, "empty"))
-            return None
-        return out
-    try:
-        return fn(raw)
-    except Invalid as exc:
-        drops.append(Drop(field, exc.reason))
+def _normalize_list(field: str, raw: list[Any], fn: Callable[[Any], Any], drops: list[Drop]) -> list[Any] | None:
+    """General rule 1 for lists: each item normalized, failures dropped, duplicates removed in first order;
+    None when nothing is left."""
+    out: list[Any] = []
+    seen: set[Any] = set()
+    for item in raw:
+        try:
+            result = fn(item)
+        except Invalid as exc:
+            drops.append(Drop(field, exc.reason))
+            continue
+        if result not in seen:
+            seen.add(result)
+            out.append(result)
+    if not out:
+        if not raw:
+            drops.append(Drop(field, "empty"))
         return None
+    return out
 
 
-_HASHED_COUNTRIES: dict[str, str] = {}
+@cache
+def _hashed_countries() -> dict[str, str]:
+    from capi_relay._countries import COUNTRIES  # noqa: PLC0415 -- generated table, loaded on first use
+
+    return {sha256_hex(code): code for code in set(COUNTRIES.values())}
 
 
 def _country_of_hash(text: str) -> str | None:
     """The alpha-2 code whose SHA-256 is ``text``. A pre-hashed country (what SDK users send) still tells us
     the phone region and the US ZIP rule: there are only ~250 possible inputs."""
-    if not _HASHED_COUNTRIES:
-        from capi_relay._countries import COUNTRIES  # noqa: PLC0415
-
-        _HASHED_COUNTRIES.update((sha256_hex(code), code) for code in set(COUNTRIES.values()))
-    return _HASHED_COUNTRIES.get(text.lower())
+    return _hashed_countries().get(text.lower())
 
 
 def _first_country(raw: Any, ctx: _Ctx) -> str | None:
@@ -599,7 +597,7 @@ def normalize_user_data(
         if key not in _RULES:
             result = _plain_field(key, raw, drops)
         elif isinstance(raw, list):
-            result = _normalize_field(key, raw, partial(hash_value, key, ctx=ctx), drops)
+            result = _normalize_list(key, raw, partial(hash_value, key, ctx=ctx), drops)
         else:
             try:
                 result = hash_value(key, raw, ctx=ctx)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, date, datetime
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -144,15 +144,11 @@ def _custom_data(raw: Any, event_name: str) -> dict[str, Any] | None:
     return out
 
 
-_CURRENCIES: list[frozenset[str]] = []
-
-
+@cache
 def _currencies() -> frozenset[str]:
-    if not _CURRENCIES:
-        from capi_relay._countries import CURRENCIES  # noqa: PLC0415 -- generated table, loaded on first use
+    from capi_relay._countries import CURRENCIES  # noqa: PLC0415 -- generated table, loaded on first use
 
-        _CURRENCIES.append(CURRENCIES)
-    return _CURRENCIES[0]
+    return CURRENCIES
 
 
 def _data_processing(event: dict[str, Any]) -> None:
