@@ -67,6 +67,9 @@ def _publish(metrics: Metrics, summary: BatchSummary, production_test_code: bool
     _by_dimension(metrics, "RecordFailuresByReason", "reason", summary.failures)
     _by_dimension(metrics, "EventsRejectedByReason", "reason", summary.events_rejected)
     _by_dimension(metrics, "GraphErrorsByCode", "reason", d.graph_errors)
+    # Events the relay adjusted rather than rejected: event_time_ms (milliseconds converted to seconds),
+    # event_time_clamped (<= 5 min in the future), event_time_defaulted, fbc_derived.
+    _by_dimension(metrics, "EventAdjustments", "note", summary.notes)
     _by_dimension(
         metrics, "FieldsDroppedByReason", "field_reason",
         Counter({f"{f}:{r}": n for (f, r), n in summary.fields_dropped.items()}),

@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import time
 from types import ModuleType
 
 import pytest
 
+from capi_relay.delivery import DeliveryReport
 from capi_relay.settings import SettingsError, get_settings
 from tests.factories import FakeLambdaContext
 
@@ -53,3 +55,19 @@ def test_bad_configuration_fails_the_cold_start_clearly(monkeypatch: pytest.Monk
     with pytest.raises(SettingsError, match="ACCESS_TOKEN_SECRET_ID"):
         load_handler(monkeypatch, PIXEL_ID="111")
     get_settings.cache_clear()
+
+
+def test_adjusted_events_are_counted_by_note(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an event whose event_time is in milliseconds
+    handler = load_handler(monkeypatch, PIXEL_ID="111", ACCESS_TOKEN_SECRET_ID="s")
+    body = {"event_name": "Lead", "event_time": int(time.time() * 1000) - 60_000, "action_source": "other",
+            "user_data": {"em": "a@example.com"}}  # fmt: skip
+    handler.relay._deliverer.deliver = lambda events, deadline, sequential: (list(events), DeliveryReport())[1]
+    # When the handler prepares it (delivery stubbed: this test is about the metric)
+    handler.lambda_handler({"Records": [{"messageId": "m1", "body": json.dumps(body)}]}, FakeLambdaContext(30))
+    # Then the conversion is counted
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    notes = {line.get("note"): line.get("EventAdjustments") for line in emf if "EventAdjustments" in line}
+    assert notes == {"event_time_ms": [1.0]}
