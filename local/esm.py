@@ -227,7 +227,8 @@ class EventSourceEmulator:
         outcome.failed = failed
         outcome.invalid_response = invalid
         outcome.whole_batch_failed = invalid is not None
-        to_delete = [r for r in records if r["messageId"] not in set(failed)]
+        failed_ids = set(failed)
+        to_delete = [r for r in records if r["messageId"] not in failed_ids]
         for start in range(0, len(to_delete), 10):
             chunk = to_delete[start : start + 10]
             resp = self.sqs.delete_message_batch(

@@ -238,8 +238,10 @@ class LambdaEmulator:
         with self._out_lock:
             return len(self._out)
 
-    def invoke(self, event: dict[str, Any], timeout_s: float | None = None) -> tuple[dict[str, Any] | None, bool, str]:
-        """POST ``event``; return ``(payload, is_function_error, logs of this invoke)``."""
+    def invoke(self, event: dict[str, Any], timeout_s: float | None = None) -> tuple[Any, bool, str]:
+        """POST ``event``; return ``(payload, is_function_error, logs of this invoke)``. ``payload`` is the
+        decoded JSON response as the function returned it (None for an empty body, the raw text when it is not
+        JSON), so the caller can apply Lambda's rules to it (a non-object is not a valid batch response)."""
         if self._proc is None:
             raise EmulatorError("not started")
         mark = self._output_len()
@@ -261,11 +263,11 @@ class LambdaEmulator:
         try:
             payload = json.loads(body) if body else None
         except ValueError:
-            payload = None
+            payload = body.decode("utf-8", errors="replace")
         if isinstance(payload, dict) and "errorType" in payload:
             function_error = True
         logs = self._logs_since(mark)
-        return (payload if isinstance(payload, dict) else None), function_error, logs
+        return payload, function_error, logs
 
     def _logs_since(self, mark: int, wait_s: float = 1.0) -> str:
         """The output since ``mark``, waiting briefly for the REPORT line the emulator prints last."""
