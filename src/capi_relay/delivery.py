@@ -72,6 +72,7 @@ class Failure:
     code: int | None = None
     subcode: int | None = None
     fbtrace_id: str | None = None
+    retry_after_s: float | None = None  # Meta's estimate (Retry-After / usage headers) for parking the record
 
 
 @dataclass(slots=True)

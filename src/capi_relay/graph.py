@@ -16,9 +16,10 @@ from typing import Any, Protocol
 
 import urllib3
 
+from capi_relay import __version__
 from capi_relay.secrets import Credentials
 
-USER_AGENT = "capi-relay/0.1"
+USER_AGENT = f"capi-relay/{__version__}"
 THROTTLE_CODES = frozenset({4, 17, 32, 613}) | frozenset(range(80000, 80015))
 TRANSIENT_CODES = frozenset({1, 2, 341, 368})
 AUTH_CODES = frozenset({190, 102})
@@ -32,7 +33,8 @@ class ErrorKind(StrEnum):
     THROTTLED = "throttled"  # back off longer, honour Retry-After, never spin
     AUTH = "auth"  # refresh the token once, then fail
     CONFIG = "config"  # permission / wrong pixel: every request for this pixel would fail
-    INVALID = "invalid"  # Meta rejected the request's content: bisect to isolate bad events
+    INVALID = "invalid"  # Meta rejected the request's content (2804xxx): search for the bad events
+    REQUEST = "request"  # the request itself is unacceptable (code 100, no subcode): no search, fail the pixel
 
 
 class GraphError(Exception):

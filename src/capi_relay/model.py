@@ -56,6 +56,9 @@ class Outbound:
     test_event_code: str | None
     event: JSONDict
     encoded: bytes | None = None  # the event as UTF-8 JSON, encoded once while its record can still fail alone
+    # Request-level parameters (upload_tag, upload_source, namespace_id, partner_agent) from the message:
+    # events with different values never share a request. Sorted (key, value) pairs, hashable.
+    request_fields: tuple[tuple[str, str], ...] = ()
 
 
 def encode_event(event: JSONDict) -> bytes:
