@@ -59,6 +59,7 @@ class Outbound:
     # Request-level parameters (upload_tag, upload_source, namespace_id, partner_agent) from the message:
     # events with different values never share a request. Sorted (key, value) pairs, hashable.
     request_fields: tuple[tuple[str, str], ...] = ()
+    group_id: str | None = None  # SQS FIFO MessageGroupId: events of one group are decided in order
 
 
 def encode_event(event: JSONDict) -> bytes:
