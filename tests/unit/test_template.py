@@ -62,10 +62,20 @@ def resolve_if(value: Any, conditions: dict[str, bool]) -> Any:
     return value
 
 
+# Conditions that are the negation of another: only consistent assignments are enumerated.
+NEGATIONS = {"NoKmsKey": "HasKmsKey"}
+
+
 def condition_assignments(template: dict[str, Any]) -> Iterator[dict[str, bool]]:
-    names = sorted(template.get("Conditions", {}))
+    conditions = template.get("Conditions", {})
+    for name, negated in NEGATIONS.items():
+        assert conditions[name] == {"Fn::Equals": [{"Ref": "KmsKeyArn"}, ""]}, name
+        assert conditions[negated] == {"Fn::Not": [conditions[name]]}, negated
+    names = sorted(n for n in conditions if n not in NEGATIONS)
     for values in itertools.product([False, True], repeat=len(names)):
-        yield dict(zip(names, values, strict=True))
+        assignment = dict(zip(names, values, strict=True))
+        assignment.update({name: not assignment[negated] for name, negated in NEGATIONS.items()})
+        yield assignment
 
 
 def statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -339,11 +349,113 @@ def test_custom_metric_alarms_watch_metrics_the_relay_emits(template: dict[str, 
                     assert dims == [{"Name": "service", "Value": "capi-relay"}], aid
 
 
-def test_alarms_notify_the_topic_when_one_is_configured(template: dict[str, Any]) -> None:
-    for aid, alarm in resources(template, "AWS::CloudWatch::Alarm").items():
-        actions = alarm["Properties"]["AlarmActions"]
-        assert actions == {"Fn::If": ["HasAlarmEmail", [{"Ref": "AlarmTopic"}], {"Ref": "AWS::NoValue"}]}, aid
-    assert template["Resources"]["AlarmTopic"]["Condition"] == "HasAlarmEmail"
+TOPIC = [{"Ref": "AlarmTopic"}]
+# Alarms that fire per new arrival: a notification when they return to OK would double every page.
+PER_ARRIVAL = {"DeadLetteredEventsAlarm", "QuarantinedEventsAlarm", "TestEventCodeInProductionAlarm"}
+
+
+def test_every_alarm_notifies_the_topic_whatever_the_parameters(template: dict[str, Any]) -> None:
+    alarms = resources(template, "AWS::CloudWatch::Alarm")
+    assert len(alarms) >= 10
+    for conditions in condition_assignments(template):
+        for aid, alarm in alarms.items():
+            props = resolve_if(alarm["Properties"], conditions)
+            assert "Condition" not in alarm, aid  # every alarm exists in every deployment
+            assert props["AlarmActions"] == TOPIC, (aid, conditions)
+            assert props.get("OKActions", TOPIC) == TOPIC, (aid, conditions)
+            assert ("OKActions" in props) == (aid not in PER_ARRIVAL), aid
+
+
+def test_the_alarm_topic_always_exists_encrypted_with_a_key_cloudwatch_may_use(template: dict[str, Any]) -> None:
+    topic = template["Resources"]["AlarmTopic"]
+    assert "Condition" not in topic
+    key = template["Resources"]["AlarmTopicKey"]
+    assert key["Type"] == "AWS::KMS::Key"
+    assert key["Condition"] == "NoKmsKey"
+    for conditions in condition_assignments(template):
+        key_id = resolve_if(topic["Properties"]["KmsMasterKeyId"], conditions)
+        # never alias/aws/sns: the AWS managed key's policy cannot let CloudWatch publish
+        assert key_id == ({"Ref": "KmsKeyArn"} if conditions["HasKmsKey"] else {"Fn::GetAtt": ["AlarmTopicKey", "Arn"]})
+    statements = key["Properties"]["KeyPolicy"]["Statement"]
+    cloudwatch = [st for st in statements if st.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
+    assert len(cloudwatch) == 1
+    (st,) = cloudwatch
+    assert st["Effect"] == "Allow"
+    assert set(st["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    assert st["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert "${AWS::StackName}-*" in st["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
+    # the account keeps control of its key (a key policy without it cannot be administered)
+    admin = [st for st in statements if st.get("Principal", {}).get("AWS", {}).get("Fn::Sub", "").endswith(":root")]
+    assert len(admin) == 1
+    assert key["Properties"]["EnableKeyRotation"] is True
+
+
+def test_alarm_email_only_adds_a_subscription(template: dict[str, Any]) -> None:
+    subs = resources(template, "AWS::SNS::Subscription")
+    assert set(subs) == {"AlarmEmailSubscription"}
+    sub = subs["AlarmEmailSubscription"]
+    assert sub["Condition"] == "HasAlarmEmail"
+    assert sub["Properties"] == {"TopicArn": {"Ref": "AlarmTopic"}, "Protocol": "email",
+                                 "Endpoint": {"Ref": "AlarmEmail"}}  # fmt: skip
+    assert "Subscription" not in template["Resources"]["AlarmTopic"]["Properties"]
+    output = template["Outputs"]["AlarmTopicArn"]
+    assert output["Value"] == {"Ref": "AlarmTopic"}
+    assert "Condition" not in output
+
+
+@pytest.mark.parametrize(
+    ("alarm", "metric"),
+    [("DeadLetteredEventsAlarm", "EventsDeadLettered"), ("QuarantinedEventsAlarm", "EventsQuarantined")],
+)
+def test_each_new_dead_lettered_or_quarantined_event_notifies(
+    template: dict[str, Any], alarm: str, metric: str
+) -> None:
+    props = template["Resources"][alarm]["Properties"]
+    assert (default(template, props["Namespace"]), props["MetricName"]) == ("CapiRelay", metric)
+    assert props["Dimensions"] == [{"Name": "service", "Value": "capi-relay"}]
+    assert (props["Statistic"], props["Threshold"], props["ComparisonOperator"]) == ("Sum", 0, "GreaterThanThreshold")
+    # one quiet minute returns it to OK, so the next arrival is a new ALARM transition (a new notification)
+    assert (props["Period"], props["EvaluationPeriods"]) == (60, 1)
+    assert props["TreatMissingData"] == "notBreaching"
+    assert props.get("DatapointsToAlarm", 1) == 1
+
+
+def test_dlq_age_alarm_fires_well_before_sqs_deletes_the_message(template: dict[str, Any]) -> None:
+    props = template["Resources"]["DLQOldestMessageAgeAlarm"]["Properties"]
+    assert (props["Namespace"], props["MetricName"]) == ("AWS/SQS", "ApproximateAgeOfOldestMessage")
+    assert props["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["EventsDLQ", "QueueName"]}}]
+    assert props["ComparisonOperator"] == "GreaterThanThreshold"
+    dlq_retention = template["Resources"]["EventsDLQ"]["Properties"]["MessageRetentionPeriod"]
+    source_retention = template["Resources"]["EventsQueue"]["Properties"]["MessageRetentionPeriod"]
+    # The DLQ's age metric counts from the move, expiry from the original send: the worst case leaves
+    # dlq_retention - source_retention of DLQ age. Alarm with at least 7 days of that left, and within
+    # Meta's 7-day event window in the usual case (moved minutes after being sent).
+    worst_case_age_at_deletion = dlq_retention - source_retention
+    assert props["Threshold"] + 7 * 86_400 <= worst_case_age_at_deletion
+    assert props["Threshold"] < 7 * 86_400
+    assert props["Period"] * props["EvaluationPeriods"] <= 3600
+
+
+def test_resent_events_alarm_watches_a_rate_of_what_meta_accepted(template: dict[str, Any]) -> None:
+    props = template["Resources"]["ResentEventRateAlarm"]["Properties"]
+    by_id = {m["Id"]: m for m in props["Metrics"]}
+    assert by_id["resent"]["MetricStat"]["Metric"]["MetricName"] == "EventsResent"
+    assert by_id["accepted"]["MetricStat"]["Metric"]["MetricName"] == "EventsAccepted"
+    returned = [m for m in props["Metrics"] if m["ReturnData"]]
+    assert [m["Id"] for m in returned] == ["rate"]
+    assert "resent" in returned[0]["Expression"]
+    assert "accepted" in returned[0]["Expression"]
+    assert 0 < props["Threshold"] < 100
+
+
+def test_dlq_redrive_allow_policy_names_only_the_events_queue(template: dict[str, Any]) -> None:
+    policy = template["Resources"]["EventsDLQ"]["Properties"]["RedriveAllowPolicy"]
+    assert policy["redrivePermission"] == "byQueue"
+    (arn,) = policy["sourceQueueArns"]
+    # built from the events queue's name (a GetAtt would make the two queues depend on each other)
+    name = template["Resources"]["EventsQueue"]["Properties"]["QueueName"]
+    assert name == {"Fn::Sub": "${AWS::StackName}-events"}
+    assert arn == {"Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:" + name["Fn::Sub"]}
 
 
 def test_dashboard_shows_flow_reasons_latency_and_dlq(template: dict[str, Any]) -> None:
