@@ -3,8 +3,9 @@
 One poll (:meth:`EventSourceEmulator.poll_once`):
 
 1. collect up to ``batch_size`` messages -- ``ReceiveMessage`` with ``AttributeNames=All``,
-   ``MessageAttributeNames=All`` and long polling -- until the batch is full or the batching window
-   (``window_s``) ends; with ``window_s=0`` the first non-empty receive is the batch (as Lambda does);
+   ``MessageAttributeNames=All`` and long polling -- until the batch is full, the batching window
+   (``window_s``) ends or the event reaches Lambda's 6 MB invocation payload limit; with ``window_s=0``
+   the first non-empty receive is the batch (as Lambda does);
 2. build Lambda's event ``{"Records": [...]}``: ``messageId``, ``receiptHandle``, ``body``,
    ``attributes`` (strings), ``messageAttributes`` in Lambda's lowercase form
    (``stringValue``/``binaryValue``/``stringListValues``/``binaryListValues``/``dataType``),
@@ -16,12 +17,23 @@ One poll (:meth:`EventSourceEmulator.poll_once`):
    delete nothing on a function error or an invalid response (an ``itemIdentifier`` that is missing,
    empty or not a ``messageId`` of the batch makes the whole batch fail, as Lambda does).
 
+**Invocation payload limit.** Lambda passes a batch to the function in one call only up to the 6 MB payload
+limit of a synchronous invoke, and the event source mapping invokes as soon as a batch reaches it, whatever
+``BatchSize`` says. The emulator does the same: it measures the event as compact UTF-8 JSON (what
+:mod:`local.rie` sends) and never invokes with more than ``max_payload_bytes``; messages it received
+beyond the limit (at most one receive's worth) start the next batch, still in flight. So 10,000 records
+go out in one invocation only if their records total <= 6 MB (~600 bytes per record, attributes and
+envelope included); realistic ~1 KiB events split into two or more invocations. A single record cannot
+exceed 6 MB in SQS (a message is at most 1 MiB); with a smaller ``max_payload_bytes`` such a record is
+not invoked and its batch counts as failed (Lambda would refuse the invoke), so SQS retries it and
+finally moves it to the DLQ.
+
 Failed messages are left alone: they become visible again after the queue's visibility timeout and SQS
 (moto) moves them to the DLQ after ``maxReceiveCount`` receives. :meth:`run_until_drained` polls until
 the queue has neither visible nor in-flight messages.
 
-Differences from Lambda: one batch at a time (Lambda runs several pollers and concurrent batches); no
-6 MB payload check; ``batch_size`` > 10 with ``window_s=0`` simply returns what one receive gave (Lambda
+Differences from Lambda: one batch at a time (Lambda runs several pollers and concurrent batches);
+``batch_size`` > 10 with ``window_s=0`` simply returns what one receive gave (Lambda
 demands a window >= 1 s there). FIFO queues work, but moto does not keep a group's order strictly when
 failed messages become visible again, so order-sensitive FIFO assertions need care.
 
@@ -45,6 +57,9 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 MAX_RECEIVE = 10  # SQS ReceiveMessage limit per call
+# Lambda's payload limit for a synchronous invoke, which the SQS event source mapping uses ("6 MB").
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+_EVENT_OVERHEAD = len(b'{"Records":[]}')
 
 
 @dataclass(frozen=True)
@@ -146,6 +161,29 @@ def check_response(response: Any, message_ids: list[str]) -> tuple[list[str], st
     return failed, None
 
 
+def encode_event(event: dict[str, Any]) -> bytes:
+    """The invocation payload as sent: compact UTF-8 JSON (the size Lambda's 6 MB limit applies to)."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def record_size(record: dict[str, Any]) -> int:
+    """Bytes one record adds to the payload (its JSON plus the separating comma)."""
+    return len(encode_event(record)) + 1
+
+
+def split_at_limit(
+    records: list[dict[str, Any]], max_payload_bytes: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the longest prefix whose event fits in ``max_payload_bytes``, the rest). The prefix is empty only
+    when the first record alone does not fit."""
+    size = _EVENT_OVERHEAD - 1  # no comma before the first record
+    for index, record in enumerate(records):
+        size += record_size(record)
+        if size > max_payload_bytes:
+            return records[:index], records[index:]
+    return records, []
+
+
 class DrainTimeout(TimeoutError):
     def __init__(self, message: str, outcomes: list[BatchOutcome]) -> None:
         super().__init__(message)
@@ -166,9 +204,15 @@ class EventSourceEmulator:
         wait_time_s: int = 1,
         queue_arn: str | None = None,
         region: str | None = None,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if max_payload_bytes <= _EVENT_OVERHEAD:
+            raise ValueError("max_payload_bytes leaves no room for a record")
+        self.max_payload_bytes = max_payload_bytes
+        # Records received beyond the payload limit: they start the next batch (still in flight, as in Lambda).
+        self._carry: list[dict[str, Any]] = []
         self.sqs = sqs_client
         self.queue_url = queue_url
         self.invoke = invoke
@@ -191,28 +235,43 @@ class EventSourceEmulator:
         )
         return [dict(m) for m in resp.get("Messages", [])]
 
+    def _records(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [lambda_record(m, self.queue_arn, self.region) for m in messages]
+
     def collect(self) -> list[dict[str, Any]]:
-        """Up to ``batch_size`` messages, waiting at most the batching window once the first one arrived."""
-        batch = self._receive(self.batch_size, self.wait_time_s)
+        """Up to ``batch_size`` Lambda records, waiting at most the batching window once the first one
+        arrived, and stopping once the event reaches ``max_payload_bytes`` (then the batch is due at once)."""
+        batch, self._carry = self._carry, []
         if not batch:
-            return []
+            batch = self._records(self._receive(self.batch_size, self.wait_time_s))
+            if not batch:
+                return []
+        size = _EVENT_OVERHEAD - 1 + sum(record_size(r) for r in batch)
         window_end = time.monotonic() + self.window_s
-        while len(batch) < self.batch_size:
+        while len(batch) < self.batch_size and size <= self.max_payload_bytes:
             left = window_end - time.monotonic()
             if left <= 0:
                 break
-            more = self._receive(self.batch_size - len(batch), min(int(left), 20))
+            more = self._records(self._receive(self.batch_size - len(batch), min(int(left), 20)))
             if not more and left < 1:
                 time.sleep(min(left, 0.1))
             batch.extend(more)
+            size += sum(record_size(r) for r in more)
         return batch
 
     def poll_once(self) -> BatchOutcome | None:
         """Receive one batch, invoke, delete what succeeded. None when no message arrived."""
-        messages = self.collect()
-        if not messages:
+        received = self.collect()
+        if not received:
             return None
-        records = [lambda_record(m, self.queue_arn, self.region) for m in messages]
+        records, self._carry = split_at_limit(received, self.max_payload_bytes)
+        if not records:  # one record alone over the limit: Lambda refuses the invoke, the batch fails
+            records, self._carry = self._carry[:1], self._carry[1:]
+            outcome = BatchOutcome(event={"Records": records}, result=InvokeResult(None, True),
+                                   message_ids=[r["messageId"] for r in records])  # fmt: skip
+            outcome.failed, outcome.whole_batch_failed = list(outcome.message_ids), True
+            outcome.invalid_response = f"invocation payload over {self.max_payload_bytes} bytes"
+            return outcome
         event = {"Records": records}
         ids = [r["messageId"] for r in records]
         try:

@@ -246,7 +246,11 @@ class LambdaEmulator:
             raise EmulatorError("not started")
         mark = self._output_len()
         request = urllib.request.Request(
-            self.url, data=json.dumps(event).encode(), headers={"Content-Type": "application/json"}, method="POST"
+            self.url,
+            # compact UTF-8, as local.esm measures it against Lambda's 6 MB payload limit
+            data=json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
         )
         wait = timeout_s if timeout_s is not None else self.timeout_s + 15
         function_error = False
