@@ -270,6 +270,9 @@ class LambdaEmulator:
             payload = body.decode("utf-8", errors="replace")
         if isinstance(payload, dict) and "errorType" in payload:
             function_error = True
+        # The emulator answers a timeout with this bare text and no X-Amz-Function-Error header.
+        if isinstance(payload, str) and payload.startswith("Task timed out"):
+            function_error = True
         logs = self._logs_since(mark)
         return payload, function_error, logs
 
@@ -282,6 +285,39 @@ class LambdaEmulator:
             if _REPORT_RE.search(text) or time.monotonic() >= deadline:
                 return text
             time.sleep(0.01)
+
+    def runtime_pid(self) -> int | None:
+        """Process id of the function's runtime (``python -m awslambdaric``, the emulator's child), or None
+        when it is not running (before the first invoke, after a crash). Linux only (reads ``/proc``)."""
+        if self._proc is None:
+            return None
+        parent = str(self._proc.pid)
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")"
+            if stat.rsplit(")", 1)[-1].split()[1] == parent:
+                return int(entry.name)
+        return None
+
+    def runtime_status_kb(self, field: str = "VmRSS") -> int | None:
+        """A ``/proc/<pid>/status`` memory figure of the runtime in KiB (``VmRSS`` resident now, ``VmHWM``
+        its peak), or None when the runtime is not running."""
+        pid = self.runtime_pid()
+        if pid is None:
+            return None
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii") as status:
+                for line in status:
+                    if line.startswith(f"{field}:"):
+                        return int(line.split()[1])
+        except OSError:
+            return None
+        return None
 
     def init_durations_ms(self) -> list[float]:
         """INIT phase durations reported so far (one per cold start, so at most one per emulator).
