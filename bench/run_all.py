@@ -10,7 +10,7 @@ import argparse
 import time
 from collections.abc import Callable
 
-from bench import bench_coldstart, bench_cost, bench_delivery, bench_invocation, bench_normalize
+from bench import bench_coldstart, bench_cost, bench_delivery, bench_hostile, bench_invocation, bench_normalize
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         ("invocation (issue 5.2)", lambda: bench_invocation.main(["--repeat", "1"] if quick else [])),
         ("cold start (issue 5.3)", lambda: bench_coldstart.main(["--runs", "3"] if quick else [])),
         ("cost per million events (issue 5.4)", lambda: bench_cost.main([])),
+        ("hostile inputs and 10,000 records under the RIE (issue 11)", lambda: bench_hostile.main([])),
     ]
     for title, run in benches:
         print(f"\n{'=' * 100}\n== {title}\n{'=' * 100}", flush=True)
