@@ -22,8 +22,9 @@ limit of a synchronous invoke, and the event source mapping invokes as soon as a
 ``BatchSize`` says. The emulator does the same: it measures the event as compact UTF-8 JSON (what
 :mod:`local.rie` sends) and never invokes with more than ``max_payload_bytes``; messages it received
 beyond the limit (at most one receive's worth) start the next batch, still in flight. So 10,000 records
-go out in one invocation only if their records total <= 6 MB (~600 bytes per record, attributes and
-envelope included); realistic ~1 KiB events split into two or more invocations. A single record cannot
+go out in one invocation only if their records total <= 6 MB (~629 bytes per record, of which Lambda's
+record envelope -- message id, receipt handle, attributes, ARN -- takes several hundred); realistic
+~1 KiB events split into two or more invocations. A single record cannot
 exceed 6 MB in SQS (a message is at most 1 MiB); with a smaller ``max_payload_bytes`` such a record is
 not invoked and its batch counts as failed (Lambda would refuse the invoke), so SQS retries it and
 finally moves it to the DLQ.
