@@ -110,7 +110,7 @@ _REJECTED_SETS = (
 
 _PATH_RE = re.compile(r"^/(v\d+\.\d+)/(\d+)/events$")
 _VERSION_RE = re.compile(r"^/(v\d+\.\d+)(?:/|$)")
-LIVE_VERSIONS = frozenset({"v24.0", "v25.0", "v26.0"})
+LIVE_VERSIONS = frozenset({"v21.0", "v22.0", "v23.0", "v24.0", "v25.0", "v26.0"})  # v20.0 expired 2026-09-24
 LATEST_VERSION = "v26.0"
 DEFAULT_IDLE_TIMEOUT_S = 60.0
 
