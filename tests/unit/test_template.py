@@ -316,7 +316,8 @@ def test_required_alarms_exist(template: dict[str, Any]) -> None:
     watched = set().union(*alarms.values())
     for needed in [("AWS/SQS", "ApproximateNumberOfMessagesVisible"), ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
                    ("AWS/Lambda", "Errors"), ("AWS/Lambda", "Throttles"), ("CapiRelay", "AuthFailures"),
-                   ("CapiRelay", "EventsRejected"), ("CapiRelay", "EventsPrepared")]:  # fmt: skip
+                   ("CapiRelay", "EventsRejected"), ("CapiRelay", "EventsPrepared"),
+                   ("CapiRelay", "GraphRequestErrors"), ("CapiRelay", "GraphApiVersionRetired")]:  # fmt: skip
         assert needed in watched, needed
     dlq = template["Resources"]["DLQDepthAlarm"]["Properties"]
     assert dlq["MetricName"] == "ApproximateNumberOfMessagesVisible"
