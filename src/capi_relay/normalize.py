@@ -504,10 +504,22 @@ def country_key(name: str) -> str:
 def norm_country(value: str, ctx: _Ctx) -> str:
     from capi_relay._countries import COUNTRIES  # noqa: PLC0415 -- generated table, loaded on first use
 
-    code = COUNTRIES.get(value.lower()) or COUNTRIES.get(country_key(value))  # most values need no cleaning
+    code = COUNTRIES.get(value.lower())  # most values need no cleaning
+    if code is None:
+        key = country_key(value)
+        code = COUNTRIES.get(key) or _country_names().get(key)
     if code is None:
         raise Invalid("unknown_country")
     return code
+
+
+@cache
+def _country_names() -> dict[str, str]:
+    """CLDR names in other languages (generated, scripts/gen_country_names.py): loaded on the first value that
+    is neither a code nor an English name."""
+    from capi_relay._country_names import NAMES  # noqa: PLC0415 -- generated table, loaded on first use
+
+    return NAMES
 
 
 # ------------------------------------------------------------------------------------ external_id
