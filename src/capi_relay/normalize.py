@@ -496,7 +496,11 @@ def _zp_variants(text: str, documented: str, ctx: _Ctx) -> list[str]:
 # ---------------------------------------------------------------------------------------- country
 def country_key(name: str) -> str:
     """Lookup key for country names: lower, accents off, '.' removed, other punctuation -> space."""
-    text = _strip_marks(unicodedata.normalize("NFC", name).lower()).replace(".", "").replace("&", " and ")
+    text = _strip_marks(unicodedata.normalize("NFC", name).lower()).replace(".", "")
+    if "&" in text:  # "Trinidad & Tobago"; a "&" without a word on each side is punctuation ("&" alone is not AND)
+        parts = text.split("&")
+        joiner = " and " if all(any(ch.isalpha() for ch in part) for part in parts) else " "
+        text = joiner.join(parts)
     text = "".join(ch if ch.isalnum() else " " for ch in text)
     return " ".join(text.split())
 
