@@ -22,6 +22,7 @@ from capi_relay.model import InboundMessage
 
 _PIXEL_RE = re.compile(r"^\d{1,32}$")
 MAX_EVENTS_PER_MESSAGE = 10_000
+MAX_MESSAGE_BYTES = 1024 * 1024  # SQS's largest message body (1 MiB); larger ones come from `check` or tests
 _MAX_UNWRAP = 3
 
 
@@ -110,6 +111,11 @@ def _unwrap(body: Any, depth: int) -> InboundMessage:
 
 def parse_body(body: str | None, message_attributes: Mapping[str, Any] | None = None) -> InboundMessage:
     """Unwrap one SQS message body. Raises :class:`EnvelopeError` for anything unusable."""
+    if isinstance(body, str) and (
+        len(body) > MAX_MESSAGE_BYTES
+        or (not body.isascii() and len(body.encode("utf-8", "replace")) > MAX_MESSAGE_BYTES)
+    ):
+        raise EnvelopeError("message_too_large", f"message body is over {MAX_MESSAGE_BYTES} bytes (the SQS maximum)")
     if not isinstance(body, str) or not body.strip():
         raise EnvelopeError("empty_body", "message body is empty")
     try:
