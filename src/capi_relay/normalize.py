@@ -191,12 +191,12 @@ def _e164_digits(compact: str, region: str, recovered: bool) -> str:
         stripped = compact.lstrip("0")
         if stripped == compact or len(stripped) < 7:
             raise
-    # Extra leading zeros before a national number ("05551234567" in the US, "01(650)123-4567"): what is left
-    # must be a national number of the region (never read as international). NANP numbers have no trunk 0, so
-    # a leading 0 there is noise; elsewhere a 0 can be the trunk prefix that phonenumbers already handled, so
-    # the number left must also be valid (phonenumbers' metadata), not only possible.
+    # Extra leading zeros before a national number ("06505551212" in the US, "01(650)555-1212", as capi-param-
+    # builder strips them): removing them changes the digits, so what is left must be a national number of the
+    # region (never read as international) AND a valid number by phonenumbers' metadata, not only a possible
+    # one: "01(650)123-4567" (exchange 123 does not exist) is dropped rather than guessed.
     digits = _national_to_e164(stripped, region, as_international=False)
-    if region not in _NANP_REGIONS and not _is_valid(digits):
+    if not _is_valid(digits):
         raise Invalid("invalid_phone")
     return digits
 

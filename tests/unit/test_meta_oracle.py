@@ -114,6 +114,11 @@ DIFFERENCES: list[tuple[str, str, Callable[[Case], bool]]] = [
     ("ph_letters_between_digits", "letters between digits (vanity numbers, 'key: value' text, hex strings): the "
      "library keeps the digits of several values glued; the relay refuses (never another person's number)",
      lambda c: c.field == "ph" and c.ours is None and _has_letter_between_digits(c.input)),
+    ("ph_leading_zeros_kept_unless_valid", "normalization.md: extra leading zeros are removed only when the number "
+     "left is valid (phonenumbers); the library strips them from any digits ('01(650)123-4567': exchange 123 "
+     "does not exist)",
+     lambda c: c.field == "ph" and c.drop == "invalid_phone" and c.input.strip().startswith("0")
+     and not _has_letter_between_digits(c.input)),
     ("ph_not_a_number_of_the_region", "7-15 digits that are no possible number of the region (a date, a ZIP+4): "
      "phonenumbers refuses them, the library sends them",
      lambda c: c.field == "ph" and c.drop == "invalid_phone" and c.expected is not None
@@ -204,7 +209,7 @@ def test_every_pair_agrees_is_a_sent_variant_or_a_listed_deliberate_difference(
     with capsys.disabled():
         print(f"\nMeta oracle: {len(outcomes)} pairs")
         for name, count in by_outcome.most_common():
-            print(f"  {name:32} {count}")
+            print(f"  {name:36} {count}")
         fields = sorted({case.field for case, _ in outcomes})
         for field in fields:
             row = {name: n for (f, name), n in by_field.items() if f == field}

@@ -114,7 +114,8 @@ LOOSER: list[tuple[str, str, str, str, list[str], str | None]] = [
     ("ph: any non-letter symbol between digit groups", "ph", "555|123|4567", "15551234567",
      ["555-1234 | 555-5678", "555 1234/555 5678"], None),  # two numbers glued are not read as an international one
     ("ph: plus between digit groups", "ph", "555＋123＋4567", "15551234567", ["+44 20 7946 +0958"], None),
-    ("ph: extra leading zeros", "ph", "01(650)123-4567", "16501234567", ["0447911123456", "000"], None),
+    ("ph: extra leading zeros", "ph", "01(650)555-1212", "16505551212",
+     ["01(650)123-4567", "0447911123456", "000"], None),  # only when what is left is a valid number
     ("ph: extra leading zeros outside NANP must leave a valid number", "ph", "030 12345678", "493012345678",
      ["0000 12345"], "de"),
     ("ph: full-width forms (NFKC)", "ph", "（６５０）５５５－１２１２", "16505551212", ["１２３"], None),

@@ -110,8 +110,10 @@ CASES: list[Row] = [
     r("ph", "555＋123＋4567", "15551234567"),  # a plus between digit groups is a separator
     r("ph", "555-123-4567（内線123）", "15551234567"),
     r("ph", "555-123-4567 (ext 12)", "15551234567"),
-    r("ph", "01(650)123-4567", "16501234567"),  # what capi-param-builder sends, and a valid number
-    r("ph", "05551234567", "15551234567"),  # extra leading zero before a US national number
+    r("ph", "01(650)555-1212", "16505551212"),  # extra leading zero, as capi-param-builder strips it: valid
+    r("ph", "06505551212", "16505551212"),
+    r("ph", "01(650)123-4567", Dropped("invalid_phone")),  # ... but 650-123-4567 is no valid number (exchange 1xx)
+    r("ph", "05551234567", Dropped("invalid_phone")),  # 555-123-4567 neither: the zero is not removed
     r("ph", "Tel 07911 123456", "447911123456", "gb"),
     # ... and what the looser rules refuse
     r("ph", "1-800-356-FLOWERS", Dropped("invalid_phone")),  # letters after digits are dropped, 7 digits stay
