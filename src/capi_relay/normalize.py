@@ -145,9 +145,12 @@ def _ascii_digits(text: str) -> str:
     return "".join(out)
 
 
+_ASCII_LETTER_RE = re.compile(r"[A-Za-z]")
+
+
 def _has_letter(text: str) -> bool:
     if text.isascii():
-        return any(ch.isalpha() for ch in text)
+        return _ASCII_LETTER_RE.search(text) is not None
     return any(unicodedata.category(ch)[0] in "LM" for ch in text)
 
 
@@ -637,21 +640,18 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-# Values repeat across events (country, state, city, gender, a customer's email and phone within a batch), so
-# the outcome of _hash_forms is memoized (bench_normalize: without it an event costs ~1.5x). Only values of at
-# most MEMO_MAX_VALUE_CHARS characters, bounded by bytes, and keyed by a BLAKE2b digest of the value, never the
-# value: the memo holds (field, 16-byte digest, context) -> the SHA-256 hashes that are sent (or the drop
-# reason), no raw personal data. The relay calls clear_memo() when an invocation starts; the memo also clears
-# itself when full.
+# Coarse values repeat across events (country, state, city, ZIP, gender), so their outcome is memoized
+# (bench_normalize: without it an event costs more, see its "memo" line). Only these fields -- never the
+# identifying ones (em, ph, fn, ln, db, external_id), so the memo holds no value that identifies a person --
+# only values of at most MEMO_MAX_VALUE_CHARS characters, and bounded by bytes. It maps (field, value, context)
+# to the hashes sent (or the drop reason). The relay calls clear_memo() when an invocation starts; the memo also
+# clears itself when full.
+MEMO_FIELDS = frozenset({"ge", "country", "st", "ct", "zp"})
 MEMO_MAX_VALUE_CHARS = 64
 MEMO_MAX_BYTES = 4 * 1024 * 1024
-_MEMO_ENTRY_OVERHEAD = 400  # dict slot, key tuple and digest, result tuple, str headers (~350-450 bytes)
+_MEMO_ENTRY_OVERHEAD = 400  # dict slot, key tuple, result tuple, str headers (~350-450 bytes)
 _memo: dict[tuple[Any, ...], tuple[str, ...] | Invalid] = {}
 _memo_bytes = 0
-
-
-def _memo_key(value: str) -> bytes:
-    return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def clear_memo() -> None:
@@ -670,16 +670,16 @@ def hash_value(field: str, value: Any, *, ctx: _Ctx) -> tuple[str, ...]:
     """Normalize one value of a hashed field and return what is sent: one hash, or the documented form's hash
     followed by its variants' (at most MAX_VARIANTS). Raises :class:`Invalid`."""
     global _memo_bytes  # noqa: PLW0603
-    if type(value) is not str or len(value) > MEMO_MAX_VALUE_CHARS:
+    if field not in MEMO_FIELDS or type(value) is not str or len(value) > MEMO_MAX_VALUE_CHARS:
         return _hash_forms(field, value, ctx)
-    key = (field, _memo_key(value), ctx.country, ctx.region, ctx.date_order, ctx.today)
+    key = (field, value, ctx.country, ctx.region, ctx.date_order, ctx.today)
     found = _memo.get(key)
     if found is None:
         try:
             found = _hash_forms(field, value, ctx)
         except Invalid as exc:
             found = exc
-        size = _MEMO_ENTRY_OVERHEAD + (0 if isinstance(found, Invalid) else 64 * len(found))
+        size = _MEMO_ENTRY_OVERHEAD + len(value) + (0 if isinstance(found, Invalid) else 64 * len(found))
         if _memo_bytes + size > MEMO_MAX_BYTES:
             clear_memo()
         _memo[key] = found
