@@ -128,6 +128,7 @@ _PH_STRICT_RE = re.compile(r"[0-9\s().\-/+]*")
 # alternatives searched once from the first digit: linear (the old ``\s*(...).*$`` was quadratic on spaces).
 _PH_EXT_RE = re.compile(r"(?i)ext|x|#|内線|доб")
 _PH_DIGIT_OR_PLUS_RE = re.compile(r"[0-9+]")
+_PH_DIGIT_RE = re.compile(r"[0-9]")
 _PH_NON_DIGIT_RE = re.compile(r"[^0-9]+")
 _NANP_REGIONS = frozenset("US CA AG AI AS BB BM BS DM DO GD GU JM KN KY LC MP MS PR SX TC TT VC VG VI".split())
 
@@ -159,9 +160,10 @@ def norm_ph(value: str, ctx: _Ctx) -> str:
     first = _PH_DIGIT_OR_PLUS_RE.search(v)
     if first is None:
         raise Invalid("invalid_phone")
-    if ext := _PH_EXT_RE.search(v, first.start()):
+    if (not v.isascii() or "x" in v or "X" in v or "#" in v) and (ext := _PH_EXT_RE.search(v, first.start())):
         v = v[: ext.start()]
-    last = max(v.rfind(d) for d in "0123456789")
+    tail = _PH_DIGIT_RE.search(v[::-1])  # the last digit: one linear scan from the end
+    last = len(v) - 1 - tail.start() if tail else -1
     if last < first.start():
         raise Invalid("invalid_phone")
     recovered = not _PH_STRICT_RE.fullmatch(v)  # a label, trailing text, other separators
@@ -192,16 +194,23 @@ def _e164_digits(compact: str, region: str, recovered: bool) -> str:
         return _national_to_e164(compact, region, as_international=not recovered)
     except Invalid:
         stripped = compact.lstrip("0")
-        if stripped == compact or len(stripped) < 7:
+        code = _country_code(region)
+        if stripped == compact or not code or not stripped.startswith(code):
             raise
-    # Extra leading zeros before a national number ("06505551212" in the US, "01(650)555-1212", as capi-param-
-    # builder strips them): removing them changes the digits, so what is left must be a national number of the
-    # region (never read as international) AND a valid number by phonenumbers' metadata, not only a possible
-    # one: "01(650)123-4567" (exchange 123 does not exist) is dropped rather than guessed.
-    digits = _national_to_e164(stripped, region, as_international=False)
-    if not _is_valid(digits):
+    # Extra leading zeros before the region's own country code ("01(650)555-1212" in the US, a mangled 011/001
+    # prefix; capi-param-builder strips them): removing them changes the digits, so what is left must be a
+    # valid number by phonenumbers' metadata, not only a possible one. Zeros before a national number without
+    # the country code are not removed: "07544 538485" is a UK mobile, not the Florida number 754-453-8485.
+    if not _is_valid(stripped):
         raise Invalid("invalid_phone")
-    return digits
+    return stripped
+
+
+@cache
+def _country_code(region: str) -> str:
+    import phonenumbers  # noqa: PLC0415 -- lazy, see _parse_national
+
+    return str(phonenumbers.country_code_for_region(region) or "")
 
 
 def _is_valid(digits: str) -> bool:
@@ -640,15 +649,14 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-# Coarse values repeat across events (country, state, city, ZIP, gender), so their outcome is memoized
-# (bench_normalize: without it an event costs more, see its "memo" line). Only these fields -- never the
-# identifying ones (em, ph, fn, ln, db, external_id), so the memo holds no value that identifies a person --
-# only values of at most MEMO_MAX_VALUE_CHARS characters, and bounded by bytes. It maps (field, value, context)
-# to the hashes sent (or the drop reason). The relay calls clear_memo() when an invocation starts; the memo also
-# clears itself when full.
-MEMO_FIELDS = frozenset({"ge", "country", "st", "ct", "zp"})
+# Values repeat across events (country, state, city, gender, first names, dates of birth, a customer's email
+# within a batch), so the outcome of _hash_forms is memoized (bench_normalize's "memo" line measures the gain).
+# Only values of at most MEMO_MAX_VALUE_CHARS characters, bounded by bytes: (field, value, context) -> the
+# hashes sent (or the drop reason). It holds raw values, so it lives for one invocation: the relay calls
+# clear_memo() when an invocation starts. Once full, nothing more is added (the values that repeat most, such
+# as countries and states, are seen first and stay).
 MEMO_MAX_VALUE_CHARS = 64
-MEMO_MAX_BYTES = 4 * 1024 * 1024
+MEMO_MAX_BYTES = 16 * 1024 * 1024  # ~35,000 entries: a 10,000-event batch's repeats
 _MEMO_ENTRY_OVERHEAD = 400  # dict slot, key tuple, result tuple, str headers (~350-450 bytes)
 _memo: dict[tuple[Any, ...], tuple[str, ...] | Invalid] = {}
 _memo_bytes = 0
@@ -670,7 +678,7 @@ def hash_value(field: str, value: Any, *, ctx: _Ctx) -> tuple[str, ...]:
     """Normalize one value of a hashed field and return what is sent: one hash, or the documented form's hash
     followed by its variants' (at most MAX_VARIANTS). Raises :class:`Invalid`."""
     global _memo_bytes  # noqa: PLW0603
-    if field not in MEMO_FIELDS or type(value) is not str or len(value) > MEMO_MAX_VALUE_CHARS:
+    if type(value) is not str or len(value) > MEMO_MAX_VALUE_CHARS:
         return _hash_forms(field, value, ctx)
     key = (field, value, ctx.country, ctx.region, ctx.date_order, ctx.today)
     found = _memo.get(key)
@@ -680,10 +688,9 @@ def hash_value(field: str, value: Any, *, ctx: _Ctx) -> tuple[str, ...]:
         except Invalid as exc:
             found = exc
         size = _MEMO_ENTRY_OVERHEAD + len(value) + (0 if isinstance(found, Invalid) else 64 * len(found))
-        if _memo_bytes + size > MEMO_MAX_BYTES:
-            clear_memo()
-        _memo[key] = found
-        _memo_bytes += size
+        if _memo_bytes + size <= MEMO_MAX_BYTES:
+            _memo[key] = found
+            _memo_bytes += size
     if isinstance(found, Invalid):
         raise Invalid(found.reason)
     return found

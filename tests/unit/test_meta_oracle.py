@@ -114,9 +114,9 @@ DIFFERENCES: list[tuple[str, str, Callable[[Case], bool]]] = [
     ("ph_letters_between_digits", "letters between digits (vanity numbers, 'key: value' text, hex strings): the "
      "library keeps the digits of several values glued; the relay refuses (never another person's number)",
      lambda c: c.field == "ph" and c.ours is None and _has_letter_between_digits(c.input)),
-    ("ph_leading_zeros_kept_unless_valid", "normalization.md: extra leading zeros are removed only when the number "
-     "left is valid (phonenumbers); the library strips them from any digits ('01(650)123-4567': exchange 123 "
-     "does not exist)",
+    ("ph_leading_zeros_kept_unless_valid", "extra leading zeros are removed only before the region's country code "
+     "and when a valid number (phonenumbers) is left; the library strips them from any digits ('07544 538485' "
+     "would become Florida's 754-453-8485; '01(650)123-4567': exchange 123 does not exist)",
      lambda c: c.field == "ph" and c.drop == "invalid_phone" and c.input.strip().startswith("0")
      and not _has_letter_between_digits(c.input)),
     ("ph_not_a_number_of_the_region", "7-15 digits that are no possible number of the region (a date, a ZIP+4): "

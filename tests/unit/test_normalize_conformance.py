@@ -110,16 +110,18 @@ CASES: list[Row] = [
     r("ph", "555＋123＋4567", "15551234567"),  # a plus between digit groups is a separator
     r("ph", "555-123-4567（内線123）", "15551234567"),
     r("ph", "555-123-4567 (ext 12)", "15551234567"),
-    r("ph", "01(650)555-1212", "16505551212"),  # extra leading zero, as capi-param-builder strips it: valid
-    r("ph", "06505551212", "16505551212"),
-    r("ph", "01(650)123-4567", Dropped("invalid_phone")),  # ... but 650-123-4567 is no valid number (exchange 1xx)
-    r("ph", "05551234567", Dropped("invalid_phone")),  # 555-123-4567 neither: the zero is not removed
+    r("ph", "01(650)555-1212", "16505551212"),  # zeros before the country code, as capi-param-builder strips them
+    r("ph", "001-650-555-1212", "16505551212"),  # (00: the international prefix)
+    r("ph", "01(650)123-4567", Dropped("invalid_phone")),  # ... only if valid: exchange 123 does not exist
+    r("ph", "06505551212", Dropped("invalid_phone")),  # a zero before a national number without the code ...
+    r("ph", "07544 538485", Dropped("invalid_phone")),  # ... is kept: this is a UK mobile, not Florida's 754
     r("ph", "Tel 07911 123456", "447911123456", "gb"),
     # ... and what the looser rules refuse
     r("ph", "1-800-356-FLOWERS", Dropped("invalid_phone")),  # letters after digits are dropped, 7 digits stay
     r("ph", "555 123 4567 or 555 987 6543", Dropped("invalid_phone")),  # letters between digits
     r("ph", "555-1234 | 555-5678", Dropped("invalid_phone")),  # two numbers glued: not read as +55 ...
     r("ph", "0447911123456", Dropped("invalid_phone")),  # zeros off, 447911123456 is not a US number
+    r("ph", "07544 538485", "447544538485", "gb"),  # in the UK the 0 is the trunk prefix
     r("ph", "00 1234", Dropped("invalid_phone")),
     r("ph", "Tel: ", Dropped("invalid_phone")),
     r("ph", "5" * 129, Dropped("too_long")),
