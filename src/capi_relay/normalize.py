@@ -739,7 +739,9 @@ def _hash_forms(field: str, value: Any, ctx: _Ctx) -> tuple[str, ...]:
         return (text,)
     if size == 32 and field != "external_id" and _MD5_RE.fullmatch(text):
         raise Invalid("md5_hash")
-    return tuple(sha256_hex(form) for form in _forms(field, text, ctx))
+    if field not in _VARIANTS:
+        return (sha256_hex(_apply_rule(field, text, ctx)),)
+    return tuple([sha256_hex(form) for form in _forms(field, text, ctx)])
 
 
 def normalized_string(field: str, value: Any, settings: NormalizationSettings, country: str | None = None,
@@ -812,15 +814,8 @@ def _normalize_list(field: str, raw: list[Any], fn: Callable[[Any], Any], drops:
     return out
 
 
-def _hashed_field(field: str, raw: Any, ctx: _Ctx, drops: list[Drop]) -> str | list[str] | None:
-    """A single value with one form is sent as a string; a list, or a value with variants, as a list."""
-    if not isinstance(raw, list):
-        try:
-            forms = hash_value(field, raw, ctx=ctx)
-        except Invalid as exc:
-            drops.append(Drop(field, exc.reason))
-            return None
-        return forms[0] if len(forms) == 1 else list(forms)
+def _hashed_list(field: str, raw: list[Any], ctx: _Ctx, drops: list[Drop]) -> list[str] | None:
+    """A list: each item's forms, flattened, duplicates removed in first order."""
     groups = _normalize_list(field, raw, partial(hash_value, field, ctx=ctx), drops)
     if groups is None:
         return None
@@ -875,7 +870,17 @@ def normalize_user_data(
             continue
         if raw is None:
             continue
-        result = _plain_field(key, raw, drops) if key not in _RULES else _hashed_field(key, raw, ctx, drops)
+        if key not in _RULES:
+            result = _plain_field(key, raw, drops)
+        elif isinstance(raw, list):
+            result = _hashed_list(key, raw, ctx, drops)
+        else:  # a single value with one form is sent as a string; with variants, as a list
+            try:
+                forms = hash_value(key, raw, ctx=ctx)
+            except Invalid as exc:
+                drops.append(Drop(key, exc.reason))
+                continue
+            result = forms[0] if len(forms) == 1 else list(forms)
         if result is not None:
             out[key] = result
     return out, drops
