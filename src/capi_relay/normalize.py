@@ -621,6 +621,7 @@ MAX_CHARS: dict[str, int] = {
     "em": 320, "ph": 128, "fn": 256, "ln": 256, "ge": 128, "db": 128, "ct": 256, "st": 256, "zp": 128,
     "country": 256, "external_id": 1024,
 }  # fmt: skip
+MAX_VALUES_PER_FIELD = 100  # items of a list value; more are dropped (too_many_values), the first ones kept
 MAX_PLAIN_CHARS = 1024  # never-hashed fields (ids, fbc, fbp, IP) ...
 MAX_USER_AGENT_CHARS = 4096  # ... and client_user_agent
 
@@ -699,9 +700,9 @@ def hash_value(field: str, value: Any, *, ctx: _Ctx) -> tuple[str, ...]:
 def _clean(field: str, value: Any) -> str:
     """General rules 1-2, first half: a string (numbers accepted) within the field's cap, NFC, trimmed, never
     empty."""
+    if isinstance(value, str) and len(value) > MAX_CHARS[field]:
+        raise Invalid("too_long")  # before any other look at the value (even its UTF-8 check)
     text = _as_text(value)
-    if len(text) > MAX_CHARS[field]:
-        raise Invalid("too_long")
     text = _nfc(text).strip()
     if not text:
         raise Invalid("empty")
@@ -798,6 +799,9 @@ def _normalize_list(field: str, raw: list[Any], fn: Callable[[Any], Any], drops:
     None when nothing is left."""
     out: list[Any] = []
     seen: set[Any] = set()
+    if len(raw) > MAX_VALUES_PER_FIELD:
+        drops.append(Drop(field, "too_many_values"))  # the first MAX_VALUES_PER_FIELD are kept
+        raw = raw[:MAX_VALUES_PER_FIELD]
     for item in raw:
         try:
             result = fn(item)

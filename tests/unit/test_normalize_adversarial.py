@@ -81,6 +81,12 @@ def test_a_phone_with_a_60k_space_run_is_dropped_by_the_cap_and_its_rule_stays_l
         normalize.norm_ph(value, normalize._Ctx(SETTINGS, None, TODAY))
 
 
+def test_a_list_value_keeps_its_first_100_items_and_counts_the_rest() -> None:
+    out, drops = normalize_user_data({"em": [f"u{i}@example.com" for i in range(100_000)]}, SETTINGS, TODAY)
+    assert len(out["em"]) == normalize.MAX_VALUES_PER_FIELD
+    assert [(d.field, d.reason) for d in drops] == [("em", "too_many_values")]
+
+
 def test_the_memo_keeps_only_short_values_within_its_byte_bound_until_cleared() -> None:
     normalize.clear_memo()
     for i in range(2_000):
