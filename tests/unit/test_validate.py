@@ -336,13 +336,13 @@ def test_a_field_value_over_its_cap_is_dropped_as_too_long_not_the_event() -> No
 
 
 @pytest.mark.parametrize("body", ["x" * (MAX_MESSAGE_BYTES + 1), "é" * (MAX_MESSAGE_BYTES // 2 + 1)])
-def test_a_message_body_over_the_sqs_maximum_is_refused_before_it_is_parsed(body: str) -> None:
+def test_a_message_body_over_the_cap_is_refused_before_it_is_parsed(body: str) -> None:
     with pytest.raises(EnvelopeError) as caught:
         parse_body(body)
     assert caught.value.reason == "message_too_large"
 
 
-def test_a_message_body_at_the_sqs_maximum_is_parsed() -> None:
+def test_a_message_body_at_the_cap_is_parsed() -> None:
     body = json.dumps({"pixel_id": "123", "data": [make_event()]})
     body = body[:-1] + " " * (MAX_MESSAGE_BYTES - len(body)) + "}"
     assert len(body) == MAX_MESSAGE_BYTES
