@@ -286,6 +286,7 @@ class _Pixel:
     hold_until: float = 0.0  # monotonic
     hold: Failure | None = None  # the throttle that set hold_until
     broken: Failure | None = None
+    request_level: Failure | None = None  # the safety valve tripped on this error: it blames no event
 
 
 class Deliverer:
@@ -443,7 +444,8 @@ class _Run:
         return done
 
     def _next_start(self, pending: list[_Request]) -> float:
-        nxt = min(max(r.ready_at, self.out.pixels.get(r.pixel_id).hold_until) for r in pending)
+        heads = [min(pending, key=lambda r: r.seq)] if self.fifo else pending  # FIFO: only the head can go
+        nxt = min(max(r.ready_at, self.out.pixels.get(r.pixel_id).hold_until) for r in heads)
         # A request that can never start fails on the next pass: wake up by then, not later.
         return min(nxt, self.deadline - self.cfg.min_request_s)
 
@@ -674,14 +676,19 @@ class _Outcomes:
 
     def _search_done(self, run: _SearchRun) -> None:
         r, items = run.search.result, run.chunk.items
+        state = self.pixels.get(run.chunk.pixel_id)
         for i, failure in sorted(r.bad.items()):
-            self.reject_items([items[i]], failure)
+            valve = state.request_level
+            if valve is not None and (valve.code, valve.subcode) == (failure.code, failure.subcode):
+                self.fail_items([items[i]], failure)  # another search of this pixel tripped the valve on it
+            else:
+                self.reject_items([items[i]], failure)
         for i, maybe in sorted(r.undecided.items()):
             self.fail_items([items[i]], maybe or Failure("deadline"))
         self.fail_items([items[i] for i in sorted(r.blocked)], Failure("fifo_group_blocked"))
         if r.request_level:
             failure = next(iter(r.request_level.values()))
-            state = self.pixels.get(run.chunk.pixel_id)
+            state.request_level = failure
             if state.broken is None:
                 logger.error("single events rejected identically: treated as a request-level error; failing the "
                              "pixel's records, nothing blamed", extra={"pixel_id": run.chunk.pixel_id,

@@ -160,11 +160,11 @@ class Search[F]:
     def undecided(self, probe: Probe, failure: F | None) -> None:
         """The probe could not be decided (``failure``: why, for its records); its items are given up."""
         sent = self._inflight.pop(probe.id)
-        if self._stopped:
-            self._leave(sent.sibling or [], None)
+        if self._stopped and sent.sibling:  # probe + sibling: a known-bad set, given up with its failure
+            self._leave(sent.items + sent.sibling, sent.sibling_failure)
         else:
             self._pool.extend(sent.sibling or [])  # undecided: nothing can be inferred from this probe
-        self._leave(sent.items, failure)
+            self._leave(sent.items, failure)
         self._round_done()
 
     def abandon(self, failure: F | None) -> None:
