@@ -234,6 +234,7 @@ class SecretsManagerTokenProvider:
         that outlives the wait keeps running; the next call takes its result instead of starting another."""
         left = self._bounds.worst_case_s if self._deadline is None else self._deadline - now
         timeout = min(self._bounds.worst_case_s, left)
+        leftover = self._inflight is not None
         if self._inflight is None:
             if timeout <= 0:
                 raise SecretError("secret_unavailable", "no time left to read the secret")
@@ -251,7 +252,7 @@ class SecretsManagerTokenProvider:
             self._inflight = None
             raise SecretError("secret_unavailable", f"cannot read the secret: {type(exc).__name__}") from None
         self._inflight = None
-        if now - result.fetched_at >= self._max_age_s:  # a leftover fetch from long ago: read again
+        if leftover and now - result.fetched_at >= self._max_age_s:  # a leftover from long ago: read again
             return self._bounded_fetch(now)
         return result
 
