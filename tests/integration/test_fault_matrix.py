@@ -195,6 +195,11 @@ def check_invariants(run: Run, *, expect_dlq: set[str] | None = None) -> None:
     for outcome in run.outcomes:
         assert not outcome.result.function_error, outcome.result.logs[-2000:]
         assert outcome.invalid_response is None, outcome.invalid_response
+    # Per invocation, per event: accepted, rejected (a real position) or undecided -- never two of them
+    for summary in run.summaries:
+        d = summary.delivery
+        assert d.delivered_events + len(d.rejected) <= summary.events_prepared
+        assert all(0 <= position < run.sent[m].events for m, position in d.rejected if m in run.sent)
     # delivered ∪ DLQ = every input record, nothing in both, nothing dropped
     assert delivered & run.dlq == set()
     assert delivered | run.dlq == every, f"missing: {sorted(every - delivered - run.dlq)[:5]}"
@@ -307,11 +312,16 @@ def test_3_invalid_events_in_a_1000_event_request_are_isolated(
     # And each invocation stayed within the search bound for its own bad events
     for summary in run.summaries:
         n = summary.events_prepared
-        k = sum(1 for p in poisoned if sent[p // 10].message_id in summary.delivery.failed)
+        d = summary.delivery
+        k = sum(1 for p in poisoned if (sent[p // 10].message_id, p % 10) in d.rejected
+                or sent[p // 10].message_id in d.failed)  # fmt: skip
         assert summary.delivery.requests <= search_request_bound(k, n), (k, n, summary.delivery.requests)
     first = run.summaries[0].delivery
     assert first.requests <= bad * (math.ceil(math.log2(1000)) + 1) + 1
     assert first.isolated_events == bad
+    # And the engine named exactly the poisoned events (per event), nothing undecided
+    assert set(first.rejected) == {(sent[p // 10].message_id, p % 10) for p in poisoned}
+    assert first.failed == {}
 
 
 def test_4_token_expires_mid_run_and_is_rotated_in_secrets_manager(
