@@ -500,6 +500,36 @@ class _Pixels:
             self.d.holds.hold(pixel_id, Hold(wall_until, failure.reason, failure.code, failure.subcode))
 
 
+class _Ledger:
+    """Writes event outcomes into the report; in FIFO mode, remembers the groups they block."""
+
+    def __init__(self, report: DeliveryReport, *, fifo: bool, quarantine: bool) -> None:
+        self.report = report
+        self.fifo = fifo
+        self.quarantine = quarantine
+        self.blocked_groups: set[str] = set()
+
+    def fail(self, items: list[_Item], failure: Failure) -> None:
+        for item in items:
+            self.report.failed.setdefault(item.outbound.message_id, failure)
+            if self.fifo and item.outbound.group_id is not None:
+                self.blocked_groups.add(item.outbound.group_id)
+
+    def reject(self, items: list[_Item], failure: Failure) -> None:
+        for item in items:
+            o = item.outbound
+            self.report.rejected[(o.message_id, o.position)] = failure
+            self.report.isolated_events += 1
+            logger.warning(
+                "Meta rejected an event",
+                extra={"message_id": o.message_id, "event_position": o.position, "pixel_id": o.pixel_id,
+                       "reason": failure.reason, "code": failure.code, "error_subcode": failure.subcode,
+                       "fbtrace_id": failure.fbtrace_id},
+            )  # fmt: skip
+            if self.fifo and not self.quarantine and o.group_id is not None:
+                self.blocked_groups.add(o.group_id)
+
+
 class _Outcomes:
     """Maps what happened (a chunk taken in, a finished attempt, a search step) onto the report."""
 
@@ -512,7 +542,7 @@ class _Outcomes:
         self.fifo = fifo
         self.quarantine = quarantine
         self.pixels = _Pixels(owner, report)
-        self.blocked_groups: set[str] = set()
+        self.ledger = _Ledger(report, fifo=fifo, quarantine=quarantine)
 
     # ------------------------------------------------------------------------------- intake / send
     def requests_for(self, c: _Chunk) -> _Request:
@@ -522,10 +552,10 @@ class _Outcomes:
     def before_send(self, req: _Request, now: float) -> list[_Request] | None:
         """None: ``req`` may be sent (if ready). Else it was given up or emptied: what to schedule instead."""
         if self.fifo and req.search is None and req.attempt == 0:  # a search's probes are already filtered
-            blocked = [i for i in req.items if i.outbound.group_id in self.blocked_groups]
+            blocked = [i for i in req.items if i.outbound.group_id in self.ledger.blocked_groups]
             if blocked:
-                self.fail_items(blocked, Failure("fifo_group_blocked"))
-                req.items = [i for i in req.items if i.outbound.group_id not in self.blocked_groups]
+                self.ledger.fail(blocked, Failure("fifo_group_blocked"))
+                req.items = [i for i in req.items if i.outbound.group_id not in self.ledger.blocked_groups]
                 if not req.items:
                     return []
         state = self.pixels.get(req.pixel_id)
@@ -615,33 +645,12 @@ class _Outcomes:
         """The request's records fail (for SQS to retry). A search it belonged to goes on with the rest,
         unless ``stop`` (no time, or the pixel cannot be sent to): then the search stops too."""
         if req.search is None or req.probe is None:
-            self.fail_items(req.items, failure)
+            self.ledger.fail(req.items, failure)
             return []
         if stop:
             req.search.search.abandon(failure)
         req.search.search.undecided(req.probe, failure)
         return self._search_step(req.search)
-
-    # ------------------------------------------------------------------------------- events
-    def fail_items(self, items: list[_Item], failure: Failure) -> None:
-        for item in items:
-            self.report.failed.setdefault(item.outbound.message_id, failure)
-            if self.fifo and item.outbound.group_id is not None:
-                self.blocked_groups.add(item.outbound.group_id)
-
-    def reject_items(self, items: list[_Item], failure: Failure) -> None:
-        for item in items:
-            o = item.outbound
-            self.report.rejected[(o.message_id, o.position)] = failure
-            self.report.isolated_events += 1
-            logger.warning(
-                "Meta rejected an event",
-                extra={"message_id": o.message_id, "event_position": o.position, "pixel_id": o.pixel_id,
-                       "reason": failure.reason, "code": failure.code, "error_subcode": failure.subcode,
-                       "fbtrace_id": failure.fbtrace_id},
-            )  # fmt: skip
-            if self.fifo and not self.quarantine and o.group_id is not None:
-                self.blocked_groups.add(o.group_id)
 
     # ------------------------------------------------------------------------------- search
     def _accepted(self, req: _Request) -> list[_Request]:
@@ -658,7 +667,7 @@ class _Outcomes:
             req.search.search.rejected(req.probe, failure, signature)
             return self._search_step(req.search)
         if len(req.items) == 1:
-            self.reject_items(req.items, failure)
+            self.ledger.reject(req.items, failure)
             return []
         logger.info("Meta rejected a multi-event request; searching for the bad events",
                     extra={"pixel_id": req.pixel_id, "events": len(req.items), "reason": error.reason})  # fmt: skip
@@ -680,12 +689,12 @@ class _Outcomes:
         for i, failure in sorted(r.bad.items()):
             valve = state.request_level
             if valve is not None and (valve.code, valve.subcode) == (failure.code, failure.subcode):
-                self.fail_items([items[i]], failure)  # another search of this pixel tripped the valve on it
+                self.ledger.fail([items[i]], failure)  # another search of this pixel tripped the valve on it
             else:
-                self.reject_items([items[i]], failure)
+                self.ledger.reject([items[i]], failure)
         for i, maybe in sorted(r.undecided.items()):
-            self.fail_items([items[i]], maybe or Failure("deadline"))
-        self.fail_items([items[i] for i in sorted(r.blocked)], Failure("fifo_group_blocked"))
+            self.ledger.fail([items[i]], maybe or Failure("deadline"))
+        self.ledger.fail([items[i] for i in sorted(r.blocked)], Failure("fifo_group_blocked"))
         if r.request_level:
             failure = next(iter(r.request_level.values()))
             state.request_level = failure
@@ -695,4 +704,4 @@ class _Outcomes:
                                                                        "reason": failure.reason})  # fmt: skip
                 state.broken = failure
             for i, f in sorted(r.request_level.items()):
-                self.fail_items([items[i]], f)
+                self.ledger.fail([items[i]], f)
