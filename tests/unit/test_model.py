@@ -4,6 +4,7 @@ differently; the result always parses back to the event, and the refusals are th
 from __future__ import annotations
 
 import enum
+import importlib
 import json
 import math
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from capi_relay import model
 from capi_relay.model import encode_event
 from tests.factories import make_event
 
@@ -82,3 +84,32 @@ def test_round_trips_like_the_standard_library(event: dict[str, Any]) -> None:
             encode_event(event)
         return
     assert json.loads(encode_event(event)) == json.loads(expected)
+
+
+def test_without_orjson_the_standard_library_encodes_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model, "_orjson", None)
+    event = make_event()
+    assert encode_event(event) == _stdlib(event)
+    with pytest.raises(ValueError, match="JSON compliant"):
+        encode_event({"custom_data": {"value": math.nan}})
+    with pytest.raises(UnicodeEncodeError):
+        encode_event({"custom_data": {"content_name": "\ud800"}})
+
+
+def test_orjson_is_used_when_it_can_be_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[object] = []
+    real = importlib.import_module("orjson")  # a runtime dependency: installed wherever the tests run
+
+    class Spy:
+        JSONEncodeError = real.JSONEncodeError
+
+        @staticmethod
+        def dumps(obj: object, option: int = 0) -> bytes:
+            calls.append(obj)
+            encoded: bytes = real.dumps(obj, option=option)
+            return encoded
+
+    monkeypatch.setattr(model, "_orjson", Spy)
+    event = make_event()
+    assert json.loads(encode_event(event)) == event
+    assert calls == [event]
