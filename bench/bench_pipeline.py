@@ -580,6 +580,7 @@ def measure(args: argparse.Namespace, contenders: list[str]) -> None:
 # ------------------------------------------------------------------------------------------ profile
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     # (stage, frame markers) -- the innermost frame that matches decides, see _stage()
+    ("cyclic GC", ("_GcClock._on_gc",)),  # py-spy shows the collector's time under the gc callback's frame
     ("logging/metrics", ("logging/__init__.py", "aws_lambda_powertools/", "capi_relay/telemetry.py")),
     ("thread hand-offs", ("concurrent/futures/", "threading.py", "queue.py")),
     ("HTTP client (urllib3)", ("capi_relay/graph.py", "urllib3/", "http/client.py", "socket.py", "ssl.py")),
