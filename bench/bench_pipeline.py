@@ -690,6 +690,8 @@ def main(argv: list[str] | None = None) -> int:
           "per (run, shape, contender), one warm-up invocation on other records first; Graph stand-in and moto "
           "(Secrets Manager) in their own processes")  # fmt: skip
     measure(args, contenders)
+    print("\nnote: on a shared machine every figure moves with the load (a busy sibling vCPU slows all code alike);"
+          " compare contenders within one run, and read the min as the least disturbed")  # fmt: skip
     return 0
 
 
