@@ -78,6 +78,9 @@ class Failure:
 @dataclass(slots=True)
 class DeliveryReport:
     failed: dict[str, Failure] = field(default_factory=dict)  # messageId -> first failure
+    # (messageId, position) of each event Meta rejected as invalid; the relay decides the record's fate.
+    rejected: dict[tuple[str, int], Failure] = field(default_factory=dict)
+    resent_events: int = 0  # events POSTed again after an attempt whose outcome was unknown
     delivered_events: int = 0
     requests: int = 0
     retries: int = 0
@@ -250,12 +253,20 @@ class Deliverer:
     def config(self) -> DeliveryConfig:
         return self._config
 
-    def deliver(self, outbound: Iterable[Outbound], deadline: float, *, sequential: bool = False) -> DeliveryReport:
+    def deliver(
+        self,
+        outbound: Iterable[Outbound],
+        deadline: float,
+        *,
+        fifo: bool = False,
+        quarantine: bool = False,
+        sequential: bool = False,
+    ) -> DeliveryReport:
         """Deliver ``outbound`` before ``deadline`` (a ``clock()`` value). ``outbound`` may be a generator
         that prepares events lazily: it is always consumed to the end. ``sequential`` keeps FIFO order (one
         request at a time, chunks in input order). Never raises."""
         report = DeliveryReport()
-        run = _Run(self, report, deadline, sequential)
+        run = _Run(self, report, deadline, sequential or fifo)
         try:
             run.run(outbound)
         except Exception:  # a bug here must not lose records: fail everything not proven delivered
@@ -412,7 +423,7 @@ class _Run:
                        "pixel_id": item.outbound.pixel_id, "reason": failure.reason, "code": failure.code,
                        "error_subcode": failure.subcode, "fbtrace_id": failure.fbtrace_id},
             )  # fmt: skip
-        self._fail_items(items, failure)
+            self.report.rejected[(item.outbound.message_id, item.outbound.position)] = failure
 
     def _round_done(self, s: _Search) -> list[_Chunk]:
         s.inflight -= 1
@@ -485,7 +496,7 @@ class _Run:
                 reason="graph_transient_events_received_short",
             )
         report.graph_errors[error.reason] += 1
-        failure = Failure(error.reason, error.code, error.subcode, error.fbtrace_id)
+        failure = Failure(error.reason, error.code, error.subcode, error.fbtrace_id, error.retry_after_s)
         log_extra = {
             "pixel_id": c.pixel_id,
             "events": len(c.items),

@@ -64,7 +64,7 @@ def test_good_records_delivered_bad_neighbours_failed_alone() -> None:
     summary = make_relay(sender).process(batch)
     assert failed_ids(summary.response) == ["b", "c"]
     assert summary.records_delivered == 2
-    assert len(sender.events) == 3  # a + both of d; nothing of c
+    assert len(sender.events) == 4  # a, the valid event of c, both of d
     assert summary.failures == {"body_not_json": 1, "missing_value": 1}
 
 

@@ -27,7 +27,8 @@ SETTINGS_ENV = {
     "PIXEL_ID", "ACCESS_TOKEN_SECRET_ID", "GRAPH_API_VERSION", "GRAPH_API_URL", "TEST_EVENT_CODE",
     "DEFAULT_PHONE_REGION", "DATE_ORDER", "STAGE", "GRAPH_CONNECT_TIMEOUT", "GRAPH_READ_TIMEOUT",
     "HTTP_CONCURRENCY", "MAX_EVENTS_PER_REQUEST", "MAX_REQUEST_BYTES", "SECRET_MAX_AGE", "DEADLINE_MARGIN",
-    "MAX_ATTEMPTS", "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
+    "MAX_ATTEMPTS", "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "DLQ_URL", "MAX_RECEIVE_COUNT",
+    "PARK_SCHEDULE", "QUEUE_RETENTION", "FATE_RESERVE", "SQS_TIMEOUT",
 }  # fmt: skip
 # What the deployed function must set; the rest keep settings.py's defaults.
 REQUIRED_ENV = {"PIXEL_ID", "ACCESS_TOKEN_SECRET_ID", "GRAPH_API_VERSION", "TEST_EVENT_CODE", "STAGE",
@@ -228,14 +229,14 @@ def test_queue_policy_lets_only_the_eventbridge_rule_send(template: dict[str, An
 
 # ------------------------------------------------------------------------------------- environment
 def env_names_read_by_settings() -> set[str]:
-    """String literals passed as the variable name to _get/_int/_float(env, NAME, ...) in settings.py
+    """String literals passed as the variable name to _get/_int/_float/_schedule/_queue_url(env, NAME, ...) in settings.py
     (the helpers pass their own ``name`` argument on: those calls have a variable, not a literal)."""
     names = set()
     for node in ast.walk(ast.parse(SETTINGS_PY.read_text())):
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
-            and node.func.id in {"_get", "_int", "_float"}
+            and node.func.id in {"_get", "_int", "_float", "_schedule", "_queue_url"}
         ):
             arg = node.args[1]
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
