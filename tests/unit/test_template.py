@@ -229,8 +229,8 @@ def test_queue_policy_lets_only_the_eventbridge_rule_send(template: dict[str, An
 
 # ------------------------------------------------------------------------------------- environment
 def env_names_read_by_settings() -> set[str]:
-    """String literals passed as the variable name to _get/_int/_float/_schedule/_queue_url(env, NAME, ...) in settings.py
-    (the helpers pass their own ``name`` argument on: those calls have a variable, not a literal)."""
+    """String literals passed as the variable name to _get/_int/_float/_schedule/_queue_url(env, NAME, ...) in
+    settings.py (the helpers pass their own ``name`` argument on: those calls have a variable, not a literal)."""
     names = set()
     for node in ast.walk(ast.parse(SETTINGS_PY.read_text())):
         if (
