@@ -23,6 +23,7 @@ def test_env_json_matches_the_local_stack() -> None:
     assert env["ACCESS_TOKEN_SECRET_ID"] == f"{serve.PREFIX}/meta-access-token"
     assert env["GRAPH_API_URL"] == f"http://127.0.0.1:{serve.GRAPH_PORT}"
     assert env["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{serve.MOTO_PORT}"
+    assert env["DLQ_URL"] == f"http://127.0.0.1:{serve.MOTO_PORT}/123456789012/{serve.PREFIX}-dlq"  # stack.provision
 
 
 def test_env_json_is_valid_relay_configuration() -> None:
