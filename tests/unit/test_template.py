@@ -189,7 +189,8 @@ def test_role_scopes_each_permission_to_one_resource(template: dict[str, Any]) -
     assert all(r == {"Fn::GetAtt": ["RelayLogGroup", "Arn"]} for r in by_action["logs:PutLogEvents"])
     assert "cloudwatch:PutMetricData" not in by_action  # metrics go out as EMF log lines
     allowed = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
-               "sqs:SendMessage", "secretsmanager:GetSecretValue", "logs:CreateLogStream", "logs:PutLogEvents", "kms:Decrypt"}  # fmt: skip
+               "sqs:SendMessage", "secretsmanager:GetSecretValue", "logs:CreateLogStream", "logs:PutLogEvents",
+               "kms:Decrypt"}  # fmt: skip
     assert set(by_action) <= allowed
 
 
