@@ -220,7 +220,7 @@ class Relay:
             self._quarantine(records, fifo, io_end, summary)
             if fifo:
                 _block_fifo_groups(records)
-        if self._queues is not None:
+        if self._queues is not None and self._settings.park_schedule_s:
             self._park(records, started_wall, io_end)
         return self._account(records, summary)
 

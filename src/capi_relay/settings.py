@@ -61,7 +61,8 @@ class Settings:
     # Fate of each record (quarantine, parking): see relay.py and fate.py.
     dlq_url: str | None = None  # where permanent rejections are quarantined; None: they fail (redrive path)
     max_receive_count: int = 5  # the events queue's redrive maxReceiveCount
-    park_schedule_s: tuple[int, ...] = DEFAULT_PARK_SCHEDULE_S  # visibility after receive 1, 2, ... (last repeats)
+    # Visibility after receive 1, 2, ... (the last step repeats); empty (PARK_SCHEDULE=off): no parking.
+    park_schedule_s: tuple[int, ...] = DEFAULT_PARK_SCHEDULE_S
     queue_retention_s: int = 345_600  # the events queue's MessageRetentionPeriod: a parked message must not expire
     # Time kept back after delivery for the quarantine and parking calls to SQS (each call is bounded).
     fate_reserve_s: float = 3.0
@@ -110,6 +111,8 @@ def _schedule(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tu
     raw = _get(env, name)
     if raw is None:
         return default
+    if raw.lower() == "off":
+        return ()  # parking disabled: failing records return after the queue's visibility timeout
     try:
         values = tuple(int(part) for part in raw.split(","))
     except ValueError:

@@ -1,0 +1,288 @@
+"""Each event's fate (issue 10) through the in-process relay, moto SQS (a DLQ with redrive), the Graph stand-in
+and the event-source emulator.
+
+In every case: delivered ∪ quarantined ∪ DLQ-by-redrive = every input event, and no event is in two of them
+(an event delivered twice carried the same event_id both times).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from capi_relay.app import build_relay
+from capi_relay.relay import BatchSummary, Relay
+from capi_relay.settings import settings_from_env
+from local.esm import BatchOutcome, EventSourceEmulator, InvokeResult
+from local.graph_standin import GraphStandIn
+from local.stack import MotoServer, drain_queue, function_env, provision
+from tests.factories import make_event
+
+pytestmark = pytest.mark.integration
+
+BUDGET_S = 8.0
+
+
+@dataclass
+class Fates:
+    """Where every input event ended: keys are (source messageId, index) or (messageId, None) for a body."""
+
+    delivered: dict[str, int] = field(default_factory=dict)  # event_id -> times the stand-in accepted it
+    quarantined: dict[tuple[str, int | None], dict[str, str]] = field(default_factory=dict)  # -> attributes
+    quarantined_bodies: dict[tuple[str, int | None], str] = field(default_factory=dict)
+    redriven: dict[str, str] = field(default_factory=dict)  # messageId -> body (moved by SQS)
+
+
+class Harness:
+    def __init__(self, moto: MotoServer, token: str, standin: GraphStandIn, *, max_receive_count: int = 2,
+                 fifo: bool = False, visibility_timeout_s: int = 1) -> None:  # fmt: skip
+        self.standin = standin
+        prefix = f"f{uuid.uuid4().hex[:10]}"
+        self.resources = provision(
+            moto.endpoint_url, token=token, prefix=prefix, max_receive_count=max_receive_count,
+            visibility_timeout_s=visibility_timeout_s,
+        )  # fmt: skip
+        self.clients = self.resources.clients()
+        self.queue_url, self.queue_arn, self.dlq_url = (
+            self.resources.queue_url, self.resources.queue_arn, self.resources.dlq_url,
+        )  # fmt: skip
+        if fifo:
+            sqs = self.clients.sqs
+            self.dlq_url = sqs.create_queue(QueueName=f"{prefix}-dlq.fifo", Attributes={"FifoQueue": "true"})[
+                "QueueUrl"
+            ]
+            dlq_arn = sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+                "QueueArn"
+            ]
+            redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
+            self.queue_url = sqs.create_queue(
+                QueueName=f"{prefix}-events.fifo",
+                Attributes={
+                    "FifoQueue": "true",
+                    "VisibilityTimeout": str(visibility_timeout_s),
+                    "RedrivePolicy": json.dumps(redrive),
+                },
+            )["QueueUrl"]
+            self.queue_arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
+                "Attributes"
+            ]["QueueArn"]
+        self.bodies: dict[str, str] = {}  # messageId -> body sent
+        self.summaries: list[BatchSummary] = []
+
+    def env(self, *, quarantine: bool = True, **extra: str) -> dict[str, str]:
+        """The function's environment: quarantine into this harness's DLQ (FIFO or not), parking off unless
+        ``PARK_SCHEDULE`` is given; ``extra`` overrides."""
+        if quarantine:
+            extra = {"DLQ_URL": self.dlq_url, **extra}
+        return function_env(self.resources, self.standin.url, extra={"MAX_ATTEMPTS": "2", **extra})
+
+    def relay(self, *, quarantine: bool = True, **env: str) -> Relay:
+        return build_relay(settings_from_env(self.env(quarantine=quarantine, **env)))
+
+    def send(self, bodies: list[str], group: str | None = None) -> list[str]:
+        ids = []
+        for body in bodies:
+            kwargs: dict[str, Any] = {}
+            if group is not None:
+                kwargs = {"MessageGroupId": group, "MessageDeduplicationId": uuid.uuid4().hex}
+            message_id = self.clients.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body, **kwargs)["MessageId"]
+            self.bodies[message_id] = body
+            ids.append(message_id)
+        return ids
+
+    def esm(self, relay: Relay, batch_size: int = 10) -> EventSourceEmulator:
+        def invoke(event: dict[str, Any]) -> InvokeResult:
+            started = time.monotonic()
+            summary = relay.process(event, lambda: int((started + BUDGET_S - time.monotonic()) * 1000))
+            self.summaries.append(summary)
+            return InvokeResult(summary.response)
+
+        return EventSourceEmulator(self.clients.sqs, self.queue_url, invoke, batch_size=batch_size,
+                                   queue_arn=self.queue_arn)  # fmt: skip
+
+    def fates(self) -> Fates:
+        fates = Fates()
+        for item in self.standin.received:
+            event_id = str(item["event"]["event_id"])
+            fates.delivered[event_id] = fates.delivered.get(event_id, 0) + 1
+        for message in drain_queue(self.clients.sqs, self.dlq_url):
+            attrs = {k: v["StringValue"] for k, v in (message.get("MessageAttributes") or {}).items()}
+            if "source_message_id" in attrs:
+                index = int(attrs["event_index"]) if "event_index" in attrs else None
+                key = (attrs["source_message_id"], index)
+                assert key not in fates.quarantined, f"quarantined twice: {key}"
+                fates.quarantined[key] = attrs
+                fates.quarantined_bodies[key] = message["Body"]
+            else:
+                fates.redriven[message["MessageId"]] = message["Body"]
+        return fates
+
+
+@pytest.fixture
+def harness(moto_server: MotoServer, token: str, standin: GraphStandIn) -> Any:
+    def make(**kw: Any) -> Harness:
+        return Harness(moto_server, token, standin, **kw)
+
+    return make
+
+
+def ev(event_id: str, **kw: Any) -> dict[str, Any]:
+    doc = make_event(now=int(time.time()), **kw)
+    doc["event_id"] = event_id
+    return doc
+
+
+def assert_partition(fates: Fates, expected: dict[tuple[str, int | None], str]) -> None:
+    """``expected`` maps each input event (messageId, index) to its fate: an event_id for delivered, "Q" for
+    quarantined, "R" for moved to the DLQ by SQS. Checks the union is everything and nothing is twice."""
+    delivered = {k for k, v in expected.items() if v not in ("Q", "R")}
+    assert {expected[k] for k in delivered} == set(fates.delivered), "delivered events"
+    assert all(n == 1 for n in fates.delivered.values()), f"delivered more than once: {fates.delivered}"
+    assert set(fates.quarantined) == {k for k, v in expected.items() if v == "Q"}
+    assert set(fates.redriven) == {k[0] for k, v in expected.items() if v == "R"}
+
+
+# ------------------------------------------------------------------------------------------- cases
+def test_multi_event_message_sends_its_valid_events_and_quarantines_the_rest(harness: Any) -> None:
+    h: Harness = harness()
+    # Given one message: two good events, one too old (local), one Meta rejects (stand-in), test code in body
+    data = [ev("good-1"), ev("old", event_time=int(time.time()) - 8 * 86_400), ev("meta-bad"), ev("good-2")]
+    h.standin.state.reject_event_ids = {"meta-bad"}
+    (mid,) = h.send([json.dumps({"data": data, "test_event_code": "TEST77"})])
+
+    # When the relay drains the queue
+    outcomes = h.esm(h.relay()).run_until_drained(30)
+
+    # Then the record was received once and not failed; the good events were delivered on that receive
+    assert [o.failed for o in outcomes] == [[]]
+    fates = h.fates()
+    assert_partition(fates, {(mid, 0): "good-1", (mid, 1): "Q", (mid, 2): "Q", (mid, 3): "good-2"})
+    # ... and each rejected event is one DLQ message with its reason and routing, redrivable as is
+    assert fates.quarantined[(mid, 1)] == {"rejection_reason": "event_too_old", "source_message_id": mid,
+                                           "event_index": "1", "pixel_id": "100000000000001",
+                                           "test_event_code": "TEST77"}  # fmt: skip
+    assert fates.quarantined[(mid, 2)]["rejection_reason"].startswith("graph_invalid_")
+    assert json.loads(fates.quarantined_bodies[(mid, 2)]) == {"data": [data[2]], "test_event_code": "TEST77"}
+    assert h.summaries[0].quarantined.total() == 2
+
+
+def test_unreadable_bodies_are_quarantined_at_once(harness: Any) -> None:
+    h: Harness = harness()
+    ids = h.send(["{not json", "   ", json.dumps({"something": "else"}), json.dumps(ev("fine"))])
+    outcomes = h.esm(h.relay()).run_until_drained(30)
+    assert [o.failed for o in outcomes] == [[]]
+    fates = h.fates()
+    assert_partition(fates, {(ids[0], None): "Q", (ids[1], None): "Q", (ids[2], None): "Q", (ids[3], 0): "fine"})
+    reasons = {k[0]: a["rejection_reason"] for k, a in fates.quarantined.items()}
+    assert reasons == {ids[0]: "body_not_json", ids[1]: "empty_body", ids[2]: "unknown_shape"}
+    assert fates.quarantined_bodies[(ids[0], None)] == "{not json"  # as received
+    assert fates.quarantined_bodies[(ids[1], None)] == "   "
+
+
+def test_a_failed_quarantine_send_fails_the_records_and_sqs_redrives_them(harness: Any) -> None:
+    h: Harness = harness()
+    # Given DLQ_URL naming a queue that does not exist
+    missing = h.dlq_url.rsplit("/", 1)[0] + "/no-such-queue"
+    ids = h.send([json.dumps({"data": [ev("ok"), ev("old", event_time=1)]}), "{bad"])
+    outcomes = h.esm(h.relay(DLQ_URL=missing)).run_until_drained(30)
+    # Then both records failed (nothing lost) until SQS moved them to the real DLQ
+    assert sorted(outcomes[0].failed) == sorted(ids)
+    assert all(s.failures.keys() <= {"quarantine_failed"} for s in h.summaries)
+    fates = h.fates()
+    assert set(fates.redriven) == set(ids)
+    assert fates.quarantined == {}
+    assert set(fates.delivered) == {"ok"}  # sent on each receive, same event_id: Meta deduplicates
+    assert fates.delivered["ok"] == 2
+
+
+def test_without_a_dlq_url_rejected_events_fail_the_record_after_its_valid_events_were_sent(harness: Any) -> None:
+    h: Harness = harness()
+    (mid,) = h.send([json.dumps({"data": [ev("ok"), ev("old", event_time=1)]})])
+    h.esm(h.relay(quarantine=False)).run_until_drained(30)
+    fates = h.fates()
+    assert set(fates.redriven) == {mid}
+    assert set(fates.delivered) == {"ok"}
+
+
+def test_fifo_poison_is_quarantined_and_its_group_keeps_order(harness: Any) -> None:
+    h: Harness = harness(fifo=True)
+    # Given group A: a1 a2 POISON a3 a4 (one message each) and group B: b1 b2
+    h.standin.state.reject_event_ids = {"a-poison"}
+    a_ids = h.send([json.dumps(ev(e)) for e in ("a-1", "a-2", "a-poison", "a-3", "a-4")], group="A")
+    b_ids = h.send([json.dumps(ev(e)) for e in ("b-1", "b-2")], group="B")
+    outcomes = h.esm(h.relay(), batch_size=10).run_until_drained(40)
+    assert all(o.failed == [] for o in outcomes)
+    fates = h.fates()
+    expected: dict[tuple[str, int | None], str] = {(a_ids[i], 0): e for i, e in enumerate(["a-1", "a-2", "Q", "a-3",
+                                                                                           "a-4"])}  # fmt: skip
+    expected.update({(b_ids[i], 0): e for i, e in enumerate(["b-1", "b-2"])})
+    assert_partition(fates, expected)
+    letter = fates.quarantined[(a_ids[2], 0)]
+    assert letter["rejection_reason"].startswith("graph_invalid_")
+    # Order: group A's accepted events in order, and none after the poison was sent before it was decided
+    accepted_a = [e for r in h.standin.requests if r.status == 200 for e in r.event_ids if e.startswith("a-")]
+    assert accepted_a == ["a-1", "a-2", "a-3", "a-4"]
+    last_poison_test = max(i for i, r in enumerate(h.standin.requests) if "a-poison" in r.event_ids)
+    for i, r in enumerate(h.standin.requests):
+        if any(e in ("a-3", "a-4") for e in r.event_ids):
+            assert i > last_poison_test, "an event after the poison was sent before the poison was decided"
+
+
+def test_a_throttle_with_a_60_minute_estimate_parks_the_records(harness: Any) -> None:
+    h: Harness = harness(max_receive_count=2)
+    # Given Meta throttling with a 60-minute estimate
+    h.standin.add_fault(status=400, code=4, retry_after=3600, times=-1)
+    ids = h.send([json.dumps(ev(f"t-{i}")) for i in range(3)])
+    esm = h.esm(h.relay(PARK_SCHEDULE="1,1,1"))
+    first = esm.poll_once()
+    assert first is not None
+    assert sorted(first.failed) == sorted(ids)
+    assert h.summaries[-1].records_parked == 3
+    # Then they are not received again meanwhile (the queue's own visibility timeout is 1 s)
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        assert esm.poll_once() is None
+    attrs = h.clients.sqs.get_queue_attributes(
+        QueueUrl=h.queue_url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )
+    assert attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "3"
+    # When the hour has passed (made visible now) and Meta accepts again, every event is delivered once
+    h.standin.state.reset()
+    for record in first.event["Records"]:
+        h.clients.sqs.change_message_visibility(QueueUrl=h.queue_url, ReceiptHandle=record["receiptHandle"],
+                                                VisibilityTimeout=0)  # fmt: skip
+    esm.run_until_drained(30)
+    fates = h.fates()
+    assert_partition(fates, {(m, 0): f"t-{i}" for i, m in enumerate(ids)})
+
+
+def test_a_six_hour_outage_over_several_receives_ends_with_nothing_in_the_dlq(harness: Any) -> None:
+    # Given the template's MaxReceiveCount (5) and the default schedule scaled down 1 h -> 1 s
+    # (5 min, 30 min, 2 h, 6 h -> 1, 1, 2, 6 s): receives at 0, 1, 2, 4 and 10 s
+    h: Harness = harness(max_receive_count=5)
+    h.standin.add_fault(status=503, code=2, times=-1)  # Meta down
+    ids = h.send([json.dumps({"data": [ev(f"o-{i}-0"), ev(f"o-{i}-1")]}) for i in range(4)])
+    esm = h.esm(h.relay(PARK_SCHEDULE="1,1,2,6,12"))
+    outage_ends = time.monotonic() + 6  # "6 hours"
+    outcomes: list[BatchOutcome] = []
+    while time.monotonic() < outage_ends:
+        outcome = esm.poll_once()
+        if outcome is not None:
+            outcomes.append(outcome)
+            assert outcome.deleted == []
+    # When Meta is back
+    with h.standin.state.lock:
+        h.standin.state.faults.clear()
+    outcomes += esm.run_until_drained(40)
+    # Then each record was received several times, parked in between, and nothing reached the DLQ
+    receives = max(max(o.receive_counts.values()) for o in outcomes)
+    assert 3 <= receives <= 5  # the 5th receive is the last one before SQS would move the record
+    assert sum(s.records_parked for s in h.summaries) >= 8
+    fates = h.fates()
+    assert fates.redriven == {}
+    assert_partition(fates, {(m, j): f"o-{i}-{j}" for i, m in enumerate(ids) for j in (0, 1)})
