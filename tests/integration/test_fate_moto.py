@@ -286,3 +286,29 @@ def test_a_six_hour_outage_over_several_receives_ends_with_nothing_in_the_dlq(ha
     fates = h.fates()
     assert fates.redriven == {}
     assert_partition(fates, {(m, j): f"o-{i}-{j}" for i, m in enumerate(ids) for j in (0, 1)})
+
+
+def test_dlq_command_summarizes_by_reason_deletes_nothing_and_prints_the_redrive(harness: Any) -> None:
+    import io
+
+    from capi_relay import cli
+
+    h: Harness = harness()
+    # Given quarantined events and one record moved by SQS (no reason attribute)
+    h.send([json.dumps({"data": [ev("k1"), ev("old1", event_time=1), ev("old2", event_time=2)]}), "{bad"])
+    h.esm(h.relay()).run_until_drained(30)
+    h.clients.sqs.send_message(QueueUrl=h.dlq_url, MessageBody=json.dumps(ev("moved")))
+
+    # When an operator runs the command
+    out = io.StringIO()
+    assert cli.main(["dlq", "--queue-url", h.dlq_url], stdout=out) == 0
+    text = out.getvalue()
+
+    # Then it counts by reason, names the SQS-moved one apart, and prints the redrive to the events queue
+    assert "~4 messages, 4 scanned (nothing deleted)" in text
+    assert any(line.split()[:2] == ["1", "body_not_json"] for line in text.splitlines())
+    assert sum(1 for line in text.splitlines() if "moved by SQS" in line) == 1
+    dlq_arn = h.clients.sqs.get_queue_attributes(QueueUrl=h.dlq_url, AttributeNames=["QueueArn"])["Attributes"]
+    assert f"--source-arn {dlq_arn['QueueArn']} --destination-arn {h.queue_arn}" in text
+    # ... and every message is still there, visible at once
+    assert len(drain_queue(h.clients.sqs, h.dlq_url)) == 4
