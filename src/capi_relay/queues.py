@@ -12,9 +12,6 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-import boto3
-from botocore.config import Config
-
 from capi_relay.quarantine import DeadLetter
 
 if TYPE_CHECKING:
@@ -54,6 +51,9 @@ class SqsQueues:
 
     def _sqs(self) -> SQSClient:
         if self._client is None:
+            import boto3  # noqa: PLC0415 -- boto3 is imported on first use only (as secrets.py does)
+            from botocore.config import Config  # noqa: PLC0415
+
             config = Config(
                 connect_timeout=max(0.1, self._timeout_s / 2),
                 read_timeout=max(0.1, self._timeout_s / 2),
