@@ -220,8 +220,7 @@ class Relay:
             self._quarantine(records, fifo, io_end, summary)
             if fifo:
                 _block_fifo_groups(records)
-        if self._queues is not None and self._settings.park_schedule_s:
-            self._park(records, started_wall, io_end)
+        self._park(records, started_wall, io_end)
         return self._account(records, summary)
 
     def _account(self, records: list[_Record], summary: BatchSummary) -> BatchSummary:
@@ -314,9 +313,13 @@ class Relay:
 
     # ------------------------------------------------------------------------------------- parking
     def _park(self, records: list[_Record], started_wall: float, io_end: float) -> None:
-        """Extend the visibility of records failing for a throttle or transient reason."""
-        assert self._queues is not None
+        """Extend the visibility of records failing for a throttle or transient reason (when parking is on)."""
         settings = self._settings
+        if self._queues is None or not settings.park_schedule_s:
+            for record in records:
+                if record.decision is not None and record.decision.park:
+                    record.decision = Decision(record.decision.outcome, record.decision.reason, park=False)
+            return
         by_queue: dict[str, list[tuple[_Record, int]]] = {}
         now = self._wall()
         for record in records:

@@ -336,3 +336,17 @@ def test_fifo_a_quarantined_event_does_not_block_its_group_without_a_dlq_it_does
     assert failed_ids(summary.response) == ["g-1", "g-2"]
     assert summary.failures["fifo_group_blocked"] == 1
     assert without.events == []
+
+
+def test_nothing_is_counted_as_parked_when_parking_is_off() -> None:
+    def unavailable(pixel: str, events: list[dict[str, Any]]) -> GraphReply | Exception:
+        return GraphError(ErrorKind.TRANSIENT, http_status=503)
+
+    queues = FakeQueues()
+    summary = fate_relay(FakeSender(unavailable), queues, PARK_SCHEDULE="off").process(
+        {"Records": [record("m", event())]}
+    )
+    assert failed_ids(summary.response) == ["m"]
+    assert (summary.records_parked, queues.visibility) == (0, [])
+    summary = make_relay(FakeSender(unavailable)).process({"Records": [record("m", event())]})  # no QueueIO at all
+    assert summary.records_parked == 0
