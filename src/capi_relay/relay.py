@@ -151,7 +151,8 @@ class Relay:
         budget_ms = remaining_ms() if remaining_ms is not None else DEFAULT_REMAINING_MS
         # The SQS calls after delivery (quarantine, parking) end by ``io_end``; delivery leaves them a reserve.
         io_end = started + budget_ms / 1000 - self._settings.deadline_margin_s
-        deadline = io_end - (self._settings.fate_reserve_s if self._queues is not None else 0.0)
+        sqs_calls = self._queues is not None and (self.quarantine_enabled or bool(self._settings.park_schedule_s))
+        deadline = io_end - (self._settings.fate_reserve_s if sqs_calls else 0.0)
         prepare_until = deadline - self._deliverer.config.min_request_s
 
         raw_records = event.get("Records") if isinstance(event, dict) else None

@@ -307,7 +307,7 @@ def test_3_invalid_events_in_a_1000_event_request_are_isolated(
     # And each invocation stayed within the search bound for its own bad events
     for summary in run.summaries:
         n = summary.events_prepared
-        k = sum(1 for p in poisoned if sent[p // 10].message_id in summary.delivery.failed)
+        k = sum(1 for p in poisoned if (sent[p // 10].message_id, p % 10) in summary.delivery.rejected)
         assert summary.delivery.requests <= search_request_bound(k, n), (k, n, summary.delivery.requests)
     first = run.summaries[0].delivery
     assert first.requests <= bad * (math.ceil(math.log2(1000)) + 1) + 1
