@@ -20,7 +20,7 @@ from typing import Any
 
 from capi_relay.model import InboundMessage
 
-_PIXEL_RE = re.compile(r"^\d{1,32}$")
+_PIXEL_RE = re.compile(r"[0-9]{1,32}")  # ASCII digits only: \d (and str.isdigit) accept "١٢٣"
 MAX_EVENTS_PER_MESSAGE = 10_000
 _MAX_UNWRAP = 3
 
@@ -119,6 +119,6 @@ def parse_body(body: str | None, message_attributes: Mapping[str, Any] | None = 
     message = _unwrap(decoded, 0)
     message.pixel_id = _attr(message_attributes, "pixel_id") or message.pixel_id
     message.test_event_code = _attr(message_attributes, "test_event_code") or message.test_event_code
-    if message.pixel_id is not None and not _PIXEL_RE.match(message.pixel_id):
+    if message.pixel_id is not None and not _PIXEL_RE.fullmatch(message.pixel_id):
         raise EnvelopeError("invalid_pixel_id", "pixel_id must be numeric")
     return message

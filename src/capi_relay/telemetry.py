@@ -62,6 +62,10 @@ def _publish(metrics: Metrics, summary: BatchSummary, production_test_code: bool
     add(name="RecordsParked", unit=MetricUnit.Count, value=summary.records_parked)
     add(name="EventsDeadLettered", unit=MetricUnit.Count, value=summary.events_dead_lettered)
     add(name="EventsResent", unit=MetricUnit.Count, value=d.resent_events)
+    # Request-level Graph errors (code 100 without an event subcode) and a retired Graph API version (2635).
+    add(name="GraphRequestErrors", unit=MetricUnit.Count,
+        value=sum(n for r, n in d.graph_errors.items() if r.startswith("graph_request")))  # fmt: skip
+    add(name="GraphApiVersionRetired", unit=MetricUnit.Count, value=d.graph_errors.get("graph_config_2635", 0))
     for latency in d.latencies_ms[:100]:
         add(name="GraphLatency", unit=MetricUnit.Milliseconds, value=round(latency, 1))
     events = sum(summary.match_keys.values())

@@ -114,3 +114,14 @@ def test_nesting_is_bounded() -> None:
     with pytest.raises(EnvelopeError) as info:
         parse_body(json.dumps(body))
     assert info.value.reason == "unknown_shape"
+
+
+@pytest.mark.parametrize("pixel", ["١٢٣", "１２３", "12\u0663", "1²3", "123x", "-123", "1 23"])
+def test_pixel_id_must_be_ascii_digits_in_the_body_and_in_attributes(pixel: str) -> None:
+    # Unicode digits pass str.isdigit() and \d; they must never reach a Graph URL
+    with pytest.raises(EnvelopeError) as info:
+        parse_body(json.dumps({"data": [EVENT], "pixel_id": pixel}))
+    assert info.value.reason == "invalid_pixel_id"
+    with pytest.raises(EnvelopeError) as info:
+        parse_body(json.dumps(EVENT), {"pixel_id": {"stringValue": pixel, "dataType": "String"}})
+    assert info.value.reason == "invalid_pixel_id"
