@@ -12,6 +12,10 @@ String message attributes: ``rejection_reason``, ``source_message_id``, ``event_
 one), and the routing ``pixel_id`` / ``test_event_code`` when known (SQS message attributes override the
 body, so a redriven event reaches the same pixel). On a FIFO DLQ, ``MessageGroupId`` is the source group
 and ``MessageDeduplicationId`` the source messageId plus the index (a retried quarantine is not stored twice).
+
+A record whose letters were only partly stored fails as a whole (nothing is lost); on its next receive all
+its letters are sent again, so a standard DLQ may then hold one of them twice (a FIFO DLQ deduplicates it
+within SQS's 5-minute window) -- the price of never losing one.
 """
 
 from __future__ import annotations
