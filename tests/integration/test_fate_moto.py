@@ -118,8 +118,8 @@ def test_fifo_poison_is_quarantined_and_its_group_keeps_order(harness: Any) -> N
 
 def test_a_throttle_with_a_60_minute_estimate_parks_the_records(harness: Any) -> None:
     h: Harness = harness(max_receive_count=2)
-    # Given Meta throttling with a 60-minute estimate
-    h.standin.add_fault(status=400, code=4, retry_after=3600, times=-1)
+    # Given Meta throttling with a 60-minute estimate (usage headers: estimated_time_to_regain_access)
+    h.standin.add_fault(status=400, code=80004, subcode=2446079, usage_minutes=60, times=-1)
     ids = h.send([json.dumps(ev(f"t-{i}")) for i in range(3)])
     esm = h.esm(h.relay(PARK_SCHEDULE="1,1,1"))
     first = esm.poll_once()
