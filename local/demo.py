@@ -10,11 +10,19 @@ What runs (all on 127.0.0.1, all stopped at the end, also on Ctrl-C or an error)
 * the SQS event-source emulator (``local.esm``): batch size 10, 1 s batching window, partial batch
   responses.
 
+The function runs as the template configures it: ``DLQ_URL`` set (permanent rejections are quarantined by
+the relay, one DLQ message per rejected event, with its reason) and parking on (the schedule scaled down to
+3 s so the demo does not wait minutes).
+
 Every sample in ``events/`` is published through its real API (SQS ``SendMessage``/``SendMessageBatch``,
-EventBridge ``PutEvents``, SNS ``Publish``), the queue is drained, and a table shows where each message
-ended (delivered or DLQ, and why) and what the stand-in received. The table is checked against
-``local.samples.SAMPLES``; any difference, a token in a log line or request URL, or a raw sample PII value
-at the stand-in makes the exit status non-zero.
+EventBridge ``PutEvents``, SNS ``Publish``), plus two messages that show each event's fate: a
+``{"data": [...]}`` message of four events of which one is too old (rejected locally) and one is refused by
+Meta (the stand-in's ``reject_event_ids``), and a message whose first delivery meets a Meta outage (it is
+parked, then delivered). The queue is drained, and two tables show where each message and each event ended
+(delivered / quarantined with its reason / parked) and what the stand-in received. The records are checked
+against ``local.samples.SAMPLES``, the DLQ must hold exactly the quarantined events with their attributes;
+any difference, a token in a log line or request URL, or a raw sample PII value at the stand-in makes the
+exit status non-zero.
 
 Pointing the same flow at Meta (a real deployment, ``sam deploy``): store the token of a real pixel in
 Secrets Manager (``aws secretsmanager create-secret --name capi-relay/meta-access-token --secret-string
@@ -38,8 +46,8 @@ from typing import Any
 
 from local.esm import BatchOutcome, EventSourceEmulator, emulator_invoker
 from local.graph_standin import GraphStandIn
-from local.samples import SAMPLES, RecordResult, find_raw_pii, mismatches, publish, resolve
-from local.stack import MotoServer, drain_queue, dummy_token, function_env, provision
+from local.samples import SAMPLES, RecordResult, find_raw_pii, identify, mismatches, publish, resolve
+from local.stack import Clients, MotoServer, Resources, drain_queue, dummy_token, function_env, provision
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACT_DIR = ROOT / ".aws-sam" / "build" / "RelayFunction"
@@ -74,6 +82,116 @@ def received_table(received: list[dict[str, Any]]) -> str:
             str(event.get("event_id")), str(item.get("test_event_code") or "-"),
         ])  # fmt: skip
     return _table(["event_name", "pixel", "em (sha256)", "event_id", "test_event_code"], rows)
+
+
+# ------------------------------------------------------------------------------- each event's fate
+FATE_PIXEL = "100000000000001"  # the function's default pixel
+OUTAGE_PIXEL = "100000000000007"  # meets a Meta outage on its first delivery: parked, then delivered
+
+
+def fate_messages(now: int) -> list[tuple[str, list[tuple[str, str | None]]]]:
+    """(body, [(event_id, expected fate)]) for the demo's own messages; fate "delivered", "parked" (then
+    delivered) or the expected quarantine reason."""
+
+    def event(event_id: str, **kw: Any) -> dict[str, Any]:
+        doc: dict[str, Any] = {"event_name": "Lead", "event_time": now - 60, "action_source": "system_generated",
+                               "event_id": event_id, "user_data": {"em": "demo.fate@example.com"}}  # fmt: skip
+        doc.update(kw)
+        return doc
+
+    multi = {"data": [event("fate-good-1"), event("fate-too-old", event_time=now - 8 * 86_400),
+                      event("fate-meta-bad"), event("fate-good-2")]}  # fmt: skip
+    outage = {"data": [event("fate-outage-1")], "pixel_id": OUTAGE_PIXEL}
+    return [
+        (json.dumps(multi), [("fate-good-1", "delivered"), ("fate-too-old", "event_too_old"),
+                             ("fate-meta-bad", "graph_invalid_100_2804036"), ("fate-good-2", "delivered")]),
+        (json.dumps(outage), [("fate-outage-1", "parked")]),
+    ]  # fmt: skip
+
+
+def publish_fate_messages(clients: Clients, resources: Resources, standin: GraphStandIn) -> dict[str, list[Any]]:
+    """Send the fate messages; arm the stand-in (Meta-side rejection, a short outage for OUTAGE_PIXEL)."""
+    standin.state.reject_event_ids = {"fate-meta-bad"}
+    # Two 503s: the function's two attempts of its first invocation fail, the record is parked.
+    standin.add_fault(pixel_id=OUTAGE_PIXEL, status=503, code=2, times=2)
+    sent: dict[str, list[Any]] = {}
+    for body, events in fate_messages(int(time.time())):
+        message_id = clients.sqs.send_message(QueueUrl=resources.queue_url, MessageBody=body)["MessageId"]
+        sent[message_id] = events
+    return sent
+
+
+def _parked_ids(logs: str) -> set[str]:
+    ids = set()
+    for line in logs.splitlines():
+        if '"record parked"' in line:
+            with contextlib.suppress(ValueError):
+                doc = json.loads(line[line.index("{") :])
+                ids.add(str(doc.get("message_id")))
+    return ids
+
+
+def fate_table(sent: dict[str, list[Any]], standin: GraphStandIn, dlq: list[dict[str, Any]],
+               logs: str) -> tuple[str, list[str]]:  # fmt: skip
+    """Per event of the fate messages: delivered / quarantined (reason) / parked, and the differences."""
+    accepted = {str(item["event"].get("event_id")) for item in standin.received}
+    letters = _letters(dlq)
+    parked = _parked_ids(logs)
+    rows, problems = [], []
+    for message_id, events in sent.items():
+        for index, (event_id, expected) in enumerate(events):
+            letter = letters.get((message_id, str(index)))
+            fates = []
+            if message_id in parked:
+                fates.append("parked")
+            if event_id in accepted:
+                fates.append("delivered")
+            if letter is not None:
+                fates.append(f"quarantined ({letter['rejection_reason']})")
+            got = ", then ".join(fates) or "LOST"
+            plain = {"delivered": "delivered", "parked": "parked, then delivered"}
+            want = plain.get(expected, f"quarantined ({expected})")
+            if got != want:
+                problems.append(f"event {event_id} of {message_id}: {got}, expected {want}")
+            rows.append([message_id, str(index), event_id, got])
+    return _table(["messageId", "index", "event_id", "fate"], rows), problems
+
+
+def _letters(dlq: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, str]]:
+    """Quarantined DLQ messages by (source_message_id, event_index or "body") -> their String attributes."""
+    out = {}
+    for message in dlq:
+        attrs = {k: v.get("StringValue", "") for k, v in (message.get("MessageAttributes") or {}).items()}
+        if "source_message_id" in attrs:
+            out[(attrs["source_message_id"], attrs.get("event_index", "body"))] = attrs
+    return out
+
+
+def dlq_check(results: list[RecordResult], sent: dict[str, list[Any]], dlq: list[dict[str, Any]]) -> list[str]:
+    """The DLQ holds exactly the quarantined events (and bodies), each with its reason and routing."""
+    expected: dict[tuple[str, str], dict[str, str]] = {}
+    for r in results:
+        found = identify(r.marker) if r.expected == "dlq" else None
+        if found is not None and r.expected_reason is not None:
+            sample, record = found
+            index = "body" if sample.shape == "not-json" or record.shape == "not-json" else "0"
+            attrs = {"rejection_reason": r.expected_reason, "source_message_id": r.message_id}
+            if index != "body":
+                attrs |= {"event_index": index, "pixel_id": record.pixel_id}
+            expected[(r.message_id, index)] = attrs
+    for message_id, events in sent.items():
+        for position, (_, fate) in enumerate(events):
+            if fate not in ("delivered", "parked"):
+                attrs = {"rejection_reason": fate, "source_message_id": message_id, "event_index": str(position),
+                         "pixel_id": FATE_PIXEL}  # fmt: skip
+                expected[(message_id, str(position))] = attrs
+    got = _letters(dlq)
+    problems = [f"DLQ: missing quarantined {k}" for k in sorted(set(expected) - set(got))]
+    problems += [f"DLQ: unexpected message {k}" for k in sorted(set(got) - set(expected))]
+    problems += [f"DLQ: {k} has {got[k]}, expected {v}" for k, v in expected.items() if k in got and got[k] != v]
+    moved = [m["MessageId"] for m in dlq if "source_message_id" not in (m.get("MessageAttributes") or {})]
+    problems += [f"DLQ: message {m} was moved there by SQS (expected quarantine only)" for m in moved]
+    return problems
 
 
 def leaks(token: str, standin: GraphStandIn, logs: str) -> list[str]:
@@ -111,7 +229,8 @@ def run(args: argparse.Namespace) -> int:
             visibility_timeout_s=args.visibility_timeout,
         )
         clients = resources.clients()
-        env = function_env(resources, standin.url)
+        # As the template configures it: quarantine into the DLQ; parking with the schedule scaled to 3 s.
+        env = function_env(resources, standin.url, quarantine=True, park_schedule="3", extra={"MAX_ATTEMPTS": "2"})
         print(f"moto server       {moto.endpoint_url}  (queue {resources.queue_name}, DLQ, secret, EventBridge, SNS)")
         print(f"graph stand-in    {standin.url}")
         emulator = LambdaEmulator(str(ARTIFACT_DIR), env)
@@ -123,8 +242,9 @@ def run(args: argparse.Namespace) -> int:
 
         for sample in SAMPLES:
             publish(sample, clients, resources)
+        sent = publish_fate_messages(clients, resources, standin)
         print(f"published {sum(len(s.records) for s in SAMPLES)} messages from {len(SAMPLES)} samples "
-              "(SQS, EventBridge, SNS)\n")  # fmt: skip
+              f"(SQS, EventBridge, SNS) and {len(sent)} messages showing each event's fate\n")  # fmt: skip
 
         esm = EventSourceEmulator(
             clients.sqs,
@@ -136,20 +256,30 @@ def run(args: argparse.Namespace) -> int:
         )
         outcomes: list[BatchOutcome] = esm.run_until_drained(args.timeout)
         dlq = drain_queue(clients.sqs, resources.dlq_url)
-        results = resolve(outcomes, dlq)
         logs = "\n".join(o.result.logs for o in outcomes)
+        results = [r for r in resolve(outcomes, dlq) if r.message_id not in sent]
+        fates, fate_problems = fate_table(sent, standin, dlq, logs)
 
         print(outcome_table(results))
+        print(
+            "\nEach event's fate (a message of four events, one too old, one refused by Meta; a message that "
+            "met an outage):\n"
+        )
+        print(fates)
         print(f"\n{len(outcomes)} invocations; the stand-in received {len(standin.received)} events:\n")
         print(received_table(standin.received))
         with contextlib.suppress(Exception):
             print(f"\nINIT durations (ms): {emulator.init_durations_ms()}")
-        problems = mismatches(results) + leaks(token, standin, logs)
+        problems = mismatches(results, quarantine=True) + fate_problems + dlq_check(results, sent, dlq)
+        problems += leaks(token, standin, logs)
         print(f"\nelapsed {time.monotonic() - started:.1f} s")
         if problems:
             print("\nMISMATCH:", *problems, sep="\n  ", file=sys.stderr)
             return 1
-        print("every message ended as expected (delivered or DLQ); no token or raw PII leaked")
+        print(
+            "every message and event ended as expected (delivered, quarantined with its reason, parked); the DLQ "
+            "holds exactly the quarantined events; no token or raw PII leaked"
+        )
         return 0
 
 

@@ -268,8 +268,14 @@ def function_env(
     pixel_id: str = DEMO_PIXEL_ID,
     test_event_code: str | None = None,
     extra: dict[str, str] | None = None,
+    quarantine: bool = False,
+    park_schedule: str = "off",
 ) -> dict[str, str]:
-    """Environment for the relay function (packaged under the RIE, or built in-process)."""
+    """Environment for the relay function (packaged under the RIE, or built in-process).
+
+    ``quarantine`` sets ``DLQ_URL`` to the DLQ (as the template does); ``park_schedule`` is ``PARK_SCHEDULE``
+    (comma-separated seconds; "off" by default, so failed records come back after the test queue's short
+    visibility timeout)."""
     env = {
         **aws_env(resources.endpoint_url, resources.region),
         "PIXEL_ID": pixel_id,
@@ -286,7 +292,13 @@ def function_env(
         "GRAPH_CONNECT_TIMEOUT": "1",
         "GRAPH_READ_TIMEOUT": "3",
         "DEADLINE_MARGIN": "1",
+        "MAX_RECEIVE_COUNT": str(resources.max_receive_count),
+        "PARK_SCHEDULE": park_schedule,
+        "FATE_RESERVE": "1",
+        "SQS_TIMEOUT": "1",
     }
+    if quarantine:
+        env["DLQ_URL"] = resources.dlq_url
     if test_event_code:
         env["TEST_EVENT_CODE"] = test_event_code
     env.update(extra or {})

@@ -1,9 +1,11 @@
-"""Composition root: the one place that chooses the concrete outbound I/O (Graph client, token provider)."""
+"""Composition root: the one place that chooses the concrete outbound I/O (Graph client, token provider, the
+relay's own SQS calls for quarantine and parking)."""
 
 from __future__ import annotations
 
 from capi_relay.delivery import Deliverer, DeliveryConfig
 from capi_relay.graph import GraphClient
+from capi_relay.queues import QueueIO, SqsQueues
 from capi_relay.relay import Relay
 from capi_relay.secrets import SecretsManagerTokenProvider, TokenProvider
 from capi_relay.settings import Settings
@@ -19,9 +21,9 @@ def delivery_config(settings: Settings) -> DeliveryConfig:
     )
 
 
-def build_relay(settings: Settings, tokens: TokenProvider | None = None) -> Relay:
+def build_relay(settings: Settings, tokens: TokenProvider | None = None, queues: QueueIO | None = None) -> Relay:
     """The relay with the real Graph client; ``tokens`` defaults to Secrets Manager (benchmarks pass a
-    static provider)."""
+    static provider), ``queues`` to boto3 SQS (quarantine to ``DLQ_URL``, parking on the source queue)."""
     client = GraphClient(
         settings.graph_api_url,
         settings.graph_api_version,
@@ -31,4 +33,6 @@ def build_relay(settings: Settings, tokens: TokenProvider | None = None) -> Rela
     )
     if tokens is None:
         tokens = SecretsManagerTokenProvider(settings.access_token_secret_id, settings.secret_max_age_s)
-    return Relay(settings, Deliverer(client, tokens, delivery_config(settings)))
+    if queues is None:
+        queues = SqsQueues(None, settings.sqs_timeout_s)
+    return Relay(settings, Deliverer(client, tokens, delivery_config(settings)), queues)

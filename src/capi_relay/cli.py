@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from capi_relay import dlq
 from capi_relay.envelope import EnvelopeError, parse_body
 from capi_relay.model import Rejection
 from capi_relay.settings import SettingsError, normalization_settings_from_env
@@ -55,7 +56,10 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
     sub = parser.add_subparsers(dest="command", required=True)
     check_cmd = sub.add_parser("check", help="show what one message body would send, and what it rejects")
     check_cmd.add_argument("file", help="a file holding one SQS message body, or - for standard input")
+    dlq.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "dlq":
+        return dlq.main(args, stdout)
     try:
         body = _read(args.file, stdin)
         document, code = check(body)

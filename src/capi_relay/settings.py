@@ -22,6 +22,11 @@ _VERSION_RE = re.compile(r"^v\d{1,3}\.\d$")
 _REGION_RE = re.compile(r"^[A-Z]{2}$")
 
 
+# Visibility of a record parked after a throttle/transient failure, by receive: 5 min, 30 min, 2 h, 6 h, 12 h.
+# With MaxReceiveCount 5 the 5th receive comes 8 h 35 min after the 1st (template.yaml shows the arithmetic).
+DEFAULT_PARK_SCHEDULE_S = (300, 1800, 7200, 21600, 43200)
+
+
 class SettingsError(ValueError):
     """A configuration value is missing or malformed. The message names the variable, never a secret."""
 
@@ -53,6 +58,15 @@ class Settings:
     max_attempts: int = 5
     service_name: str = "capi-relay"
     metrics_namespace: str = "CapiRelay"
+    # Fate of each record (quarantine, parking): see relay.py and fate.py.
+    dlq_url: str | None = None  # where permanent rejections are quarantined; None: they fail (redrive path)
+    max_receive_count: int = 5  # the events queue's redrive maxReceiveCount
+    # Visibility after receive 1, 2, ... (the last step repeats); empty (PARK_SCHEDULE=off): no parking.
+    park_schedule_s: tuple[int, ...] = DEFAULT_PARK_SCHEDULE_S
+    queue_retention_s: int = 345_600  # the events queue's MessageRetentionPeriod: a parked message must not expire
+    # Time kept back after delivery for the quarantine and parking calls to SQS (each call is bounded).
+    fate_reserve_s: float = 3.0
+    sqs_timeout_s: float = 2.0  # connect + read of one SQS call (no botocore retries: SQS redelivers)
 
     @property
     def is_production(self) -> bool:
@@ -91,6 +105,31 @@ def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: flo
     if not lo <= value <= hi:
         raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
     return value
+
+
+def _schedule(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    if raw.lower() == "off":
+        return ()  # parking disabled: failing records return after the queue's visibility timeout
+    try:
+        values = tuple(int(part) for part in raw.split(","))
+    except ValueError:
+        raise SettingsError(f"{name} must be comma-separated whole seconds, got {raw!r}") from None
+    if not 1 <= len(values) <= 20 or not all(0 <= v <= 43_200 for v in values):
+        raise SettingsError(f"{name} must list 1 to 20 values between 0 and 43200 seconds, got {raw!r}")
+    return values
+
+
+def _queue_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = _get(env, name)
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("https", "http") or not parts.netloc or len(parts.path.strip("/").split("/")) != 2:
+        raise SettingsError(f"{name} must be an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)")
+    return raw
 
 
 def normalization_settings_from_env(env: Mapping[str, str] | None = None) -> NormalizationSettings:
@@ -140,6 +179,12 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         max_attempts=_int(env, "MAX_ATTEMPTS", 5, 1, 20),
         service_name=_get(env, "POWERTOOLS_SERVICE_NAME") or "capi-relay",
         metrics_namespace=_get(env, "POWERTOOLS_METRICS_NAMESPACE") or "CapiRelay",
+        dlq_url=_queue_url(env, "DLQ_URL"),
+        max_receive_count=_int(env, "MAX_RECEIVE_COUNT", 5, 1, 1000),
+        park_schedule_s=_schedule(env, "PARK_SCHEDULE", DEFAULT_PARK_SCHEDULE_S),
+        queue_retention_s=_int(env, "QUEUE_RETENTION", 345_600, 60, 1_209_600),
+        fate_reserve_s=_float(env, "FATE_RESERVE", 3.0, 0.0, 60.0),
+        sqs_timeout_s=_float(env, "SQS_TIMEOUT", 2.0, 0.1, 30.0),
     )
 
 

@@ -56,6 +56,12 @@ def _publish(metrics: Metrics, summary: BatchSummary, production_test_code: bool
     add(name="FieldsDropped", unit=MetricUnit.Count, value=sum(summary.fields_dropped.values()))
     auth_failures = sum(n for r, n in summary.failures.items() if r.startswith("graph_auth") or r == "secret_malformed")
     add(name="AuthFailures", unit=MetricUnit.Count, value=auth_failures)
+    # Each event's fate: quarantined by the relay (total here, by reason below), records parked after a
+    # throttle/transient failure, events SQS moves to the DLQ on their next receive, events POSTed twice.
+    add(name="EventsQuarantined", unit=MetricUnit.Count, value=sum(summary.quarantined.values()))
+    add(name="RecordsParked", unit=MetricUnit.Count, value=summary.records_parked)
+    add(name="EventsDeadLettered", unit=MetricUnit.Count, value=summary.events_dead_lettered)
+    add(name="EventsResent", unit=MetricUnit.Count, value=d.resent_events)
     # Request-level Graph errors (code 100 without an event subcode) and a retired Graph API version (2635).
     add(name="GraphRequestErrors", unit=MetricUnit.Count,
         value=sum(n for r, n in d.graph_errors.items() if r.startswith("graph_request")))  # fmt: skip
@@ -70,6 +76,7 @@ def _publish(metrics: Metrics, summary: BatchSummary, production_test_code: bool
         add(name="TestEventCodeInProduction", unit=MetricUnit.Count, value=1)
     _by_dimension(metrics, "RecordFailuresByReason", "reason", summary.failures)
     _by_dimension(metrics, "EventsRejectedByReason", "reason", summary.events_rejected)
+    _by_dimension(metrics, "EventsQuarantined", "reason", summary.quarantined)
     _by_dimension(metrics, "GraphErrorsByCode", "reason", d.graph_errors)
     # Events the relay adjusted rather than rejected: event_time_ms (milliseconds converted to seconds),
     # event_time_clamped (<= 5 min in the future), event_time_defaulted, fbc_derived.
@@ -92,5 +99,9 @@ def _publish(metrics: Metrics, summary: BatchSummary, production_test_code: bool
             "splits": d.splits,
             "failures": dict(summary.failures),
             "rejected": dict(summary.events_rejected),
+            "quarantined": dict(summary.quarantined),
+            "parked": summary.records_parked,
+            "dead_lettered_events": summary.events_dead_lettered,
+            "resent_events": d.resent_events,
         },
     )

@@ -28,6 +28,7 @@ def test_env_json_matches_the_local_stack() -> None:
     assert env["ACCESS_TOKEN_SECRET_ID"] == f"{serve.PREFIX}/meta-access-token"
     assert env["GRAPH_API_URL"] == f"http://127.0.0.1:{serve.GRAPH_PORT}"
     assert env["AWS_ENDPOINT_URL"] == f"http://127.0.0.1:{serve.MOTO_PORT}"
+    assert env["DLQ_URL"] == f"http://127.0.0.1:{serve.MOTO_PORT}/123456789012/{serve.PREFIX}-dlq"  # stack.provision
 
 
 def test_env_json_is_valid_relay_configuration() -> None:
@@ -98,6 +99,9 @@ def test_without_overrides_the_template_values_mean_production(monkeypatch: pyte
     # The declared-but-empty values are unset: production Graph and the real AWS endpoints
     assert resolved["AWS_ENDPOINT_URL"] == ""
     assert resolved["PIXEL_ID"] == ""
+    # SAM CLI resolves the Ref of a resource to its logical id (not a URL: settings refuse it); deployed, it
+    # is the DLQ's URL, and events/env.json overrides it for sam local invoke.
+    assert resolved.pop("DLQ_URL") == "EventsDLQ"
     settings = settings_from_env(resolved)
     assert settings.graph_api_url == "https://graph.facebook.com"
     assert settings.pixel_id is None

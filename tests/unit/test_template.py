@@ -27,7 +27,8 @@ SETTINGS_ENV = {
     "PIXEL_ID", "ACCESS_TOKEN_SECRET_ID", "GRAPH_API_VERSION", "GRAPH_API_URL", "TEST_EVENT_CODE",
     "DEFAULT_PHONE_REGION", "DATE_ORDER", "STAGE", "GRAPH_CONNECT_TIMEOUT", "GRAPH_READ_TIMEOUT",
     "HTTP_CONCURRENCY", "MAX_EVENTS_PER_REQUEST", "MAX_REQUEST_BYTES", "SECRET_MAX_AGE", "DEADLINE_MARGIN",
-    "MAX_ATTEMPTS", "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
+    "MAX_ATTEMPTS", "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "DLQ_URL", "MAX_RECEIVE_COUNT",
+    "PARK_SCHEDULE", "QUEUE_RETENTION", "FATE_RESERVE", "SQS_TIMEOUT",
 }  # fmt: skip
 # What the deployed function must set; the rest keep settings.py's defaults.
 REQUIRED_ENV = {"PIXEL_ID", "ACCESS_TOKEN_SECRET_ID", "GRAPH_API_VERSION", "TEST_EVENT_CODE", "STAGE",
@@ -199,7 +200,8 @@ def test_role_scopes_each_permission_to_one_resource(template: dict[str, Any]) -
     assert all(r == {"Fn::GetAtt": ["RelayLogGroup", "Arn"]} for r in by_action["logs:PutLogEvents"])
     assert "cloudwatch:PutMetricData" not in by_action  # metrics go out as EMF log lines
     allowed = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
-               "secretsmanager:GetSecretValue", "logs:CreateLogStream", "logs:PutLogEvents", "kms:Decrypt"}  # fmt: skip
+               "sqs:SendMessage", "secretsmanager:GetSecretValue", "logs:CreateLogStream", "logs:PutLogEvents",
+               "kms:Decrypt"}  # fmt: skip
     assert set(by_action) <= allowed
 
 
@@ -239,14 +241,14 @@ def test_queue_policy_lets_only_the_eventbridge_rule_send(template: dict[str, An
 
 # ------------------------------------------------------------------------------------- environment
 def env_names_read_by_settings() -> set[str]:
-    """String literals passed as the variable name to _get/_int/_float(env, NAME, ...) in settings.py
-    (the helpers pass their own ``name`` argument on: those calls have a variable, not a literal)."""
+    """String literals passed as the variable name to _get/_int/_float/_schedule/_queue_url(env, NAME, ...) in
+    settings.py (the helpers pass their own ``name`` argument on: those calls have a variable, not a literal)."""
     names = set()
     for node in ast.walk(ast.parse(SETTINGS_PY.read_text())):
         if (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
-            and node.func.id in {"_get", "_int", "_float"}
+            and node.func.id in {"_get", "_int", "_float", "_schedule", "_queue_url"}
         ):
             arg = node.args[1]
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
@@ -281,6 +283,8 @@ def test_the_settings_accept_the_template_defaults(template: dict[str, Any]) -> 
             env[name] = str(default(template, value))
         except KeyError:
             env[name] = "arn:aws:secretsmanager:us-east-1:123456789012:secret:capi-relay/token-AbCdEf"
+        if value == {"Ref": "EventsDLQ"}:  # a queue's Ref is its URL
+            env[name] = "https://sqs.us-east-1.amazonaws.com/123456789012/capi-relay-EventsDLQ-AbC"
     settings = settings_from_env(env)
     assert settings.graph_api_version == "v26.0"
     assert settings.pixel_id is None  # the PixelId default is empty: messages name their pixel
@@ -504,3 +508,50 @@ def test_sam_validate_lint() -> None:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------------- quarantine and parking (issue 10)
+def test_relay_may_send_to_the_dlq_only_and_change_visibility_on_the_events_queue_only(
+    template: dict[str, Any],
+) -> None:
+    by_action: dict[str, list[Any]] = {}
+    for rid, st in statements(template):
+        if rid == "RelayFunctionRole":
+            for action in as_list(st["Action"]):
+                by_action.setdefault(action, []).extend(as_list(st["Resource"]))
+    assert by_action["sqs:SendMessage"]
+    assert all(r == {"Fn::GetAtt": ["EventsDLQ", "Arn"]} for r in by_action["sqs:SendMessage"])
+    assert all(r == {"Fn::GetAtt": ["EventsQueue", "Arn"]} for r in by_action["sqs:ChangeMessageVisibility"])
+    assert "sqs:SendMessageBatch" not in by_action  # not an IAM action: SendMessage covers the batch call
+
+
+def test_function_gets_the_dlq_url_and_the_redrive_count(template: dict[str, Any]) -> None:
+    env = function_properties(template)["Environment"]["Variables"]
+    assert env["DLQ_URL"] == {"Ref": "EventsDLQ"}  # Ref of a queue is its URL
+    assert env["MAX_RECEIVE_COUNT"] == {"Ref": "MaxReceiveCount"}
+    queue = template["Resources"]["EventsQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+    assert int(env["QUEUE_RETENTION"]) == queue["MessageRetentionPeriod"]
+
+
+def test_default_parking_outlives_a_six_hour_outage_within_the_retention(template: dict[str, Any]) -> None:
+    from capi_relay.settings import settings_from_env
+
+    env = {
+        "ACCESS_TOKEN_SECRET_ID": "s",
+        "MAX_RECEIVE_COUNT": str(template["Parameters"]["MaxReceiveCount"]["Default"]),
+    }
+    settings = settings_from_env(env)
+    parks = [settings.park_schedule_s[min(n, len(settings.park_schedule_s)) - 1] for n in
+             range(1, settings.max_receive_count)]  # fmt: skip
+    last_receive_after = sum(parks)  # parks after receives 1 .. MaxReceiveCount-1
+    assert last_receive_after > 6 * 3600
+    assert last_receive_after + 12 * 3600 < template["Resources"]["EventsQueue"]["Properties"]["MessageRetentionPeriod"]
+
+
+def test_dashboard_shows_each_events_fate(template: dict[str, Any]) -> None:
+    body = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
+    for metric in ("EventsQuarantined", "RecordsParked", "EventsDeadLettered", "EventsResent"):
+        assert f'"{metric}"' in body, metric
+        assert metric in emitted_metric_names()
+    assert 'MetricName=\\"EventsQuarantined\\"' in body
