@@ -258,6 +258,9 @@ class Relay:
                     rejection = (position, result)
                 continue
             prepared.append(result)
+            if result.drops and logger.isEnabledFor(logging.DEBUG):  # what `capi-relay check` shows as "dropped"
+                logger.debug("values dropped", extra={"message_id": message_id, "event_index": position,
+                             "dropped": [{"field": d.field, "reason": d.reason} for d in result.drops]})  # fmt: skip
             for drop in result.drops:
                 summary.fields_dropped[(drop.field, drop.reason)] += 1
             for note in result.notes:
@@ -273,6 +276,7 @@ class Relay:
             return record
         for position, item in enumerate(prepared):
             summary.match_keys[item.match_keys] += 1
-            record.outbound.append(Outbound(message_id, position, pixel_id, test_event_code, item.event, item.encoded))
+            record.outbound.append(Outbound(message_id, position, pixel_id, test_event_code, item.event, item.encoded,
+                                            request_fields=message.request_fields))  # fmt: skip
         summary.events_prepared += len(prepared)
         return record
