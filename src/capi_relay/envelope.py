@@ -22,7 +22,7 @@ from typing import Any
 
 from capi_relay.model import InboundMessage
 
-_PIXEL_RE = re.compile(r"^\d{1,32}$")
+_PIXEL_RE = re.compile(r"[0-9]{1,32}")  # ASCII digits only (\d would take any script's digits)
 MAX_EVENTS_PER_MESSAGE = 10_000
 # Meta's request-level (main body) parameters for offline and partner uploads that a {"data": ...} body may
 # carry besides pixel_id / test_event_code (shared/spec/meta-capi.md A2; the Business SDK's EventRequest).
@@ -73,12 +73,11 @@ def _request_fields(body: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
             value = str(value)  # a numeric namespace_id
         if value is not None and not isinstance(value, str):
             raise EnvelopeError("invalid_request_field", f"{key} must be a string")
-        value = value.strip() if value is not None else ""
-        if not value:
-            continue
-        if len(value) > MAX_REQUEST_FIELD_CHARS:
+        if value is not None and len(value) > MAX_REQUEST_FIELD_CHARS:  # as written (the schema's maxLength)
             raise EnvelopeError("invalid_request_field", f"{key} is longer than {MAX_REQUEST_FIELD_CHARS} characters")
-        fields.append((key, value))
+        value = value.strip() if value is not None else ""
+        if value:
+            fields.append((key, value))
     return tuple(fields)
 
 
@@ -147,6 +146,6 @@ def parse_body(body: str | None, message_attributes: Mapping[str, Any] | None = 
     message = _unwrap(decoded, 0)
     message.pixel_id = _attr(message_attributes, "pixel_id") or message.pixel_id
     message.test_event_code = _attr(message_attributes, "test_event_code") or message.test_event_code
-    if message.pixel_id is not None and not _PIXEL_RE.match(message.pixel_id):
+    if message.pixel_id is not None and not _PIXEL_RE.fullmatch(message.pixel_id):
         raise EnvelopeError("invalid_pixel_id", "pixel_id must be numeric")
     return message

@@ -153,3 +153,9 @@ def test_unreadable_json_names_line_and_column() -> None:
         parse_body('{"data": [\n  {"event_name": "Lead",}\n]}')
     assert caught.value.reason == "body_not_json"
     assert "at line 2 column 24" in caught.value.detail  # the "}" after the trailing comma
+
+
+def test_a_pixel_id_in_another_script_s_digits_is_refused() -> None:
+    with pytest.raises(EnvelopeError) as caught:
+        parse_body(json.dumps({"data": [EVENT], "pixel_id": "\u0661\u0662\u0663"}))  # Arabic-Indic 123
+    assert caught.value.reason == "invalid_pixel_id"
