@@ -137,7 +137,7 @@ def mutate(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 
 @st.composite
 def server_events(draw: st.DrawFn) -> dict[str, Any]:
-    base = json.loads(json.dumps(draw(st.sampled_from([make_event(), LEAD, APP]))))
+    base: dict[str, Any] = json.loads(json.dumps(draw(st.sampled_from([make_event(), LEAD, APP]))))
     for _ in range(draw(st.integers(0, 3))):
         mutate(base, draw(st.sampled_from(EVENT_PATHS)), draw(NEW_VALUE))
     return base
