@@ -22,6 +22,7 @@ This prints numbers; it asserts nothing (bench/ is never a timed test).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hashlib
 import json
@@ -34,6 +35,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from capi_relay import normalize
@@ -266,6 +269,48 @@ def import_cost(statement: str) -> tuple[float, list[tuple[str, float]]]:
     return total, [("capi_relay.* own code", own), ("phonenumbers", phone)]
 
 
+# Adversarial inputs (issue 11): long runs that made the old phone extension regex quadratic, and their cousins.
+ADVERSARIAL_UNITS = [" ", "1", "1 ", "+", "-", "(", ".", "x", "#", "&", "\u0301", "\ufe0f", "😀", "12/", "dd/", "年"]
+ADVERSARIAL_LENGTH = 100_000
+
+
+def _engine_no_memo(body: str) -> str:
+    normalize.clear_memo()  # every event starts with an empty memo: the cost without memoization
+    return engine(body)
+
+
+def _best_us(call: Callable[[], object], repeats: int) -> float:
+    """Fastest of ``repeats`` calls, in µs: the input's cost without the preemptions of a shared machine."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        with contextlib.suppress(normalize.Invalid):
+            call()
+        best = min(best, (time.perf_counter_ns() - start) / 1000)
+    return best
+
+
+def adversarial(repeats: int = 2) -> list[tuple[str, float, str, float]]:
+    """Per field: (field, worst µs of the bare rule over the 100 k-character inputs -- each input's best of
+    ``repeats`` --, the unit of that input, the same for the pipeline, which applies the caps first)."""
+    ctx = normalize._Ctx(SETTINGS, "us", datetime.now(UTC).date())
+    today = ctx.today
+    rows = []
+    for field, rule in sorted(normalize._RULES.items()):
+        worst_rule, worst_unit, worst_pipe = 0.0, "", 0.0
+        for unit in ADVERSARIAL_UNITS:
+            long_run = unit * (ADVERSARIAL_LENGTH // len(unit))
+            for value in ("1" + long_run + "2", long_run):
+                elapsed = _best_us(lambda v=value, r=rule: r(v, ctx), repeats)  # type: ignore[misc]
+                if elapsed > worst_rule:
+                    worst_rule, worst_unit = elapsed, unit
+                user_data = {field: value}
+                worst_pipe = max(worst_pipe, _best_us(lambda u=user_data: normalize.normalize_user_data(
+                    u, SETTINGS, today), repeats))  # type: ignore[misc]  # fmt: skip
+        rows.append((field, worst_rule, worst_unit, worst_pipe))
+    return rows
+
+
 def _best_of(statement: str, repeats: int = 5) -> tuple[float, list[tuple[str, float]]]:
     return min((import_cost(statement) for _ in range(repeats)), key=lambda item: item[0])
 
@@ -278,9 +323,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     events = make_events(args.events, args.seed)
-    inputs = {"engine": events, "sdk": sdk_events(events), "floor": events}
+    inputs = {"engine": events, "no-memo": events, "sdk": sdk_events(events), "floor": events}
     sdk_removed = sum(e.count('"') for e in events) - sum(e.count('"') for e in inputs["sdk"])
-    contenders: dict[str, Callable[[str], str]] = {"engine": engine, "sdk": _sdk_builder(), "floor": floor}
+    contenders: dict[str, Callable[[str], str]] = {
+        "engine": engine,
+        "no-memo": _engine_no_memo,
+        "sdk": _sdk_builder(),
+        "floor": floor,
+    }
     outcomes = {name: [fn(body) for body in inputs[name]] for name, fn in contenders.items()}  # warm-up + sanity
     rejected = sum(1 for o in outcomes["engine"] if not o.startswith("{"))
     sdk_raised = sum(1 for o in outcomes["sdk"] if not o.startswith("{"))
@@ -288,9 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     medians: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(args.runs):
         for name, fn in contenders.items():  # interleaved, so drift hits every contender alike
-            # Every run starts with a cold value memo (normalize._memo): only repeats *within* the
-            # 10,000 events (shared countries, states, cities...) are served from it, never last run's.
-            normalize._memo.clear()
+            # Every run starts with a cold value memo, as each invocation does (the relay calls clear_memo()):
+            # only repeats *within* the events (shared countries, states, cities...) are served from it.
+            normalize.clear_memo()
             medians[name].append(time_run(fn, inputs[name]))
 
     print(f"command : python -m bench.bench_normalize --events {args.events} --runs {args.runs} --seed {args.seed}")
@@ -318,9 +368,29 @@ def main(argv: list[str] | None = None) -> int:
         ("import capi_relay.validate", "import capi_relay.validate"),
         ("+ _countries (first country/currency)", "import capi_relay.validate, capi_relay._countries"),
         ("+ phonenumbers (first national phone)", "import capi_relay.validate, capi_relay._countries, phonenumbers"),
-    ]:
+        ("+ _country_names (first CLDR name)", "import capi_relay.validate, capi_relay._countries, "
+         "capi_relay._country_names"),
+    ]:  # fmt: skip
         total, parts = _best_of(statement)
         print(f"  {label:<40}: {total - base:6.1f}  ({', '.join(f'{n} {ms:.1f}' for n, ms in parts)})")
+    package = Path(normalize.__file__).parent
+    sizes = {name: (package / name).stat().st_size for name in ("_countries.py", "_country_names.py")}
+    print("generated tables in the artifact (source bytes): " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()))
+    print()
+    normalize.clear_memo()
+    for body in events:
+        engine(body)
+    print(f"memo: no-memo / engine = {mid['no-memo'] / mid['engine']:.2f}x per event (a per-invocation memo of values "
+          f"<= {normalize.MEMO_MAX_VALUE_CHARS} chars, <= {normalize.MEMO_MAX_BYTES // 1024} KiB); after one run: "
+          f"{normalize.memo_size()[0]} entries, ~{normalize.memo_size()[1] // 1024} KiB")  # fmt: skip
+    print()
+    print(
+        f"adversarial inputs ({ADVERSARIAL_LENGTH:,}-character runs of {len(ADVERSARIAL_UNITS)} units; worst "
+        "input, each input's best of 2 calls; the pipeline drops a value over its cap, MAX_CHARS, before any rule):"
+    )
+    print(f"  {'field':<12} {'bare rule worst µs':>19} {'(run of)':>9} {'pipeline worst µs':>18} {'cap':>6}")
+    for field, worst_rule, unit, worst_pipe in adversarial():
+        print(f"  {field:<12} {worst_rule:>19.0f} {unit!r:>9} {worst_pipe:>18.1f} {normalize.MAX_CHARS[field]:>6}")
     return 0
 
 

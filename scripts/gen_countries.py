@@ -60,6 +60,12 @@ EXTRA_ALIASES: dict[str, str] = {
     "hong kong": "hk",
     "macau": "mo",
     "taiwan": "tw",
+    "democratic republic of the congo": "cd",
+    "dr congo": "cd",
+    "republic of the congo": "cg",
+    "persia": "ir",
+    "siam": "th",
+    "ceylon": "lk",
 }
 
 

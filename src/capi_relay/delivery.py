@@ -502,7 +502,7 @@ class _Run:
                 logger.info("Meta rejected a multi-event request; searching for the bad events", extra=log_extra)
             return self._invalid(c, failure)
 
-        if error.kind is ErrorKind.CONFIG:
+        if error.kind in (ErrorKind.CONFIG, ErrorKind.REQUEST):  # REQUEST: code 100 about the request
             logger.error("Graph permission/configuration error; failing the pixel's records", extra=log_extra)
             state.broken = failure
             return self._give_up(c, failure)

@@ -22,8 +22,11 @@ from typing import Any
 
 from capi_relay.model import InboundMessage
 
-_PIXEL_RE = re.compile(r"[0-9]{1,32}")  # ASCII digits only (\d would take any script's digits)
+_PIXEL_RE = re.compile(r"[0-9]{1,32}")  # ASCII digits only: \d (and str.isdigit) accept "١٢٣"
 MAX_EVENTS_PER_MESSAGE = 10_000
+# Lambda's invocation payload limit: no record of an invocation can be larger (an SQS body is at most 1 MiB);
+# a larger body (the `check` CLI, a test) is refused before it is parsed.
+MAX_MESSAGE_BYTES = 6 * 1024 * 1024
 # Meta's request-level (main body) parameters for offline and partner uploads that a {"data": ...} body may
 # carry besides pixel_id / test_event_code (shared/spec/meta-capi.md A2; the Business SDK's EventRequest).
 REQUEST_FIELDS = ("namespace_id", "partner_agent", "upload_source", "upload_tag")
@@ -134,6 +137,11 @@ def _unwrap(body: Any, depth: int) -> InboundMessage:
 
 def parse_body(body: str | None, message_attributes: Mapping[str, Any] | None = None) -> InboundMessage:
     """Unwrap one SQS message body. Raises :class:`EnvelopeError` for anything unusable."""
+    if isinstance(body, str) and (
+        len(body) > MAX_MESSAGE_BYTES
+        or (not body.isascii() and len(body.encode("utf-8", "replace")) > MAX_MESSAGE_BYTES)
+    ):
+        raise EnvelopeError("message_too_large", f"message body is over {MAX_MESSAGE_BYTES} bytes")
     if not isinstance(body, str) or not body.strip():
         raise EnvelopeError("empty_body", "message body is empty")
     try:

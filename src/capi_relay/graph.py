@@ -1,38 +1,53 @@
-"""Graph API client: one pooled urllib3 connection set, Bearer auth, explicit timeouts, error classification.
+"""Graph API client: one pooled urllib3 connection set, Bearer auth, bounded attempts, error classification.
 
-This is the relay's only outbound HTTP. It never retries by itself (delivery.py owns retry policy) and
-turns every failure into a :class:`GraphError` with an :class:`ErrorKind` decided from Meta's
-``error.code`` / ``error_subcode`` / ``is_transient`` -- never from localized message text.
+This is the relay's only outbound HTTP. It never retries by itself (delivery.py owns retry policy), with
+one exception that costs no attempt: a kept-alive connection that the server closed while idle (a stale
+socket after a Lambda freeze) is retried once at once on a fresh connection. Every failure becomes a
+:class:`GraphError` with an :class:`ErrorKind` decided from Meta's ``error.code`` / ``error_subcode`` /
+``is_transient`` -- never from localized message text.
+
+Bounds: each attempt has one wall-clock cap (connect + request + every read), enforced by a watchdog that
+shuts the socket down when the cap passes, so a body trickling in byte by byte cannot hold the caller; a
+response body is read up to ``max_response_bytes`` and a larger one drops the connection.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from capi_relay import __version__
 from capi_relay.secrets import Credentials
 
 USER_AGENT = f"capi-relay/{__version__}"
+BASE_HEADERS: dict[str, str] = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
 THROTTLE_CODES = frozenset({4, 17, 32, 613}) | frozenset(range(80000, 80015))
 TRANSIENT_CODES = frozenset({1, 2, 341, 368})
-AUTH_CODES = frozenset({190, 102})
-CONFIG_CODES = frozenset({3, 10})
+AUTH_CODES = frozenset({190, 102, 104})  # 104: no token reached Meta
+CONFIG_CODES = frozenset({3, 10, 2635})  # 2635: the Graph API version is retired
+CODE_PARAM = 100
 INVALID_SUBCODES_LO, INVALID_SUBCODES_HI = 2804000, 2804999  # CAPI event validation failures
 SUBCODE_OBJECT_MISSING = 33
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+_READ_CHUNK = 64 * 1024
 
 
 class ErrorKind(StrEnum):
     TRANSIENT = "transient"  # retry with backoff
-    THROTTLED = "throttled"  # back off longer, honour Retry-After, never spin
+    THROTTLED = "throttled"  # back off longer, honour Retry-After / the usage headers, never spin
     AUTH = "auth"  # refresh the token once, then fail
-    CONFIG = "config"  # permission / wrong pixel: every request for this pixel would fail
+    CONFIG = "config"  # permission / wrong pixel / retired version: every request for this pixel would fail
     INVALID = "invalid"  # Meta rejected the request's content (2804xxx): search for the bad events
     REQUEST = "request"  # the request itself is unacceptable (code 100, no subcode): no search, fail the pixel
 
@@ -62,7 +77,7 @@ class GraphError(Exception):
 
     @property
     def reason(self) -> str:
-        """Stable reason code for metrics and logs, e.g. ``graph_invalid_100_2804003``."""
+        """Stable reason code for metrics and logs, e.g. ``graph_invalid_100_2804003``, ``graph_config_2635``."""
         if self._reason is not None:
             return self._reason
         parts = ["graph", self.kind.value]
@@ -90,6 +105,7 @@ class GraphSender(Protocol):
     ) -> GraphReply: ...
 
 
+# ------------------------------------------------------------------------------------- classification
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -98,9 +114,12 @@ def classify(http_status: int, payload: Any, retry_after_s: float | None) -> Gra
     """Map a non-2xx Graph response to a typed error, on ``code`` / ``error_subcode`` / ``is_transient``.
 
     HTTP status only decides when there is no Graph error object (HTML from a proxy, an empty or
-    truncated body): 429 is throttling, anything else is transient. A Graph error whose code is not
-    known here is transient too: it is retried and, if it persists, ends in the DLQ -- never bisected
-    (that would cost ~2n requests for an error that is not about the events).
+    truncated body): 429 is throttling, anything else is transient. Only a 2804xxx subcode says the
+    events are bad (INVALID: search for them). Code 100 with no subcode (or one that is neither 33 nor
+    2804xxx) is about the request -- appsecret_proof missing or wrong, a body Graph cannot read -- so it
+    is REQUEST: no search, no event blamed. A Graph error whose code is not known here is transient: it
+    is retried and, if it persists, ends in the DLQ -- never searched (that would cost ~2n requests for
+    an error that is not about the events).
     """
     error = payload.get("error") if isinstance(payload, dict) else None
     if not isinstance(error, dict):
@@ -110,6 +129,7 @@ def classify(http_status: int, payload: Any, retry_after_s: float | None) -> Gra
     code = _int(error.get("code"))
     subcode = _int(error.get("error_subcode"))
     trace = error.get("fbtrace_id") if isinstance(error.get("fbtrace_id"), str) else None
+    invalid_subcode = subcode is not None and INVALID_SUBCODES_LO <= subcode <= INVALID_SUBCODES_HI
     if code in THROTTLE_CODES or (code is None and http_status == 429):
         kind = ErrorKind.THROTTLED
     elif error.get("is_transient") is True or code in TRANSIENT_CODES:
@@ -119,11 +139,13 @@ def classify(http_status: int, payload: Any, retry_after_s: float | None) -> Gra
     elif (
         code in CONFIG_CODES
         or (code is not None and 200 <= code <= 299)
-        or (code == 100 and subcode == SUBCODE_OBJECT_MISSING)
+        or (code == CODE_PARAM and subcode == SUBCODE_OBJECT_MISSING)
     ):
         kind = ErrorKind.CONFIG
-    elif code == 100 or (subcode is not None and INVALID_SUBCODES_LO <= subcode <= INVALID_SUBCODES_HI):
+    elif invalid_subcode:
         kind = ErrorKind.INVALID
+    elif code == CODE_PARAM:
+        kind = ErrorKind.REQUEST
     elif http_status == 429:
         kind = ErrorKind.THROTTLED
     else:
@@ -156,8 +178,169 @@ def _retry_after(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+_USAGE_HEADERS = ("X-Business-Use-Case-Usage", "X-Ad-Account-Usage", "X-App-Usage")
+
+
+def usage_regain_s(headers: Any) -> float | None:
+    """Meta's own estimate of a block, in seconds: the largest ``estimated_time_to_regain_access`` (minutes)
+    over every entry of ``X-Business-Use-Case-Usage`` (``{"<business id>": [{"type", "call_count", ...,
+    "estimated_time_to_regain_access"}]}``). None when no header names a positive estimate; unreadable
+    headers are ignored (they are advisory)."""
+    if headers is None:
+        return None
+    raw = headers.get("X-Business-Use-Case-Usage")
+    if not isinstance(raw, str) or len(raw) > 64 * 1024:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    entries: list[Any] = []
+    if isinstance(doc, dict):
+        for value in doc.values():
+            entries.extend(value if isinstance(value, list) else [value])
+    minutes = [
+        float(e["estimated_time_to_regain_access"])
+        for e in entries
+        if isinstance(e, dict)
+        and isinstance(e.get("estimated_time_to_regain_access"), int | float)
+        and not isinstance(e.get("estimated_time_to_regain_access"), bool)
+    ]
+    best = max(minutes, default=0.0)
+    return best * 60.0 if best > 0 else None
+
+
+def usage_percent(headers: Any) -> int | None:
+    """The highest usage percentage in ``X-App-Usage`` / ``X-Business-Use-Case-Usage`` (for logs only)."""
+    if headers is None:
+        return None
+    best: int | None = None
+    for name in _USAGE_HEADERS:
+        raw = headers.get(name)
+        if not isinstance(raw, str) or len(raw) > 64 * 1024:
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            continue
+        stack: list[Any] = [doc]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                for key, value in item.items():
+                    if key in ("call_count", "total_cputime", "total_time", "acc_id_util_pct") and (
+                        isinstance(value, int | float) and not isinstance(value, bool)
+                    ):
+                        best = max(best or 0, int(value))
+                    elif isinstance(value, dict | list):
+                        stack.append(value)
+            elif isinstance(item, list):
+                stack.extend(item)
+    return best
+
+
+def _hold_s(headers: Any) -> float | None:
+    """How long Meta (or a proxy) asks us to stay away: the larger of Retry-After and the usage estimate."""
+    values = [v for v in (_retry_after(headers), usage_regain_s(headers)) if v is not None]
+    return max(values) if values else None
+
+
+def _header_value_ok(value: str) -> bool:
+    """A value http.client can send as one header line: non-empty Latin-1 without control characters."""
+    return bool(value) and all(0x20 <= ord(ch) <= 0xFF and ord(ch) != 0x7F for ch in value)
+
+
+# --------------------------------------------------------------------------------------- the watchdog
+class _Attempt:
+    """One HTTP attempt's wall-clock cap. The connection that carries it registers here (in ``request``);
+    when the cap passes, the watchdog shuts that socket down so any blocked read returns at once."""
+
+    __slots__ = ("conn", "done", "expired", "lock", "reused")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.conn: HTTPConnection | None = None
+        self.done = False
+        self.expired = False
+        self.reused = False
+
+    def expire(self) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.expired = True
+            sock = getattr(self.conn, "sock", None)
+            if sock is not None:
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        with self.lock:
+            self.done = True
+            self.conn = None
+
+
+_current = threading.local()
+
+
+class _WatchedMixin:
+    """Connection side of the watchdog: register with the current attempt; tell whether the socket already
+    carried a request (a kept-alive socket is the one that can be stale); on demand, drop a kept-alive
+    socket to force a fresh connection."""
+
+    sock: Any
+    _last_sock: Any = None
+
+    def _watch(self) -> None:
+        attempt: _Attempt | None = getattr(_current, "attempt", None)
+        if getattr(_current, "fresh", False) and self.sock is not None:
+            with suppress(OSError):
+                self.sock.close()
+            self.sock = None
+        if attempt is not None:
+            with attempt.lock:
+                attempt.conn = self  # type: ignore[assignment]
+                attempt.reused = self.sock is not None and self.sock is self._last_sock
+
+    def _sent(self) -> None:
+        self._last_sock = self.sock
+
+
+class _WatchedHTTPConnection(_WatchedMixin, HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self._watch()
+        super().request(*args, **kwargs)
+        self._sent()
+
+
+class _WatchedHTTPSConnection(_WatchedMixin, HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self._watch()
+        super().request(*args, **kwargs)
+        self._sent()
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _Stale(Exception):
+    """The server closed a reused keep-alive connection before answering (retry once, fresh)."""
+
+
+# ------------------------------------------------------------------------------------------ the client
 class GraphClient:
-    """POSTs ``{"data": [...]}`` bodies to ``{base}/{version}/{pixel}/events`` with a Bearer token."""
+    """POSTs ``{"data": [...]}`` JSON bodies to ``{base}/{version}/{pixel}/events`` with a Bearer token.
+
+    Every request carries ``Content-Type: application/json``, ``User-Agent: capi-relay/<version>`` and
+    ``Authorization: Bearer``: urllib3 2.x replaces (does not merge) pool default headers when a request
+    passes its own, so the full set is built per request. HTTPS uses urllib3's default context
+    (certificate and host verification on, the system trust store).
+    """
 
     def __init__(
         self,
@@ -167,56 +350,151 @@ class GraphClient:
         connect_timeout_s: float = 1.0,
         read_timeout_s: float = 5.0,
         max_connections: int = 8,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self._prefix = f"{base_url.rstrip('/')}/{version}"
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
+        self._max_response_bytes = max_response_bytes
         self._pool = urllib3.PoolManager(
             num_pools=4,
             maxsize=max_connections,
             block=True,
             retries=False,
             timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
-            headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
         )
+        self._pool.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
     def url(self, pixel_id: str) -> str:
         return f"{self._prefix}/{pixel_id}/events"
 
+    def headers(self, credentials: Credentials) -> dict[str, str]:
+        """Every header of one POST. A token that cannot be a header value (CR/LF, control or non-Latin-1
+        characters, empty) is an AUTH error with reason ``secret_malformed``, never sent."""
+        token = credentials.access_token
+        if not isinstance(token, str) or not _header_value_ok(token):
+            raise GraphError(ErrorKind.AUTH, detail="access token unusable in a header", reason="secret_malformed")
+        return {**BASE_HEADERS, "Authorization": f"Bearer {token}"}
+
     def send(self, pixel_id: str, body: bytes, credentials: Credentials, timeout_s: float | None = None) -> GraphReply:
-        """POST one request. ``timeout_s`` caps connect + read together (the caller's time left)."""
-        headers = {"Authorization": f"Bearer {credentials.access_token}"}
-        total = self._connect_timeout_s + self._read_timeout_s
+        """POST one request. ``timeout_s`` caps the whole attempt (the caller's time left): connect, send and
+        every read of the answer together, however slowly the bytes come."""
+        headers = self.headers(credentials)
+        cap = self._connect_timeout_s + self._read_timeout_s
         if timeout_s is not None:
-            total = max(0.05, min(total, timeout_s))
-        timeout = urllib3.Timeout(
-            connect=min(self._connect_timeout_s, total), read=min(self._read_timeout_s, total), total=total
-        )
+            cap = max(0.05, min(cap, timeout_s))
         started = time.perf_counter()
         try:
-            response = self._pool.request(
-                "POST",
-                self.url(pixel_id),
-                body=body,
-                headers=headers,
-                timeout=timeout,
-                retries=False,
-                preload_content=True,
-            )
+            status, data, response_headers = self._attempt(self.url(pixel_id), body, headers, cap, fresh=False)
+        except _Stale:
+            remaining = cap - (time.perf_counter() - started)
+            if remaining < 0.05:
+                raise GraphError(ErrorKind.TRANSIENT, detail="stale connection, no time left") from None
+            try:
+                status, data, response_headers = self._attempt(self.url(pixel_id), body, headers, remaining, fresh=True)
+            except _Stale:
+                raise GraphError(ErrorKind.TRANSIENT, detail="connection closed before an answer") from None
+        latency_ms = (time.perf_counter() - started) * 1000
+        try:
+            payload: Any = json.loads(data) if data else None
+        except ValueError:
+            payload = None
+        if 200 <= status < 300:
+            received = payload.get("events_received") if isinstance(payload, dict) else None
+            if not isinstance(received, int) or isinstance(received, bool):
+                raise GraphError(ErrorKind.TRANSIENT, http_status=status, detail="unreadable 2xx body")
+            trace = payload.get("fbtrace_id")
+            return GraphReply(received, trace if isinstance(trace, str) else None, latency_ms)
+        raise classify(status, payload, _hold_s(response_headers))
+
+    def _attempt(
+        self, url: str, body: bytes, headers: dict[str, str], cap: float, *, fresh: bool
+    ) -> tuple[int, bytes, Any]:
+        """One bounded exchange: (status, body, headers). Raises :class:`_Stale` for a reused connection the
+        server closed before any answer, :class:`GraphError` for everything else."""
+        attempt = _Attempt()
+        timer = threading.Timer(cap, attempt.expire)
+        timer.daemon = True
+        timeout = urllib3.Timeout(connect=min(self._connect_timeout_s, cap), read=min(self._read_timeout_s, cap))
+        _current.attempt, _current.fresh = attempt, fresh
+        timer.start()
+        response: Any = None
+        try:
+            try:
+                response = self._pool.request(
+                    "POST", url, body=body, headers=headers, timeout=timeout, retries=False, preload_content=False
+                )
+            finally:
+                _current.attempt, _current.fresh = None, False
+            data = self._read_capped(response, attempt)
+            status, response_headers = response.status, response.headers
+        except GraphError:
+            self._drop(response)
+            raise
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             # Timeouts, refused/reset connections, truncated responses (ProtocolError; a bare OSError on some
             # platforms): the request may or may not have reached Meta; a retry is safe because every event
             # carries an event_id.
+            self._drop(response)
+            if attempt.expired:
+                raise GraphError(ErrorKind.TRANSIENT, detail="attempt time cap passed") from None
+            if response is None and attempt.reused and _closed_before_answer(exc):
+                raise _Stale from None
             raise GraphError(ErrorKind.TRANSIENT, detail=type(exc).__name__) from None
-        latency_ms = (time.perf_counter() - started) * 1000
-        try:
-            payload: Any = json.loads(response.data) if response.data else None
-        except ValueError:
-            payload = None
-        if 200 <= response.status < 300:
-            received = payload.get("events_received") if isinstance(payload, dict) else None
-            if not isinstance(received, int) or isinstance(received, bool):
-                raise GraphError(ErrorKind.TRANSIENT, http_status=response.status, detail="unreadable 2xx body")
-            trace = payload.get("fbtrace_id")
-            return GraphReply(received, trace if isinstance(trace, str) else None, latency_ms)
-        raise classify(response.status, payload, _retry_after(response.headers))
+        finally:
+            timer.cancel()
+            attempt.finish()
+        response.release_conn()
+        return status, data, response_headers
+
+    def _read_capped(self, response: Any, attempt: _Attempt) -> bytes:
+        declared = response.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max_response_bytes:
+            raise GraphError(ErrorKind.TRANSIENT, http_status=response.status, detail="response body too large",
+                             reason="graph_transient_body_too_large")  # fmt: skip
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            chunk = response.read(_READ_CHUNK)
+            if attempt.expired:
+                raise GraphError(ErrorKind.TRANSIENT, detail="attempt time cap passed")
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > self._max_response_bytes:
+                raise GraphError(ErrorKind.TRANSIENT, http_status=response.status, detail="response body too large",
+                                 reason="graph_transient_body_too_large")  # fmt: skip
+            parts.append(chunk)
+        return b"".join(parts)
+
+    @staticmethod
+    def _drop(response: Any) -> None:
+        """Close the connection of an abandoned response (never reuse a half-read socket)."""
+        if response is None:
+            return
+        with suppress(Exception):
+            conn = response.connection
+            response.close()
+            if conn is not None:
+                conn.close()
+            response.release_conn()
+
+
+def _closed_before_answer(exc: BaseException) -> bool:
+    """The server hung up on a request without answering it (RemoteDisconnected, reset, broken pipe)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionError):  # RemoteDisconnected, ConnectionResetError, BrokenPipeError
+            return True
+        current = current.__cause__ or current.__context__ or (current.args[1] if _nested(current) else None)
+    return False
+
+
+def _nested(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, urllib3.exceptions.ProtocolError)
+        and len(exc.args) > 1
+        and isinstance(exc.args[1], BaseException)
+    )

@@ -75,10 +75,28 @@ _NOT_ASCII_CATEGORY = {
 
 
 def _keep_categories(text: str, prefixes: tuple[str, ...]) -> str:
-    """Keep the characters whose Unicode general category starts with one of ``prefixes``."""
+    """Keep the characters whose Unicode general category starts with one of ``prefixes``. A mark (M) is kept
+    only on a letter (an accent): on a digit, a symbol or a space it is dropped, and variation selectors
+    (U+FE00-FE0F, U+E0100-E01EF: the emoji/text presentation switch) are always dropped."""
     if text.isascii():
         return _NOT_ASCII_CATEGORY[prefixes].sub("", text)
-    return "".join(ch for ch in text if unicodedata.category(ch)[0] in prefixes)
+    keep_marks = "M" in prefixes
+    out = []
+    on_letter = False
+    for ch in text:
+        cat = unicodedata.category(ch)[0]
+        if cat == "M":
+            if keep_marks and on_letter and not _is_variation_selector(ch):
+                out.append(ch)
+            continue
+        on_letter = cat == "L"
+        if cat in prefixes:
+            out.append(ch)
+    return "".join(out)
+
+
+def _is_variation_selector(ch: str) -> bool:
+    return "\ufe00" <= ch <= "\ufe0f" or "\U000e0100" <= ch <= "\U000e01ef"
 
 
 def _strip_marks(text: str) -> str:
@@ -101,45 +119,108 @@ def norm_em(value: str, ctx: _Ctx) -> str:
 
 
 # --------------------------------------------------------------------------------------------- ph
-_EXT_RE = re.compile(r"(?i)\s*(?:(?:ext|extension)\b\.?|x|#).*$")
-_PH_ALLOWED_RE = re.compile(r"[0-9\s().\-/+]*")
-_PH_SEPARATORS_RE = re.compile(r"[\s().\-/]")
+# The strict shape: digits and the separators people have always used. Anything else in the value means a
+# looser rule recovered the number (a label, trailing text, other separators): the digits are still exactly the
+# ones written, and they must make a national number of the region (parsed by phonenumbers), never one read as
+# international (two numbers glued by a separator must not become a third country's number).
+_PH_STRICT_RE = re.compile(r"[0-9\s().\-/+]*")
+# Where an extension starts: "ext", "ext.", "extension", "x", "#", Japanese 内線, Russian доб. Fixed-width
+# alternatives searched once from the first digit: linear (the old ``\s*(...).*$`` was quadratic on spaces).
+_PH_EXT_RE = re.compile(r"(?i)ext|x|#|内線|доб")
+_PH_DIGIT_OR_PLUS_RE = re.compile(r"[0-9+]")
+_PH_DIGIT_RE = re.compile(r"[0-9]")
+_PH_NON_DIGIT_RE = re.compile(r"[^0-9]+")
 _NANP_REGIONS = frozenset("US CA AG AI AS BB BM BS DM DO GD GU JM KN KY LC MP MS PR SX TC TT VC VG VI".split())
 
 
 def _ascii_digits(text: str) -> str:
-    """Any Unicode decimal digit (Arabic-Indic, full-width ...) -> ASCII, and the full-width plus -> "+": a
-    phone typed on a phone keyboard is still a phone number, and the hash must be of ASCII digits."""
+    """NFKC (full-width digits, ``＋``, ``（）``), then any other Unicode decimal digit (Arabic-Indic ...) -> ASCII:
+    a phone typed on a phone keyboard is still a phone number, and the hash must be of ASCII digits."""
+    text = unicodedata.normalize("NFKC", text)
+    if text.isascii():
+        return text
     out = []
     for ch in text:
-        if ch <= "\x7f":
-            out.append(ch)
-            continue
-        digit = unicodedata.decimal(ch, None)
-        out.append("+" if ch == "\uff0b" else ch if digit is None else str(digit))
+        digit = unicodedata.decimal(ch, None) if ch > "\x7f" else None
+        out.append(ch if digit is None else str(digit))
     return "".join(out)
+
+
+_ASCII_LETTER_RE = re.compile(r"[A-Za-z]")
+
+
+def _has_letter(text: str) -> bool:
+    if text.isascii():
+        return _ASCII_LETTER_RE.search(text) is not None
+    return any(unicodedata.category(ch)[0] in "LM" for ch in text)
 
 
 def norm_ph(value: str, ctx: _Ctx) -> str:
     v = value if value.isascii() else _ascii_digits(value)
-    v = _EXT_RE.sub("", v).strip()
-    if not v or not _PH_ALLOWED_RE.fullmatch(v):
-        raise Invalid("invalid_phone")  # letters (vanity numbers) or other symbols
-    v = v.replace("(0)", "")
-    compact = _PH_SEPARATORS_RE.sub("", v)
-    if "+" in compact[1:]:
+    first = _PH_DIGIT_OR_PLUS_RE.search(v)
+    if first is None:
         raise Invalid("invalid_phone")
-    international: str | None = None
-    if compact.startswith("+"):
-        international = compact[1:].lstrip("0")
-    elif compact.startswith("00"):
-        international = compact[2:].lstrip("0")
-    elif compact.startswith("011") and ctx.region in _NANP_REGIONS:
-        international = compact[3:].lstrip("0")
-    digits = international if international is not None else _national_to_e164(compact, ctx.region)
+    if (not v.isascii() or "x" in v or "X" in v or "#" in v) and (ext := _PH_EXT_RE.search(v, first.start())):
+        v = v[: ext.start()]
+    tail = _PH_DIGIT_RE.search(v[::-1])  # the last digit: one linear scan from the end
+    last = len(v) - 1 - tail.start() if tail else -1
+    if last < first.start():
+        raise Invalid("invalid_phone")
+    recovered = not _PH_STRICT_RE.fullmatch(v)  # a label, trailing text, other separators
+    core = v[first.start() : last + 1]
+    if _has_letter(core):
+        raise Invalid("invalid_phone")  # letters between digits: a vanity number, or two values glued
+    core = core.replace("(0)", "")  # a trunk (0) is not dialled from abroad
+    plus = core.startswith("+")
+    if "+" in core[1:]:
+        if plus:
+            raise Invalid("invalid_phone")  # "+44 20 7946 +0958": two international prefixes
+        recovered = True  # "555＋123＋4567": a plus between digit groups is a separator
+    compact = ("+" if plus else "") + _PH_NON_DIGIT_RE.sub("", core)
+    digits = _e164_digits(compact, ctx.region, recovered)
     if not digits.isdigit() or not 7 <= len(digits) <= 15:
         raise Invalid("invalid_phone")
     return digits
+
+
+def _e164_digits(compact: str, region: str, recovered: bool) -> str:
+    if compact.startswith("+"):
+        return compact[1:].lstrip("0")
+    if compact.startswith("00"):
+        return compact[2:].lstrip("0")
+    if compact.startswith("011") and region in _NANP_REGIONS:
+        return compact[3:].lstrip("0")
+    try:
+        return _national_to_e164(compact, region, as_international=not recovered)
+    except Invalid:
+        stripped = compact.lstrip("0")
+        code = _country_code(region)
+        if stripped == compact or not code or not stripped.startswith(code):
+            raise
+    # Extra leading zeros before the region's own country code ("01(650)555-1212" in the US, a mangled 011/001
+    # prefix; capi-param-builder strips them): removing them changes the digits, so what is left must be a
+    # valid number by phonenumbers' metadata, not only a possible one. Zeros before a national number without
+    # the country code are not removed: "07544 538485" is a UK mobile, not the Florida number 754-453-8485.
+    if not _is_valid(stripped):
+        raise Invalid("invalid_phone")
+    return stripped
+
+
+@cache
+def _country_code(region: str) -> str:
+    import phonenumbers  # noqa: PLC0415 -- lazy, see _parse_national
+
+    return str(phonenumbers.country_code_for_region(region) or "")
+
+
+def _is_valid(digits: str) -> bool:
+    """A valid number (phonenumbers' metadata), from its E.164 digits."""
+    import phonenumbers  # noqa: PLC0415 -- lazy, see _parse_national
+
+    try:
+        return bool(phonenumbers.is_valid_number(phonenumbers.parse("+" + digits, None)))
+    except phonenumbers.NumberParseException:
+        return False
 
 
 # A NANP number in its usual national shape: [1] NPA NXX XXXX with N = 2-9. phonenumbers gives exactly
@@ -148,20 +229,21 @@ def norm_ph(value: str, ctx: _Ctx) -> str:
 _NANP_NATIONAL_RE = re.compile(r"1?([2-9][0-9]{2}[2-9][0-9]{6})")
 
 
-def _national_to_e164(digits: str, region: str) -> str:
+def _national_to_e164(digits: str, region: str, *, as_international: bool = True) -> str:
     """Country code + national number for a number written without ``+``/``00``.
 
     A number that is only dialable locally (``555-1212`` in the US: no area code) is dropped rather than
     sent as ``15551212``, which no one's hash would match. A string that is not a possible national number
     of ``region`` but is a *valid* number once read as ``+digits`` (Meta's own format, ``447911123456``) is
-    taken as already international.
+    taken as already international -- but not a recovered value (``as_international=False``): two numbers
+    glued by a separator (``555-1234 | 555-5678``) must not become a third country's number.
     """
     if region in _NANP_REGIONS and (m := _NANP_NATIONAL_RE.fullmatch(digits)):
         return "1" + m[1]
-    return _parse_national(digits, region)
+    return _parse_national(digits, region, as_international)
 
 
-def _parse_national(digits: str, region: str) -> str:
+def _parse_national(digits: str, region: str, as_international: bool = True) -> str:
     import phonenumbers  # noqa: PLC0415 -- lazy: ~20 ms of import, needed only for national numbers
 
     try:
@@ -169,6 +251,8 @@ def _parse_national(digits: str, region: str) -> str:
     except phonenumbers.NumberParseException:
         raise Invalid("invalid_phone") from None
     if phonenumbers.is_possible_number_with_reason(number) != phonenumbers.ValidationResult.IS_POSSIBLE:
+        if not as_international:
+            raise Invalid("invalid_phone")
         try:
             as_intl = phonenumbers.parse("+" + digits, None)
         except phonenumbers.NumberParseException:
@@ -185,10 +269,19 @@ def norm_name(value: str, ctx: _Ctx) -> str:
 
 
 # --------------------------------------------------------------------------------------------- ge
-_GENDERS = {
-    "m": "m", "male": "m", "man": "m", "mr": "m",
-    "f": "f", "female": "f", "woman": "f", "mrs": "f", "ms": "f", "miss": "f",
-}  # fmt: skip
+# The documented words, plus the gender words Meta's capi-param-builder maps (client_js/shared/utils/piiUtil/
+# genderUtil.js, facebook/capi-param-builder@b0b6f0b: MALE_SET / FEMALE_SET), compared after removing
+# punctuation ("ma'am" -> "maam", "Mr." -> "mr").
+_MALE_WORDS = (
+    "m man male mr boy gentleman guy sir mister son father dad daddy papa uncle nephew brother husband "
+    "boyfriend groom widower king prince duke count emperor god lord lad fellow chap bloke dude he him his himself"
+)
+_FEMALE_WORDS = (
+    "f woman female mrs ms miss girl lady madam maam daughter mother mom mama mommy aunt niece sister wife "
+    "girlfriend bride widow queen princess duchess countess empress goddess maiden lass gal chick dame belle "
+    "she her hers herself"
+)
+_GENDERS = dict.fromkeys(_MALE_WORDS.split(), "m") | dict.fromkeys(_FEMALE_WORDS.split(), "f")
 
 
 def norm_ge(value: str, ctx: _Ctx) -> str:
@@ -204,19 +297,21 @@ _MONTH_NAMES = (
     "january", "february", "march", "april", "may", "june",
     "july", "august", "september", "october", "november", "december",
 )  # fmt: skip
-_DB_YMD_RE = re.compile(r"(\d{4})([-/.])(\d{1,2})\2(\d{1,2})")
-_DB_NUM3_RE = re.compile(r"(\d{1,2})([-/.])(\d{1,2})\2(\d{2}|\d{4})")
-_DB_WORD_RE = re.compile(r"[a-z]+|\d+")
-# An ISO 8601 date-time ("1990-12-31T00:00:00Z", what many CRMs export): the calendar date is the birth date.
-_DB_ISO_DATETIME_RE = re.compile(
-    r"(\d{4}-\d{1,2}-\d{1,2})[t ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:z|[+-]\d{2}:?\d{2})?"
-)
-_DB_ORDINAL_RE = re.compile(r"(\d)(?:st|nd|rd|th)\b")  # "31st Dec 1990"
+# A date is read as tokens: runs of ASCII digits and runs of letters (any script); every other character,
+# in any number, is a separator. One pass, linear.
+_DB_TOKEN_RE = re.compile(r"[0-9]+|[^\W\d_]+")
+# CJK/Korean unit markers: the number before them is the year, month or day.
+_DB_UNITS = {"年": "y", "년": "y", "月": "m", "월": "m", "日": "d", "일": "d"}
+# A format hint written next to the date ("31/12/1990 (DD/MM/YYYY)") decides the order.
+_DB_HINT_PARTS = {"d": "d", "dd": "d", "m": "m", "mm": "m", "y": "y", "yy": "y", "yyyy": "y", "jj": "d", "aaaa": "y"}
+_DB_HINT_PART_RE = re.compile(r"dd?|mm?|y{2,4}")
+_DB_HINT_RE = re.compile(r"(?:dd?|mm?|y{2,4})(?:[^a-z0-9]{0,3}(?:dd?|mm?|y{2,4})){2}")
+_DB_MAX_TIME_PARTS = 6  # trailing hh mm ss, a fraction, a UTC offset ("1990-12-31-00-00-00", "...T00:00:00.000Z")
 
 
 def _month_number(word: str) -> int | None:
     """``dec``, ``dece``, ``december`` and ``sept`` name a month; anything shorter than 3 letters does not."""
-    if len(word) < 3:
+    if len(word) < 3 or len(word) > 9:
         return None
     for number, full in enumerate(_MONTH_NAMES, start=1):
         if full.startswith(word):
@@ -224,47 +319,36 @@ def _month_number(word: str) -> int | None:
     return None
 
 
+def _db_hint(text: str) -> str | None:
+    """The order a hint such as ``DD/MM/YYYY`` or ``yyyy-mm-dd`` names ("dmy", "mdy", "ymd", "ydm"), or None."""
+    if "d" not in text or "m" not in text:
+        return None
+    for match in _DB_HINT_RE.finditer(text):
+        parts = "".join(_DB_HINT_PARTS[w] for w in _DB_HINT_PART_RE.findall(match[0]))
+        if sorted(parts) == ["d", "m", "y"]:
+            return parts
+    return None
+
+
 def norm_db(value: str, ctx: _Ctx) -> str:
-    v = value.lower().strip()
-    if m := _DB_ISO_DATETIME_RE.fullmatch(v):
-        v = m[1]
-    year: int
-    month: int
-    day: int
-    if len(v) == 8 and v.isdecimal():  # isdecimal, not isdigit: int("²") raises
-        year, month, day = int(v[:4]), int(v[4:6]), int(v[6:])
-    elif m := _DB_YMD_RE.fullmatch(v):
-        year, month, day = int(m[1]), int(m[3]), int(m[4])
-    elif m := _DB_NUM3_RE.fullmatch(v):
-        a, b, y = int(m[1]), int(m[3]), m[4]
-        if len(y) != 4:
-            raise Invalid("two_digit_year")
-        year = int(y)
-        if a > 12 and b > 12:
-            raise Invalid("invalid_date")
-        if a > 12:
-            day, month = a, b
-        elif b > 12:
-            month, day = a, b
-        elif ctx.date_order == "DMY":
-            day, month = a, b
-        else:
-            month, day = a, b
-    else:
-        tokens = _DB_WORD_RE.findall(_DB_ORDINAL_RE.sub(r"\1", v))
-        words = [t for t in tokens if t.isalpha()]
-        numbers = [t for t in tokens if t.isdigit()]
-        if len(words) != 1 or len(numbers) != 2:
-            raise Invalid("invalid_date")
-        named = _month_number(words[0])
-        if named is None:
-            raise Invalid("invalid_date")
-        month = named
-        years = [n for n in numbers if len(n) == 4]
-        days = [n for n in numbers if len(n) <= 2]
-        if len(years) != 1 or len(days) != 1:
-            raise Invalid("two_digit_year" if not years else "invalid_date")
-        year, day = int(years[0]), int(days[0])
+    v = value.lower()
+    if not v.isascii():
+        v = unicodedata.normalize("NFKC", v)  # full-width digits
+    hint = _db_hint(v)
+    tokens = _DB_TOKEN_RE.findall(v)
+    numbers: list[str] = []
+    roles: list[str] = []  # y/m/d from a CJK unit after the number, else ""
+    month_words: list[int] = []
+    for token in tokens:
+        if token[0].isdigit():
+            numbers.append(token)
+            roles.append("")
+        elif token in _DB_UNITS and roles and not roles[-1]:
+            roles[-1] = _DB_UNITS[token]
+        elif (named := _month_number(token)) is not None:
+            month_words.append(named)
+        # any other word is a label or a note ("born", "dob", "verified", "t", "z", ordinals "st"/"th")
+    year, month, day = _db_parts(numbers, roles, month_words, hint, ctx)
     try:
         parsed = date(year, month, day)
     except ValueError:
@@ -276,9 +360,71 @@ def norm_db(value: str, ctx: _Ctx) -> str:
     return f"{year:04d}{month:02d}{day:02d}"
 
 
+def _db_parts(numbers: list[str], roles: list[str], month_words: list[int], hint: str | None,
+              ctx: _Ctx) -> tuple[int, int, int]:  # fmt: skip
+    if any(len(n) > 8 for n in numbers):
+        raise Invalid("invalid_date")
+    if len(numbers) == 1 and len(numbers[0]) == 8 and not month_words:
+        n = numbers[0]
+        return int(n[:4]), int(n[4:6]), int(n[6:])
+    if any(roles[:3]) and len(numbers) == 3:
+        parts = dict(zip(roles, numbers, strict=True))
+        if sorted(parts) != ["d", "m", "y"]:
+            raise Invalid("invalid_date")
+        if len(parts["y"]) != 4:
+            raise Invalid("two_digit_year")
+        return int(parts["y"]), int(parts["m"]), int(parts["d"])
+    if len(month_words) == 1 and len(numbers) >= 2:
+        date_numbers, rest = numbers[:2], numbers[2:]
+        _check_time_parts(rest)
+        years = [n for n in date_numbers if len(n) == 4]
+        days = [n for n in date_numbers if len(n) <= 2]
+        if len(years) != 1 or len(days) != 1:
+            raise Invalid("two_digit_year" if not years else "invalid_date")
+        return int(years[0]), month_words[0], int(days[0])
+    if month_words or len(numbers) < 3:
+        raise Invalid("invalid_date")
+    (n1, n2, n3), rest = numbers[:3], numbers[3:]
+    _check_time_parts(rest)
+    if any(len(n) > 4 for n in (n1, n2, n3)):
+        raise Invalid("invalid_date")
+    a, b = int(n2), int(n3)
+    if len(n1) == 4:  # year first: year-month-day, or year-day-month when the middle part is > 12
+        if hint == "ydm" or (hint != "ymd" and a > 12):
+            return int(n1), b, a
+        return int(n1), a, b
+    if len(n3) != 4:
+        raise Invalid("two_digit_year")
+    a, b, year = int(n1), int(n2), int(n3)
+    if hint in ("dmy", "mdy"):
+        return (year, b, a) if hint == "dmy" else (year, a, b)  # a contradiction fails date() below
+    if a > 12 and b > 12:
+        raise Invalid("invalid_date")
+    if a > 12 or (b <= 12 and ctx.date_order == "DMY"):
+        return year, b, a
+    return year, a, b
+
+
+def _check_time_parts(rest: list[str]) -> None:
+    """Numbers after the date may only be a time of day (hh, mm, ss, a fraction): anything else means the value
+    holds more than one date or number, and it is dropped."""
+    if len(rest) > _DB_MAX_TIME_PARTS or any(len(n) > 3 for n in rest):
+        raise Invalid("invalid_date")
+
+
 # --------------------------------------------------------------------------------------------- ct
 def norm_ct(value: str, ctx: _Ctx) -> str:
     return _keep_categories(value.lower(), ("L", "M"))
+
+
+_NOT_LATIN_ALNUM_RE = re.compile(r"[^a-zA-Z0-9]+")
+
+
+def _ct_variants(text: str, documented: str, ctx: _Ctx) -> list[str]:
+    """capi-param-builder's city (the browser side): ASCII letters and digits only, and it must start with a
+    letter (``São Paulo`` -> ``sopaulo``, ``District 9`` -> ``district9``, ``Москва`` -> nothing)."""
+    pb = _NOT_LATIN_ALNUM_RE.sub("", text).lower()
+    return [pb] if pb[:1].isalpha() else []
 
 
 # --------------------------------------------------------------------------------------------- st
@@ -308,6 +454,9 @@ _STATE_NAMES = {**_US_STATES, **_CA_PROVINCES}
 _STATE_CODES = frozenset(_STATE_NAMES.values())
 
 
+_STATE_FULL_NAMES = {code: name for name, code in reversed(_STATE_NAMES.items())}  # first name per code wins
+
+
 def norm_st(value: str, ctx: _Ctx) -> str:
     cleaned = _keep_categories(value.lower(), ("L", "M"))
     key = _strip_marks(cleaned)
@@ -316,21 +465,54 @@ def norm_st(value: str, ctx: _Ctx) -> str:
     return _STATE_NAMES.get(key, cleaned)
 
 
+def _st_variants(text: str, documented: str, ctx: _Ctx) -> list[str]:
+    """US states and Canadian provinces: also the full-name form Meta's Java and Ruby SDKs send (they only
+    lower-case and strip: "California" -> "california"), and the canonical full name of the code. Only when the
+    event is in the US or Canada, or names no country and the value was a full name: "WA" in Australia is
+    Western Australia, not Washington."""
+    full = _STATE_FULL_NAMES.get(documented)
+    if full is None:
+        return []
+    cleaned = _keep_categories(text.lower(), ("L", "M"))
+    if ctx.country not in ("us", "ca") and (ctx.country is not None or _strip_marks(cleaned) == documented):
+        return []
+    return [cleaned, full]
+
+
 # --------------------------------------------------------------------------------------------- zp
+def _zp_compact(value: str) -> str:
+    return _WS_RE.sub("", value.lower()).split("-", 1)[0]
+
+
+def _zp_us_rule(compact: str, ctx: _Ctx) -> bool:
+    return ctx.country == "us" or (ctx.country is None and len(compact) == 9 and compact.isdigit())
+
+
 def norm_zp(value: str, ctx: _Ctx) -> str:
-    v = _WS_RE.sub("", value.lower()).split("-", 1)[0]
-    us_rule = ctx.country == "us" or (ctx.country is None and len(v) == 9 and v.isdigit())
-    if us_rule and len(v) >= 5 and v[:5].isdigit():
+    v = _zp_compact(value)
+    if _zp_us_rule(v, ctx) and len(v) >= 5 and v[:5].isdigit():
         v = v[:5]
     if len(v) < 2:
         raise Invalid("invalid_zip")
     return v
 
 
+def _zp_variants(text: str, documented: str, ctx: _Ctx) -> list[str]:
+    """Outside the US, capi-param-builder keeps a postcode's inner space (``SW1A 1AA`` -> ``sw1a 1aa``)."""
+    if _zp_us_rule(_zp_compact(text), ctx):
+        return []
+    pb = text.lower().split("-", 1)[0].strip()
+    return [pb] if len(pb) >= 2 else []
+
+
 # ---------------------------------------------------------------------------------------- country
 def country_key(name: str) -> str:
     """Lookup key for country names: lower, accents off, '.' removed, other punctuation -> space."""
-    text = _strip_marks(unicodedata.normalize("NFC", name).lower()).replace(".", "").replace("&", " and ")
+    text = _strip_marks(unicodedata.normalize("NFC", name).lower()).replace(".", "")
+    if "&" in text:  # "Trinidad & Tobago"; a "&" without a word on each side is punctuation ("&" alone is not AND)
+        parts = text.split("&")
+        joiner = " and " if all(any(ch.isalpha() for ch in part) for part in parts) else " "
+        text = joiner.join(parts)
     text = "".join(ch if ch.isalnum() else " " for ch in text)
     return " ".join(text.split())
 
@@ -338,15 +520,32 @@ def country_key(name: str) -> str:
 def norm_country(value: str, ctx: _Ctx) -> str:
     from capi_relay._countries import COUNTRIES  # noqa: PLC0415 -- generated table, loaded on first use
 
-    code = COUNTRIES.get(value.lower()) or COUNTRIES.get(country_key(value))  # most values need no cleaning
+    code = COUNTRIES.get(value.lower())  # most values need no cleaning
+    if code is None:
+        key = country_key(value)
+        code = COUNTRIES.get(key) or _country_names().get(key)
     if code is None:
         raise Invalid("unknown_country")
     return code
 
 
+@cache
+def _country_names() -> dict[str, str]:
+    """CLDR names in other languages (generated, scripts/gen_country_names.py): loaded on the first value that
+    is neither a code nor an English name."""
+    from capi_relay._country_names import NAMES  # noqa: PLC0415 -- generated table, loaded on first use
+
+    return NAMES
+
+
 # ------------------------------------------------------------------------------------ external_id
+_WS_RUN_RE = re.compile(r"\s+")
+
+
 def norm_external_id(value: str, ctx: _Ctx) -> str:
-    return value.lower()
+    """Lower case, every whitespace removed: capi-param-builder does so in the browser next to the Pixel, and
+    the advertiser's own id only matches when both sides hash the same string."""
+    return _WS_RUN_RE.sub("", value.lower())
 
 
 # ------------------------------------------------------------------------------------------ plain
@@ -408,6 +607,25 @@ _RULES: dict[str, Callable[[str, _Ctx], str]] = {
 }
 
 
+_VARIANTS: dict[str, Callable[[str, str, _Ctx], list[str]]] = {
+    "ct": _ct_variants,
+    "st": _st_variants,
+    "zp": _zp_variants,
+}
+MAX_VARIANTS = 3  # values sent per input, the documented form first
+
+# Longest value accepted per field, in characters as received (before trimming): a value over it is dropped
+# with ``too_long`` before any rule or regex looks at it. Each is far above any real value of the field, and
+# above a padded SHA-256 (64 hex digits).
+MAX_CHARS: dict[str, int] = {
+    "em": 320, "ph": 128, "fn": 256, "ln": 256, "ge": 128, "db": 128, "ct": 256, "st": 256, "zp": 128,
+    "country": 256, "external_id": 1024,
+}  # fmt: skip
+MAX_VALUES_PER_FIELD = 100  # items of a list value; more are dropped (too_many_values), the first ones kept
+MAX_PLAIN_CHARS = 1024  # never-hashed fields (ids, fbc, fbp, IP) ...
+MAX_USER_AGENT_CHARS = 4096  # ... and client_user_agent
+
+
 def _utf8_safe(text: str) -> str:
     """JSON can carry lone surrogates (``"\\ud800"``); they have no UTF-8 form, so they can be neither
     hashed nor sent. Such a value is dropped (``invalid_unicode``)."""
@@ -432,34 +650,60 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-# Values repeat across events (country, state, city, gender, the same customer's email and phone), so the
-# outcome of hash_value is memoized per (field, raw string, context). Bounded; cleared when full.
-_MEMO_MAX = 32_768
-_memo: dict[tuple[Any, ...], str | Invalid] = {}
+# Values repeat across events (country, state, city, gender, first names, dates of birth, a customer's email
+# within a batch), so the outcome of _hash_forms is memoized (bench_normalize's "memo" line measures the gain).
+# Only values of at most MEMO_MAX_VALUE_CHARS characters, bounded by bytes: (field, value, context) -> the
+# hashes sent (or the drop reason). It holds raw values, so it lives for one invocation: the relay calls
+# clear_memo() when an invocation starts. Once full, nothing more is added (the values that repeat most, such
+# as countries and states, are seen first and stay).
+MEMO_MAX_VALUE_CHARS = 64
+MEMO_MAX_BYTES = 16 * 1024 * 1024  # ~35,000 entries: a 10,000-event batch's repeats
+_MEMO_ENTRY_OVERHEAD = 400  # dict slot, key tuple, result tuple, str headers (~350-450 bytes)
+_memo: dict[tuple[Any, ...], tuple[str, ...] | Invalid] = {}
+_memo_bytes = 0
 
 
-def hash_value(field: str, value: Any, *, ctx: _Ctx) -> str:
-    """Normalize one value of a hashed field and return what is sent (a hash). Raises :class:`Invalid`."""
-    if type(value) is not str:
-        return _hash_value(field, value, ctx)
+def clear_memo() -> None:
+    """Forget every memoized value (per-invocation state: call it at the start of each invocation)."""
+    global _memo_bytes  # noqa: PLW0603 -- the one module-level cache, bounded and cleared here
+    _memo.clear()
+    _memo_bytes = 0
+
+
+def memo_size() -> tuple[int, int]:
+    """(entries, estimated bytes) of the memo, for tests and the benchmark."""
+    return len(_memo), _memo_bytes
+
+
+def hash_value(field: str, value: Any, *, ctx: _Ctx) -> tuple[str, ...]:
+    """Normalize one value of a hashed field and return what is sent: one hash, or the documented form's hash
+    followed by its variants' (at most MAX_VARIANTS). Raises :class:`Invalid`."""
+    global _memo_bytes  # noqa: PLW0603
+    if type(value) is not str or len(value) > MEMO_MAX_VALUE_CHARS:
+        return _hash_forms(field, value, ctx)
     key = (field, value, ctx.country, ctx.region, ctx.date_order, ctx.today)
     found = _memo.get(key)
     if found is None:
         try:
-            found = _hash_value(field, value, ctx)
+            found = _hash_forms(field, value, ctx)
         except Invalid as exc:
             found = exc
-        if len(_memo) >= _MEMO_MAX:
-            _memo.clear()
-        _memo[key] = found
+        size = _MEMO_ENTRY_OVERHEAD + len(value) + (0 if isinstance(found, Invalid) else 64 * len(found))
+        if _memo_bytes + size <= MEMO_MAX_BYTES:
+            _memo[key] = found
+            _memo_bytes += size
     if isinstance(found, Invalid):
         raise Invalid(found.reason)
     return found
 
 
-def _clean(value: Any) -> str:
-    """General rules 1-2, first half: a string (numbers accepted), NFC, trimmed, never empty."""
-    text = _nfc(_as_text(value)).strip()
+def _clean(field: str, value: Any) -> str:
+    """General rules 1-2, first half: a string (numbers accepted) within the field's cap, NFC, trimmed, never
+    empty."""
+    if isinstance(value, str) and len(value) > MAX_CHARS[field]:
+        raise Invalid("too_long")  # before any other look at the value (even its UTF-8 check)
+    text = _as_text(value)
+    text = _nfc(text).strip()
     if not text:
         raise Invalid("empty")
     return text
@@ -473,23 +717,46 @@ def _apply_rule(field: str, text: str, ctx: _Ctx) -> str:
     return normalized
 
 
-def _hash_value(field: str, value: Any, ctx: _Ctx) -> str:
-    text = _clean(value)
+def _forms(field: str, text: str, ctx: _Ctx) -> list[str]:
+    """The documented form, then each variant Meta's other normalizer computes (distinct, non-empty)."""
+    documented = _apply_rule(field, text, ctx)
+    variants = _VARIANTS.get(field)
+    if variants is None:
+        return [documented]
+    forms = [documented]
+    for variant in variants(text, documented, ctx):
+        form = _nfc(variant)
+        if form and form not in forms and len(forms) < MAX_VARIANTS:
+            forms.append(form)
+    return forms
+
+
+def _hash_forms(field: str, value: Any, ctx: _Ctx) -> tuple[str, ...]:
+    text = _clean(field, value)
     size = len(text)
     if size == 64 and _SHA256_RE.fullmatch(text):
-        return text.lower()
+        return (text.lower(),)
     if size in {67, 73} and _PB_HASH_RE.fullmatch(text):
-        return text
+        return (text,)
     if size == 32 and field != "external_id" and _MD5_RE.fullmatch(text):
         raise Invalid("md5_hash")
-    return sha256_hex(_apply_rule(field, text, ctx))
+    if field not in _VARIANTS:
+        return (sha256_hex(_apply_rule(field, text, ctx)),)
+    return tuple([sha256_hex(form) for form in _forms(field, text, ctx)])
 
 
 def normalized_string(field: str, value: Any, settings: NormalizationSettings, country: str | None = None,
                       today: date | None = None) -> str:  # fmt: skip
-    """The exact string that would be hashed for ``value`` (for tests and the conformance table)."""
+    """The exact string that is hashed for ``value`` (its documented form; for tests and the conformance table)."""
     ctx = _Ctx(settings, country, today or datetime.now(UTC).date())
-    return _apply_rule(field, _clean(value), ctx)
+    return _apply_rule(field, _clean(field, value), ctx)
+
+
+def normalized_strings(field: str, value: Any, settings: NormalizationSettings, country: str | None = None,
+                       today: date | None = None) -> list[str]:  # fmt: skip
+    """Every string hashed for ``value``: the documented form first, then its variants."""
+    ctx = _Ctx(settings, country, today or datetime.now(UTC).date())
+    return _forms(field, _clean(field, value), ctx)
 
 
 def _plain_value(field: str, value: Any) -> Any:
@@ -500,6 +767,8 @@ def _plain_value(field: str, value: Any) -> Any:
         return value  # fb_login_id / lead_id / page_id ... are integers in Meta's docs: sent as given
     if not isinstance(value, str):
         raise Invalid("bad_type")
+    if len(value) > (MAX_USER_AGENT_CHARS if field == "client_user_agent" else MAX_PLAIN_CHARS):
+        raise Invalid("too_long")
     text = _utf8_safe(value).strip()
     if not text:
         raise Invalid("empty")
@@ -530,6 +799,9 @@ def _normalize_list(field: str, raw: list[Any], fn: Callable[[Any], Any], drops:
     None when nothing is left."""
     out: list[Any] = []
     seen: set[Any] = set()
+    if len(raw) > MAX_VALUES_PER_FIELD:
+        drops.append(Drop(field, "too_many_values"))  # the first MAX_VALUES_PER_FIELD are kept
+        raw = raw[:MAX_VALUES_PER_FIELD]
     for item in raw:
         try:
             result = fn(item)
@@ -544,6 +816,14 @@ def _normalize_list(field: str, raw: list[Any], fn: Callable[[Any], Any], drops:
             drops.append(Drop(field, "empty"))
         return None
     return out
+
+
+def _hashed_list(field: str, raw: list[Any], ctx: _Ctx, drops: list[Drop]) -> list[str] | None:
+    """A list: each item's forms, flattened, duplicates removed in first order."""
+    groups = _normalize_list(field, raw, partial(hash_value, field, ctx=ctx), drops)
+    if groups is None:
+        return None
+    return list(dict.fromkeys(h for forms in groups for h in forms))
 
 
 @cache
@@ -564,7 +844,7 @@ def _first_country(raw: Any, ctx: _Ctx) -> str | None:
     items = raw if isinstance(raw, list) else [raw]
     for item in items:
         try:
-            text = _nfc(_as_text(item)).strip()
+            text = _clean("country", item)  # the field's cap first, as for every value
             if _SHA256_RE.fullmatch(text):
                 code = _country_of_hash(text)
                 if code is not None:
@@ -597,13 +877,14 @@ def normalize_user_data(
         if key not in _RULES:
             result = _plain_field(key, raw, drops)
         elif isinstance(raw, list):
-            result = _normalize_list(key, raw, partial(hash_value, key, ctx=ctx), drops)
-        else:
+            result = _hashed_list(key, raw, ctx, drops)
+        else:  # a single value with one form is sent as a string; with variants, as a list
             try:
-                result = hash_value(key, raw, ctx=ctx)
+                forms = hash_value(key, raw, ctx=ctx)
             except Invalid as exc:
                 drops.append(Drop(key, exc.reason))
-                result = None
+                continue
+            result = forms[0] if len(forms) == 1 else list(forms)
         if result is not None:
             out[key] = result
     return out, drops

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 DateOrder = Literal["MDY", "DMY"]
 
-_PIXEL_RE = re.compile(r"^\d{1,32}$")
+_PIXEL_RE = re.compile(r"[0-9]{1,32}")  # ASCII digits only: \d (and str.isdigit) accept "١٢٣"
 _VERSION_RE = re.compile(r"^v\d{1,3}\.\d$")
 _REGION_RE = re.compile(r"^[A-Z]{2}$")
 
@@ -108,7 +108,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Build and validate the relay settings. Raises :class:`SettingsError` with a clear message."""
     env = os.environ if env is None else env
     pixel_id = _get(env, "PIXEL_ID")
-    if pixel_id is not None and not _PIXEL_RE.match(pixel_id):
+    if pixel_id is not None and not _PIXEL_RE.fullmatch(pixel_id):
         raise SettingsError(f"PIXEL_ID must be the numeric pixel (dataset) id, got {pixel_id!r}")
     secret_id = _get(env, "ACCESS_TOKEN_SECRET_ID")
     if secret_id is None:

@@ -56,6 +56,10 @@ def _publish(metrics: Metrics, summary: BatchSummary, production_test_code: bool
     add(name="FieldsDropped", unit=MetricUnit.Count, value=sum(summary.fields_dropped.values()))
     auth_failures = sum(n for r, n in summary.failures.items() if r.startswith("graph_auth"))
     add(name="AuthFailures", unit=MetricUnit.Count, value=auth_failures)
+    # Request-level Graph errors (code 100 without an event subcode) and a retired Graph API version (2635).
+    add(name="GraphRequestErrors", unit=MetricUnit.Count,
+        value=sum(n for r, n in d.graph_errors.items() if r.startswith("graph_request")))  # fmt: skip
+    add(name="GraphApiVersionRetired", unit=MetricUnit.Count, value=d.graph_errors.get("graph_config_2635", 0))
     for latency in d.latencies_ms[:100]:
         add(name="GraphLatency", unit=MetricUnit.Milliseconds, value=round(latency, 1))
     events = sum(summary.match_keys.values())

@@ -54,8 +54,12 @@ REASONS = (
     "website_missing_user_agent", "app_missing_app_data", "missing_user_data", "no_usable_identifier",
     "insufficient_customer_information", "invalid_custom_data", "invalid_value", "invalid_currency",
     "missing_currency", "invalid_contents", "invalid_data_processing_options", "invalid_event_id",
-    "missing_value", "non_finite_number", "invalid_unicode",
+    "missing_value", "non_finite_number", "invalid_unicode", "event_too_large",
 )  # fmt: skip
+# An event is POSTed inside {"data": [...], test_event_code, appsecret_proof, request-level fields}: an encoded
+# event over (request byte cap - this) can never be sent, alone or not, and is rejected here (event_too_large).
+REQUEST_OVERHEAD_BYTES = 4096
+DEFAULT_MAX_EVENT_BYTES = 2 * 1024 * 1024 - REQUEST_OVERHEAD_BYTES  # Settings.max_request_bytes' default
 
 
 class _Reject(Exception):
@@ -223,21 +227,29 @@ def prepare_event(
     *,
     default_event_time: int | None = None,
     default_event_id: str | None = None,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> Prepared | Rejection:
     """Normalize, hash, validate and encode one server event.
 
     ``default_event_time`` stands in for a missing ``event_time`` (the relay passes the SQS message's
     ``SentTimestamp``, or the receive time); without it a missing ``event_time`` is rejected.
     ``default_event_id`` stands in for a missing ``event_id`` (the relay derives it from the messageId).
+    ``max_event_bytes``: the largest encoded event that fits a request (``max_request_bytes`` -
+    ``REQUEST_OVERHEAD_BYTES``); a larger one is rejected with ``event_too_large``.
     """
     try:
-        return _prepare(raw, settings, now, default_event_time, default_event_id)
+        return _prepare(raw, settings, now, default_event_time, default_event_id, max_event_bytes)
     except _Reject as exc:
         return exc.rejection
 
 
-def _prepare(
-    raw: Any, settings: NormalizationSettings, now: int, default_event_time: int | None, default_event_id: str | None
+def _prepare(  # noqa: PLR0917 -- the private body of prepare_event, same arguments
+    raw: Any,
+    settings: NormalizationSettings,
+    now: int,
+    default_event_time: int | None,
+    default_event_id: str | None,
+    max_event_bytes: int,
 ) -> Prepared:
     if not isinstance(raw, dict):
         raise _Reject("not_an_object", "an event must be a JSON object")
@@ -326,4 +338,6 @@ def _prepare(
         raise _Reject("invalid_unicode", "the event holds a lone surrogate, which has no UTF-8 form") from None
     except ValueError:
         raise _Reject("non_finite_number", "the event holds NaN or Infinity, which JSON cannot carry") from None
+    if len(encoded) > max_event_bytes:
+        raise _Reject("event_too_large", f"the encoded event is {len(encoded)} bytes (max {max_event_bytes})")
     return Prepared(event=event, drops=drops, notes=notes, match_keys=match_key_count(user_data), encoded=encoded)

@@ -89,7 +89,7 @@ def test_e2e_2_throttling_then_recovery(packaged: Callable[..., tuple[Matrix, An
     m, fn = packaged(max_receive_count=5)
     standin.add_fault(code=4, status=400, times=2)
     standin.add_fault(code=613, status=400, subcode=1487742, times=2)
-    standin.add_fault(status=429, code=80004, retry_after=1, times=2)
+    standin.add_fault(status=429, proxy=True, retry_after=1, times=2)  # a proxy's 429 (Graph sends no Retry-After)
     m.send(20)
     run = drain(m, fn, batch_size=10)
     check_invariants(run, expect_dlq=set())

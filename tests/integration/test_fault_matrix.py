@@ -273,7 +273,7 @@ def test_2_throttling_then_recovery(matrix: Callable[..., Matrix], standin: Grap
     m = matrix(max_receive_count=5)
     standin.add_fault(code=4, status=400, times=2)
     standin.add_fault(code=613, status=400, subcode=1487742, times=2)
-    standin.add_fault(status=429, code=80004, retry_after=1, times=2)
+    standin.add_fault(status=429, proxy=True, retry_after=1, times=2)  # a proxy's 429 (Graph sends no Retry-After)
     m.send(30)
     run = m.drain(m.esm(m.invoker(m.relay()), batch_size=10))
     check_invariants(run, expect_dlq=set())
@@ -440,6 +440,141 @@ def test_9_remaining_time_runs_out_mid_retry(matrix: Callable[..., Matrix], stan
     assert set(first.failures) == {"graph_transient_2"}
     assert first.delivery.requests < 20
     assert len(run.outcomes) >= 2
+
+
+# ------------------------------------------------------------------- Meta's protocol (issue 9 cases)
+APP_SECRET = "fault-matrix-app-secret"  # fake
+
+
+def test_10_appsecret_proof_required(matrix: Callable[..., Matrix], standin: GraphStandIn, token: str) -> None:
+    # Given an app with "Require App Secret" on
+    with standin.state.lock:
+        standin.state.app_secret, standin.state.require_appsecret_proof = APP_SECRET, True
+    # When the secret carries the app_secret, the relay sends the proof and everything is delivered
+    m = matrix(max_receive_count=2)
+    m.clients.secretsmanager.put_secret_value(
+        SecretId=m.resources.secret_id, SecretString=json.dumps({"access_token": token, "app_secret": APP_SECRET})
+    )
+    m.send(12)
+    run = m.drain(m.esm(m.invoker(m.relay()), batch_size=10))
+    check_invariants(run, expect_dlq=set())
+    assert all(r.status == 200 and r.appsecret_proof for r in standin.requests)
+
+
+def test_11_appsecret_proof_required_but_no_app_secret_is_request_level(
+    matrix: Callable[..., Matrix], standin: GraphStandIn
+) -> None:
+    with standin.state.lock:
+        standin.state.app_secret, standin.state.require_appsecret_proof = APP_SECRET, True
+    m = matrix(max_receive_count=2)
+    sent = m.send(10, events_per_record=3)
+    run = m.drain(m.esm(m.invoker(m.relay()), batch_size=10))
+    # Then every record failed request-level until the DLQ: one request per invocation, no search, no
+    # event blamed
+    check_invariants(run, expect_dlq={s.message_id for s in sent})
+    asked = [s for s in run.summaries if s.delivery.requests]
+    assert len(standin.requests) == len(asked) >= 1
+    assert all(r.status == 400 for r in standin.requests)
+    for summary in asked:
+        assert set(summary.failures) == {"graph_request_100"}
+        assert summary.delivery.requests == 1
+        assert summary.delivery.splits == 0
+        assert summary.delivery.isolated_events == 0
+
+
+def test_12_retired_graph_version_fails_fast(matrix: Callable[..., Matrix], standin: GraphStandIn) -> None:
+    m = matrix(max_receive_count=2, extra_env={"GRAPH_API_VERSION": "v19.0"})
+    sent = m.send(25)
+    run = m.drain(m.esm(m.invoker(m.relay()), batch_size=30))
+    check_invariants(run, expect_dlq={s.message_id for s in sent})
+    # Then each invocation made exactly one request (no retry, no search) and named the cause (an
+    # invocation whose secret read timed out on this loaded machine made none)
+    asked = [s for s in run.summaries if s.delivery.requests]
+    assert asked
+    assert [r.status for r in standin.requests] == [400] * len(asked)
+    for summary in asked:
+        assert summary.delivery.requests == 1
+        assert set(summary.failures) == {"graph_config_2635"}
+
+
+def test_13_usage_header_throttle_holds_without_posting_into_the_block(
+    matrix: Callable[..., Matrix], standin: GraphStandIn
+) -> None:
+    # Given Meta throttles once with code 80004 and a 2-minute estimate in X-Business-Use-Case-Usage
+    m = matrix(max_receive_count=4, extra_env={"MAX_EVENTS_PER_REQUEST": "10"})
+    standin.add_fault(status=400, code=80004, subcode=2446079, usage_minutes=2, times=1)
+    m.send(30)
+    run = m.drain(m.esm(m.invoker(m.relay()), batch_size=30))
+    check_invariants(run, expect_dlq=set())
+    first = run.summaries[0]
+    # Then the first invocation sent nothing more for that pixel once it knew the block (which outlasts the
+    # invocation): each chunk went at most once, the throttled one was not retried
+    throttled = [r for r in standin.requests if r.status == 400]
+    assert len(throttled) == 1
+    assert first.delivery.requests <= math.ceil(first.events_prepared / 10)
+    assert first.records_failed > 0
+    assert set(first.failures) == {"graph_throttled_80004_2446079"}
+
+
+def test_14_no_token_at_meta_is_auth(matrix: Callable[..., Matrix], standin: GraphStandIn) -> None:
+    # Given something between the relay and Meta strips the token: Meta answers 104 to every request
+    standin.add_fault(status=400, code=104, times=-1)
+    m = matrix(max_receive_count=2)
+    sent = m.send(5)
+    run = m.drain(m.esm(m.invoker(m.relay()), batch_size=10))
+    check_invariants(run, expect_dlq={s.message_id for s in sent})
+    # Then it is an auth failure: one forced refresh and one more request per invocation, then fail fast
+    for summary in run.summaries:
+        assert summary.delivery.auth_refreshes == 1
+        assert summary.delivery.requests == 2
+        assert set(summary.failures) == {"graph_auth_104"}
+
+
+def test_15_connection_closed_while_idle_costs_no_attempt(matrix: Callable[..., Matrix], standin: GraphStandIn) -> None:
+    # Given Meta's side closes keep-alive connections idle for 0.3 s (a Lambda freeze between invocations)
+    with standin.state.lock:
+        standin.state.idle_timeout_s = 0.3
+    m = matrix(max_receive_count=2)
+    relay = m.relay()  # one execution environment: its pooled connection outlives the first invocation
+    esm = m.esm(m.invoker(relay), batch_size=10)
+    m.send(5)
+    first = esm.poll_once()
+    assert first is not None
+    time.sleep(1.0)  # the server closes the idle connection
+    m.send(5)
+    second = esm.poll_once()
+    assert second is not None
+    run = m.drain(esm, [first, second])
+    check_invariants(run, expect_dlq=set())
+    # Then the second invocation succeeded with one request, no failed attempt, on a new connection
+    assert [r.status for r in standin.requests] == [200, 200]
+    assert run.summaries[1].delivery.requests == 1
+    assert run.summaries[1].delivery.retries == 0
+    assert standin.requests[0].connection != standin.requests[1].connection
+
+
+def test_16_delivers_over_https_with_certificate_verification(
+    moto_server: MotoServer, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given Graph behind HTTPS with a certificate from a test CA, and the production TLS path (urllib3's
+    # default context: verification on, the process trust store -- here SSL_CERT_FILE names the test CA)
+    with GraphStandIn(tokens={token}, tls=True) as tls:
+        assert tls.ca_pem is not None
+        m = Matrix(moto_server, tls, token, max_receive_count=2)
+        assert m.env["GRAPH_API_URL"].startswith("https://127.0.0.1:")
+        monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca_pem))
+        m.send(10)
+        run = m.drain(m.esm(m.invoker(m.relay()), batch_size=10))
+        check_invariants(run, expect_dlq=set())
+        assert [r.status for r in tls.requests] == [200]
+        # And without the CA in the trust store the same relay refuses the server's certificate
+        monkeypatch.delenv("SSL_CERT_FILE")
+        untrusting = build_relay(settings_from_env(m.env))
+        event = {"Records": [{"messageId": "m1", "body": json.dumps(make_event()), "attributes": {},
+                              "messageAttributes": {}, "eventSource": "aws:sqs"}]}  # fmt: skip
+        summary = untrusting.process(event, lambda: 5000)
+        assert summary.records_failed == 1
+        assert len(tls.requests) == 1
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -211,22 +211,24 @@ def test_poison_list_rejects_chosen_events(graph: GraphStandIn) -> None:
 
 
 # ------------------------------------------------------------------------------------------- auth
-def test_token_is_required_in_the_bearer_header(graph: GraphStandIn) -> None:
-    for token in (None, "EAAwrong"):
-        reply = send(graph, [event(1)], token=token)
-        assert reply.status == 401
-        assert reply.error["code"] == 190
-        assert reply.error["type"] == "OAuthException"
+def test_no_token_is_104_and_a_bad_token_190_both_http_400(graph: GraphStandIn) -> None:
+    # Meta answers OAuth errors with HTTP 400 (not 401)
+    reply = send(graph, [event(1)], token=None)
+    assert (reply.status, reply.error["code"], reply.error["type"]) == (400, 104, "OAuthException")
+    assert reply.error["message"] == "An access token is required to request this resource."
+    reply = send(graph, [event(1)], token="EAAwrong")
+    assert (reply.status, reply.error["code"], reply.error["type"]) == (400, 190, "OAuthException")
     assert graph.received == []
 
 
-def test_token_in_url_is_refused_even_with_a_valid_header(graph: GraphStandIn) -> None:
-    reply = post(graph.url, f"/v26.0/{PIXEL}/events?access_token={TOKEN}", {"data": [event(1)]})
-    assert reply.status == 400
-    assert reply.error["code"] == 100
-    assert graph.received == []
+def test_a_token_in_the_query_is_accepted_like_meta_and_logged(graph: GraphStandIn) -> None:
+    # The stand-in models Meta (which reads the token from the query); the relay's never-in-a-URL rule is
+    # asserted by its tests from this log
+    reply = post(graph.url, f"/v26.0/{PIXEL}/events?access_token={TOKEN}", {"data": [event(1)]}, token=None)
+    assert reply.status == 200
     (log,) = graph.requests
     assert log.token_in_url
+    assert log.token_location == "query"
     assert TOKEN in log.path  # the request log keeps the URL, so tests can scan it
 
 
@@ -244,23 +246,42 @@ def test_unknown_path_is_refused(graph: GraphStandIn) -> None:
 
 
 # ----------------------------------------------------------------------------------------- faults
-def test_fault_status_code_subcode_and_retry_after(graph: GraphStandIn) -> None:
-    graph.add_fault(status=503, code=2, retry_after=1.5, times=1)
+def test_fault_graph_code_answers_metas_body(graph: GraphStandIn) -> None:
+    graph.add_fault(status=503, code=2, times=1)
     reply = send(graph, [event(1)])
     assert reply.status == 503
-    assert reply.error["code"] == 2
-    assert reply.error["is_transient"] is True
-    assert reply.headers["Retry-After"] == "1.5"
+    assert (reply.error["code"], reply.error["is_transient"]) == (2, True)
+    assert reply.error["message"] == "Service temporarily unavailable"
+    assert "Retry-After" not in reply.headers  # Graph itself never sends it
     assert graph.received == []
     # the fault fired once: the next request is handled normally
     assert send(graph, [event(1)]).status == 200
+
+
+def test_retry_after_only_from_a_fault_that_models_a_proxy(graph: GraphStandIn) -> None:
+    with pytest.raises(ValueError, match="proxy"):
+        graph.add_fault(status=429, code=4, retry_after=2)
+    graph.add_fault(status=429, proxy=True, retry_after=1.5, times=1)
+    reply = send(graph, [event(1)])
+    assert (reply.status, reply.headers["Retry-After"], reply.headers["Content-Type"]) == (429, "1.5", "text/html")
 
 
 def test_fault_throttle_code_with_subcode(graph: GraphStandIn) -> None:
     graph.add_fault(status=400, code=17, subcode=2446079, times=1)
     reply = send(graph, [event(1)])
     assert reply.status == 400
-    assert (reply.error["code"], reply.error["error_subcode"], reply.error["is_transient"]) == (17, 2446079, False)
+    assert (reply.error["code"], reply.error["error_subcode"], reply.error["is_transient"]) == (17, 2446079, True)
+    assert reply.error["message"] == "(#17) User request limit reached"
+
+
+def test_fault_80004_has_no_is_transient_and_usage_headers(graph: GraphStandIn) -> None:
+    graph.add_fault(status=400, code=80004, subcode=2446079, usage_minutes=12, times=1)
+    reply = send(graph, [event(1)])
+    assert (reply.status, reply.error["code"]) == (400, 80004)
+    assert "is_transient" not in reply.error
+    usage = json.loads(reply.headers["X-Business-Use-Case-Usage"])
+    assert usage[PIXEL][0]["estimated_time_to_regain_access"] == 12
+    assert json.loads(reply.headers["X-App-Usage"])["call_count"] == 100
 
 
 def test_fault_matches_by_pixel(graph: GraphStandIn) -> None:

@@ -9,14 +9,14 @@ from types import ModuleType
 
 import pycountry
 
-from capi_relay import _countries
+from capi_relay import _countries, _country_names
 from capi_relay.normalize import country_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_countries", ROOT / "scripts" / "gen_countries.py")
+def _generator(name: str = "gen_countries") -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -59,3 +59,24 @@ def test_every_value_is_a_real_alpha2_code_and_currencies_are_three_letters() ->
     assert set(_countries.COUNTRIES.values()) <= codes
     assert all(len(c) == 3 and c.isalpha() and c.islower() for c in _countries.CURRENCIES)
     assert {"usd", "eur", "gbp", "jpy"} <= _countries.CURRENCIES
+
+
+# ------------------------------------------------------------------ names in other languages (CLDR via babel)
+def test_the_cldr_name_table_equals_the_generator_output_and_the_file_a_fresh_render() -> None:
+    gen = _generator("gen_country_names")
+    table, ambiguous = gen.build()
+    assert table == _country_names.NAMES
+    shipped = (ROOT / "src" / "capi_relay" / "_country_names.py").read_text(encoding="utf-8")
+    assert shipped == gen.render(table, ambiguous)
+
+
+def test_cldr_names_never_shadow_the_iso_or_english_table_and_name_real_countries() -> None:
+    assert not set(_country_names.NAMES) & set(_countries.COUNTRIES)
+    assert set(_country_names.NAMES.values()) <= {c.alpha_2.lower() for c in pycountry.countries}
+    assert all(len(key) >= 4 for key in _country_names.NAMES if key.isascii())
+
+
+def test_a_name_two_languages_give_to_different_countries_is_not_in_the_table() -> None:
+    _table, ambiguous = _generator("gen_country_names").build()
+    assert ambiguous  # "Kongo" is the Republic of the Congo in one language and the DR Congo in another
+    assert not set(ambiguous) & set(_country_names.NAMES)

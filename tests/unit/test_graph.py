@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
 import pytest
 
-from capi_relay.graph import ErrorKind, GraphError, _retry_after, classify
+from capi_relay.graph import ErrorKind, GraphError, _hold_s, _retry_after, classify, usage_percent, usage_regain_s
 
 
 def body(code: int | None, subcode: int | None = None, transient: bool | None = None, **extra: Any) -> dict[str, Any]:
@@ -52,14 +53,18 @@ def body(code: int | None, subcode: int | None = None, transient: bool | None = 
         (401, body(190, 463), ErrorKind.AUTH),
         (400, body(190, 467), ErrorKind.AUTH),
         (400, body(102), ErrorKind.AUTH),
+        (400, body(104), ErrorKind.AUTH),  # no token reached Meta
         # configuration: 3, 10, 200-299, 100/33
         (403, body(10), ErrorKind.CONFIG),
         (400, body(3), ErrorKind.CONFIG),
         (403, body(200), ErrorKind.CONFIG),
         (403, body(299), ErrorKind.CONFIG),
         (400, body(100, 33), ErrorKind.CONFIG),
-        # invalid request: 100 and 2804xxx subcodes
-        (400, body(100), ErrorKind.INVALID),
+        (400, body(2635), ErrorKind.CONFIG),  # Graph API version retired
+        # request-level: code 100 without a 2804xxx subcode (appsecret_proof, unreadable body): no search
+        (400, body(100), ErrorKind.REQUEST),
+        (400, body(100, 1234567), ErrorKind.REQUEST),
+        # invalid events: 2804xxx subcodes only
         (400, body(100, 2804003), ErrorKind.INVALID),
         (400, body(100, 2804050, transient=False), ErrorKind.INVALID),
         (500, body(100, 2804036), ErrorKind.INVALID),  # status does not matter
@@ -82,6 +87,37 @@ def test_reason_codes_are_stable_and_carry_no_message_text() -> None:
     assert "Paramètre" not in error.reason
     assert classify(503, None, None).reason == "graph_transient_http503"
     assert GraphError(ErrorKind.TRANSIENT, reason="custom").reason == "custom"
+    assert classify(400, body(100), None).reason == "graph_request_100"
+    assert classify(400, body(2635), None).reason == "graph_config_2635"
+    assert classify(400, body(104), None).reason == "graph_auth_104"
+
+
+def test_usage_header_estimate_is_the_largest_over_entries_in_seconds() -> None:
+    usage = json.dumps(
+        {
+            "111": [{"type": "ads_management", "call_count": 100, "estimated_time_to_regain_access": 2}],
+            "222": [
+                {"type": "custom_audience", "call_count": 40, "estimated_time_to_regain_access": 0},
+                {"type": "ads_management", "call_count": 100, "estimated_time_to_regain_access": 7},
+            ],
+        }
+    )
+    assert usage_regain_s({"X-Business-Use-Case-Usage": usage}) == 420.0
+    zero = json.dumps({"1": [{"type": "ads_management", "estimated_time_to_regain_access": 0}]})
+    assert usage_regain_s({"X-Business-Use-Case-Usage": zero}) is None
+    assert usage_regain_s({"X-Business-Use-Case-Usage": "{not json"}) is None
+    assert usage_regain_s({"X-Business-Use-Case-Usage": '{"1": [{"estimated_time_to_regain_access": true}]}'}) is None
+    assert usage_regain_s({}) is None
+    app = json.dumps({"call_count": 28, "total_time": 25, "total_cputime": 95})
+    assert usage_percent({"X-App-Usage": app, "X-Business-Use-Case-Usage": usage}) == 100
+    assert usage_percent({"X-App-Usage": app}) == 95
+
+
+def test_the_longer_of_retry_after_and_the_usage_estimate_holds() -> None:
+    usage = json.dumps({"1": [{"type": "ads_management", "estimated_time_to_regain_access": 1}]})
+    assert _hold_s({"Retry-After": "5", "X-Business-Use-Case-Usage": usage}) == 60.0
+    assert _hold_s({"Retry-After": "90", "X-Business-Use-Case-Usage": usage}) == 90.0
+    assert _hold_s({}) is None
 
 
 def test_retry_after_seconds_date_and_garbage() -> None:

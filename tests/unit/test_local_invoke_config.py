@@ -4,7 +4,12 @@ file names the secret, ports and variables that the stack creates and the functi
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from capi_relay.settings import settings_from_env
 from local import serve
@@ -38,3 +43,70 @@ def test_every_sample_is_a_lambda_sqs_event() -> None:
             assert record["eventSource"] == "aws:sqs"
             assert isinstance(record["body"], str)
             assert record["messageId"]
+
+
+# ------------------------------------------------------------- the environment SAM CLI really builds
+# Run with the pinned aws-sam-cli's own interpreter (samcli is not in the project venv): its stack and
+# function providers read the template (Globals merged, parameters resolved) and its local-invoke runner
+# merges events/env.json exactly as `sam local invoke --env-vars events/env.json` does.
+SAM_RESOLVE = """
+import json, sys, types
+from samcli.commands.local.lib.local_lambda import LocalLambdaRunner
+from samcli.lib.providers.sam_function_provider import SamFunctionProvider
+from samcli.lib.providers.sam_stack_provider import SamLocalStackProvider
+template, env_file = sys.argv[1:3]
+arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:capi-AbCdEf"
+stacks, _ = SamLocalStackProvider.get_stacks(template, parameter_overrides={"AccessTokenSecretArn": arn})
+function = SamFunctionProvider(stacks).get("RelayFunction")
+overrides = {} if env_file == "-" else json.load(open(env_file))
+runner = types.SimpleNamespace(env_vars_values=overrides, get_aws_creds=dict, is_debugging=lambda: False)
+resolved = LocalLambdaRunner._make_env_vars(runner, function).resolve()
+print(json.dumps({"declared": sorted(function.environment["Variables"]), "resolved": resolved}))
+"""
+SAM_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
+
+
+def sam_resolve(env_file: str) -> dict[str, Any]:
+    if not SAM_PYTHON.exists():
+        pytest.fail("the SAM CLI venv is missing: run `make sam-cli` (make lint does)")
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(ROOT), "SAM_CLI_TELEMETRY": "0"}
+    out = subprocess.run(
+        [str(SAM_PYTHON), "-c", SAM_RESOLVE, str(ROOT / "template.yaml"), env_file],
+        capture_output=True, text=True, check=True, timeout=120, env=clean, cwd=ROOT,
+    )  # fmt: skip
+    doc: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return doc
+
+
+@pytest.mark.sam  # needs the SAM CLI: run by `make lint`, deselected by `make unit`
+def test_sam_local_invoke_applies_every_override_in_env_json() -> None:
+    # When SAM CLI builds the function's environment from the template and events/env.json
+    doc = sam_resolve(str(ROOT / "events" / "env.json"))
+    overrides = env_vars()
+    # Then every variable the file overrides is declared by the template (SAM ignores undeclared ones) ...
+    assert set(overrides) <= set(doc["declared"]), sorted(set(overrides) - set(doc["declared"]))
+    # ... and reaches the function with the file's value: the local stand-in and moto, not AWS and Meta
+    resolved = doc["resolved"]
+    for name, value in overrides.items():
+        assert resolved[name] == value, name
+    assert resolved["GRAPH_API_URL"].startswith("http://127.0.0.1:")
+    assert resolved["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+    assert settings_from_env(resolved).graph_api_url == overrides["GRAPH_API_URL"]
+
+
+@pytest.mark.sam
+def test_without_overrides_the_template_values_mean_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    resolved = sam_resolve("-")["resolved"]
+    # The declared-but-empty values are unset: production Graph and the real AWS endpoints
+    assert resolved["AWS_ENDPOINT_URL"] == ""
+    assert resolved["PIXEL_ID"] == ""
+    settings = settings_from_env(resolved)
+    assert settings.graph_api_url == "https://graph.facebook.com"
+    assert settings.pixel_id is None
+    # botocore (the version the artifact pins) treats an empty AWS_ENDPOINT_URL as unset
+    import boto3
+
+    for key in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, resolved[key])
+    client = boto3.session.Session().client("secretsmanager")
+    assert client.meta.endpoint_url == "https://secretsmanager.us-east-1.amazonaws.com"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from capi_relay.model import Drop
-from capi_relay.normalize import EMPTY_SHA256, Invalid, normalize_user_data, normalized_string
+from capi_relay.normalize import EMPTY_SHA256, Invalid, normalize_user_data, normalized_string, normalized_strings
 from capi_relay.settings import NormalizationSettings
 
 TODAY = date(2026, 9, 21)
@@ -97,6 +97,34 @@ CASES: list[Row] = [
     r("ph", "٠٧٩١١ ١٢٣٤٥٦", "447911123456", "gb"),  # Arabic-Indic digits
     r("ph", 16505551212, "16505551212"),  # numbers are turned into strings
     r("ph", "+", Dropped("invalid_phone")),
+    # revised rules: labels, trailing text, other separators, full-width forms, extensions, leading zeros
+    r("ph", "Tel: 555 123 4567", "15551234567"),
+    r("ph", "Phone: 555-123-4567", "15551234567"),
+    r("ph", "Call me at +1 (555) 123-4567 today!", "15551234567"),
+    r("ph", "[555] 123-4567", "15551234567"),
+    r("ph", "{555} 123-4567", "15551234567"),
+    r("ph", "555_123_4567", "15551234567"),
+    r("ph", "555|123|4567", "15551234567"),
+    r("ph", "555*123*4567", "15551234567"),
+    r("ph", "555%123$4567@", "15551234567"),
+    r("ph", "555＋123＋4567", "15551234567"),  # a plus between digit groups is a separator
+    r("ph", "555-123-4567（内線123）", "15551234567"),
+    r("ph", "555-123-4567 (ext 12)", "15551234567"),
+    r("ph", "01(650)555-1212", "16505551212"),  # zeros before the country code, as capi-param-builder strips them
+    r("ph", "001-650-555-1212", "16505551212"),  # (00: the international prefix)
+    r("ph", "01(650)123-4567", Dropped("invalid_phone")),  # ... only if valid: exchange 123 does not exist
+    r("ph", "06505551212", Dropped("invalid_phone")),  # a zero before a national number without the code ...
+    r("ph", "07544 538485", Dropped("invalid_phone")),  # ... is kept: this is a UK mobile, not Florida's 754
+    r("ph", "Tel 07911 123456", "447911123456", "gb"),
+    # ... and what the looser rules refuse
+    r("ph", "1-800-356-FLOWERS", Dropped("invalid_phone")),  # letters after digits are dropped, 7 digits stay
+    r("ph", "555 123 4567 or 555 987 6543", Dropped("invalid_phone")),  # letters between digits
+    r("ph", "555-1234 | 555-5678", Dropped("invalid_phone")),  # two numbers glued: not read as +55 ...
+    r("ph", "0447911123456", Dropped("invalid_phone")),  # zeros off, 447911123456 is not a US number
+    r("ph", "07544 538485", "447544538485", "gb"),  # in the UK the 0 is the trunk prefix
+    r("ph", "00 1234", Dropped("invalid_phone")),
+    r("ph", "Tel: ", Dropped("invalid_phone")),
+    r("ph", "5" * 129, Dropped("too_long")),
     # ---------------------------------------------------------------- fn / ln
     r("fn", "Mary Jane", "maryjane"),
     r("ln", "O'Connor", "oconnor"),
@@ -117,6 +145,11 @@ CASES: list[Row] = [
     r("fn", "Anne-Marie ♥", "annemarie"),
     r("ln", "D’Angelo", "dangelo"),  # typographic apostrophe is punctuation
     r("fn", "王小明", "王小明"),
+    r("fn", "Mary ❤️", "mary"),  # the heart (So) and its variation selector U+FE0F
+    r("fn", "Mary\ufe0f", "mary"),  # a variation selector after a letter is not an accent either
+    r("fn", "Zoe\u0308", "zoë"),  # a combining mark on a letter is kept (and composed)
+    r("fn", "Ann 1\u20e3", "ann1"),  # a keycap mark on a digit is dropped, the digit stays
+    r("ln", "Smith\u200d👨\u200d👩", "smith"),  # zero-width joiners and emoji
     r("fn", "...", Dropped("empty")),
     r("fn", "   ", Dropped("empty")),
     # ---------------------------------------------------------------- ge
@@ -134,6 +167,16 @@ CASES: list[Row] = [
     r("ge", "miss", "f"),
     r("ge", "x", Dropped("invalid_gender")),
     r("ge", "unknown", Dropped("invalid_gender")),
+    r("ge", "boy", "m"),  # capi-param-builder's gender words
+    r("ge", "He", "m"),
+    r("ge", "father", "m"),
+    r("ge", "gentleman", "m"),
+    r("ge", "girl", "f"),
+    r("ge", "she", "f"),
+    r("ge", "Mother", "f"),
+    r("ge", "lady", "f"),
+    r("ge", "Ma'am", "f"),
+    r("ge", "daughter", "f"),
     # ---------------------------------------------------------------- db
     r("db", "1997-02-16", "19970216"),
     r("db", "16/02/1997", "19970216"),
@@ -162,13 +205,36 @@ CASES: list[Row] = [
     r("db", "2026-09-21", "20260921"),  # today is not the future
     r("db", "2026-09-22", Dropped("future_date")),
     r("db", "1997-02-30", Dropped("invalid_date")),
-    r("db", "1997-13-01", Dropped("invalid_date")),
+    r("db", "1997-13-01", "19970113"),  # year first, middle part > 12: year-day-month
+    r("db", "1997-13-13", Dropped("invalid_date")),
     r("db", "13/13/1997", Dropped("invalid_date")),
     r("db", "2/29/1996", "19960229"),
     r("db", "2/29/1997", Dropped("invalid_date")),
-    r("db", "1997-02/16", Dropped("invalid_date")),  # mixed separators
+    r("db", "1997-02/16", "19970216"),  # mixed separators
     r("db", "yesterday", Dropped("invalid_date")),
     r("db", "1990-12-31T00:00:00Z", "19901231"),  # ISO date-time: the calendar date
+    r("db", "12 31 1990", "19901231"),  # revised rules: any run of non-alphanumerics separates
+    r("db", "16–2–1997", "19970216"),  # en dash
+    r("db", "16—2—1997", "19970216"),  # em dash
+    r("db", "12-31/1990", "19901231"),
+    r("db", "31 _ 12 | 1990", "19901231"),
+    r("db", "Born: 31.12.1990", "19901231"),
+    r("db", "DOB is 12/31/1990 (verified)", "19901231"),
+    r("db", "31/12/1990 (DD/MM/YYYY)", "19901231"),
+    r("db", "05/03/1995 (DD/MM/YYYY)", "19950305"),  # the hint beats the configured order
+    r("db", "05/03/1995 (mm-dd-yyyy)", "19950503", None, DMY),
+    r("db", "12/31/1990 (DD/MM/YYYY)", Dropped("invalid_date")),  # the hint contradicts the value: dropped
+    r("db", "12月31日1990年", "19901231"),
+    r("db", "1990年12月31日", "19901231"),
+    r("db", "1990년 12월 31일", "19901231"),
+    r("db", "１９９０－１２－３１", "19901231"),  # full-width
+    r("db", "1990-12-31-00-00-00", "19901231"),
+    r("db", "1990-12-31T00:00:00.000+05:30", "19901231"),
+    r("db", "1985/25/12", "19851225"),  # year first, middle part > 12: year-day-month
+    r("db", "12 31 1990 555 1234", Dropped("invalid_date")),  # more than a date and a time: refused
+    r("db", "12/31/1990 or 01/02/1991", Dropped("invalid_date")),
+    r("db", "1" * 40, Dropped("invalid_date")),
+    r("db", "1" * 129, Dropped("too_long")),
     # ---------------------------------------------------------------- ct
     r("ct", "Menlo Park", "menlopark"),
     r("ct", "Seattle-98121", "seattle"),
@@ -260,12 +326,68 @@ CASES: list[Row] = [
     r("country", "United", Dropped("unknown_country")),  # never guess by truncating
     r("country", "Germ", Dropped("unknown_country")),
     r("country", "XX", Dropped("unknown_country")),
+    r("country", "França", "fr"),  # CLDR names in other languages (generated table)
+    r("country", "Deutschland", "de"),
+    r("country", "España", "es"),
+    r("country", "Allemagne", "de"),
+    r("country", "Германия", "de"),
+    r("country", "ドイツ", "de"),
+    r("country", "Estados Unidos", "us"),
+    r("country", "Kongo", Dropped("unknown_country")),  # two countries in two languages: not guessed
     # ---------------------------------------------------------------- external_id
     r("external_id", "  USER-123  ", "user-123"),
     r("external_id", "ABC_def-9", "abc_def-9"),
     r("external_id", 12345, "12345"),
+    r("external_id", "user 123 id", "user123id"),  # whitespace removed, as capi-param-builder does
+    r("external_id", "a\tb\u00a0c", "abc"),
+    r("external_id", "x" * 1025, Dropped("too_long")),
     r("external_id", "d41d8cd98f00b204e9800998ecf8427e", "d41d8cd98f00b204e9800998ecf8427e"),
 ]
+
+
+# Variants where Meta's own normalizers disagree: the documented form first, then each variant (at most 3).
+VARIANTS = [
+    ("ct", "São Paulo", None, ["sãopaulo", "sopaulo"]),
+    ("ct", "District 9", None, ["district", "district9"]),
+    ("ct", "Seattle-98121", None, ["seattle", "seattle98121"]),
+    ("ct", "Москва", None, ["москва"]),  # capi-param-builder computes nothing for a non-Latin city
+    ("ct", "Menlo Park", None, ["menlopark"]),
+    ("zp", "SW1A 1AA", "gb", ["sw1a1aa", "sw1a 1aa"]),
+    ("zp", "SW1A 1AA", None, ["sw1a1aa", "sw1a 1aa"]),
+    ("zp", "98121 4892", "us", ["98121"]),  # US: no variant
+    ("zp", "123459876", None, ["12345"]),  # the US rule (9 digits, no country): no variant
+    ("st", "California", None, ["ca", "california"]),
+    ("st", "CA", "us", ["ca", "california"]),
+    ("st", "CA", None, ["ca"]),  # a code without a country: could be another country's region
+    ("st", "WA", "au", ["wa"]),  # Western Australia, not Washington
+    ("st", "Washington, D.C.", "us", ["dc", "washingtondc", "districtofcolumbia"]),
+    ("st", "Québec", "ca", ["qc", "québec", "quebec"]),
+    ("st", "Bayern", "de", ["bayern"]),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "country", "forms"), VARIANTS)
+def test_every_variant_is_sent_after_the_documented_form(field: str, value: str, country: str | None,
+                                                          forms: list[str]) -> None:  # fmt: skip
+    assert normalized_strings(field, value, US_MDY, country=country, today=TODAY) == forms
+    user_data: dict[str, Any] = {field: value} | ({"country": country} if country else {})
+    out, _ = normalize_user_data(user_data, US_MDY, TODAY)
+    hashes = [hashlib.sha256(form.encode("utf-8")).hexdigest() for form in forms]
+    assert out[field] == (hashes[0] if len(hashes) == 1 else hashes)
+
+
+def test_variants_of_list_items_are_flattened_deduplicated_and_capped_per_input() -> None:
+    out, _ = normalize_user_data({"ct": ["São Paulo", "sao paulo", "Sao-Paulo"]}, US_MDY, TODAY)
+    sha = [hashlib.sha256(s.encode()).hexdigest() for s in ("sãopaulo", "sopaulo", "saopaulo")]
+    assert out["ct"] == sha
+
+
+def test_match_key_coverage_counts_a_field_once_whatever_its_variants() -> None:
+    from capi_relay.validate import match_key_count
+
+    out, _ = normalize_user_data({"em": ["a@b.co", "c@d.co"], "ct": "São Paulo", "st": "California"}, US_MDY, TODAY)
+    assert isinstance(out["ct"], list)
+    assert match_key_count(out) == 1
 
 
 def _id(row: Row) -> str:
@@ -306,13 +428,17 @@ def test_the_pipeline_sends_the_sha256_of_that_string_or_drops_the_field(row: Ro
         user_data["country"] = country
     # When user_data is normalized
     out, drops = normalize_user_data(user_data, settings, TODAY)
-    # Then the field is the SHA-256 of the expected string, or absent with its drop counted
+    # Then the field is the SHA-256 of the expected string (first, when variants follow it: a list), or absent
+    # with its drop counted
     if isinstance(expected, Dropped):
         assert field not in out
         assert Drop(field, expected.reason) in drops
     else:
-        assert out[field] == hashlib.sha256(expected.encode("utf-8")).hexdigest()
-        assert out[field] != EMPTY_SHA256
+        forms = normalized_strings(field, value, settings, country=country, today=TODAY)
+        assert forms[0] == expected
+        hashes = [hashlib.sha256(form.encode("utf-8")).hexdigest() for form in forms]
+        assert out[field] == (hashes[0] if len(hashes) == 1 else hashes)
+        assert EMPTY_SHA256 not in hashes
 
 
 # Meta's published vectors (meta-capi.md A4: first 8 and last 6 hex digits), through the whole pipeline.

@@ -27,15 +27,22 @@ SETTINGS = NormalizationSettings()
 SAMPLES = settings(max_examples=300, deadline=None)
 
 
-def ours(field: str, value: Any, country: str | None = None) -> str | None:
-    """What the engine sends for ``field`` (None when it drops the value)."""
+def sent(field: str, value: Any, country: str | None = None) -> list[str]:
+    """Every value the engine sends for ``field`` (the documented form first, then its variants)."""
     user_data: dict[str, Any] = {field: value}
     if country is not None and field != "country":
         user_data["country"] = country
     out, _ = normalize_user_data(user_data, SETTINGS, TODAY)
     result = out.get(field)
-    assert result is None or isinstance(result, str)
-    return result
+    if result is None:
+        return []
+    return [result] if isinstance(result, str) else result
+
+
+def ours(field: str, value: Any, country: str | None = None) -> str | None:
+    """What the engine sends for ``field`` in its documented form (None when it drops the value)."""
+    values = sent(field, value, country)
+    return values[0] if values else None
 
 
 def sdk(field: str, value: str) -> str | None:
@@ -213,7 +220,8 @@ DIFFERENCES = [
     Difference("db", "2/16/1997", "19970216", "2/16/1997", "Meta's own example; the SDK does not reformat"),
     Difference("ct", "Coeur d'Alene", "coeurdalene", "coeurd'alene",
                "no punctuation (Meta's docs); the SDK removes only digits . whitespace - ( )"),
-    Difference("st", "California", "ca", "california", "US states: 2-letter ANSI code (Meta's docs)"),
+    Difference("st", "California", "ca", "california",
+               "US states: 2-letter ANSI code (Meta's docs) first; the SDK's form is sent too, as a variant"),
     Difference("zp", "981214892", "98121", "981214892", "US: first 5 digits only (Meta's docs)", "us"),
     Difference("zp", "1", None, "1", "a 1-character postcode matches no one: dropped"),
     Difference("country", "United States", "us", None,
@@ -229,6 +237,18 @@ def test_documented_difference(diff: Difference) -> None:
     assert ours(diff.field, diff.value, diff.country) == expected_spec, diff.why
     # The SDK's side (string before hashing, or None when it raises)
     assert sdk_string(diff.field, diff.value) == diff.sdk, diff.why
+
+
+VARIANT_CASES = [("st", "California", "us"), ("st", "North Carolina", None), ("ct", "Stanley Park 1234", None),
+                 ("ct", "San José", None), ("zp", "NR9 5AL", "gb")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("field", "value", "country"), VARIANT_CASES)
+def test_where_the_sdk_and_the_documented_form_differ_both_hashes_are_sent(field: str, value: str,
+                                                                          country: str | None) -> None:  # fmt: skip
+    sdk_form = sdk_string(field, value)
+    assert sdk_form is not None
+    assert sha(sdk_form) in sent(field, value, country)
 
 
 def test_the_sdk_sends_external_id_unhashed_the_spec_hashes_it() -> None:

@@ -59,3 +59,17 @@ def test_pixel_is_optional_when_messages_carry_it() -> None:
 
 def test_normalization_settings_need_no_aws_configuration() -> None:
     assert normalization_settings_from_env({}).default_phone_region == "US"
+
+
+@pytest.mark.parametrize("pixel", ["١٢٣", "１２３", "12\u0663", "1²3", "12a", "1 2"])
+def test_pixel_id_must_be_ascii_digits(pixel: str) -> None:
+    with pytest.raises(SettingsError, match="PIXEL_ID"):
+        settings_from_env(BASE | {"PIXEL_ID": pixel})
+
+
+def test_empty_values_are_unset() -> None:
+    env = BASE | {"PIXEL_ID": "", "GRAPH_API_URL": "", "GRAPH_API_VERSION": "", "TEST_EVENT_CODE": "", "STAGE": ""}
+    s = settings_from_env(env)
+    assert (s.pixel_id, s.graph_api_url, s.graph_api_version, s.test_event_code, s.stage) == (
+        None, "https://graph.facebook.com", "v26.0", None, "dev",
+    )  # fmt: skip

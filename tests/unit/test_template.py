@@ -33,6 +33,7 @@ SETTINGS_ENV = {
 REQUIRED_ENV = {"PIXEL_ID", "ACCESS_TOKEN_SECRET_ID", "GRAPH_API_VERSION", "TEST_EVENT_CODE", "STAGE",
                 "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}  # fmt: skip
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
+SDK_ENV = {"AWS_ENDPOINT_URL"}  # read by botocore; declared (empty) so sam local invoke can override it
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +306,7 @@ def test_settings_reads_exactly_the_variables_listed_here() -> None:
 
 def test_function_environment_matches_settings(template: dict[str, Any]) -> None:
     variables = set(function_properties(template)["Environment"]["Variables"])
-    assert variables - POWERTOOLS_ENV <= SETTINGS_ENV, variables - POWERTOOLS_ENV - SETTINGS_ENV
+    assert variables - POWERTOOLS_ENV - SDK_ENV <= SETTINGS_ENV, variables - POWERTOOLS_ENV - SDK_ENV - SETTINGS_ENV
     assert variables >= REQUIRED_ENV, REQUIRED_ENV - variables
     env = function_properties(template)["Environment"]["Variables"]
     assert env["POWERTOOLS_SERVICE_NAME"] == "capi-relay"
@@ -370,7 +371,8 @@ def test_required_alarms_exist(template: dict[str, Any]) -> None:
     watched = set().union(*alarms.values())
     for needed in [("AWS/SQS", "ApproximateNumberOfMessagesVisible"), ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
                    ("AWS/Lambda", "Errors"), ("AWS/Lambda", "Throttles"), ("CapiRelay", "AuthFailures"),
-                   ("CapiRelay", "EventsRejected"), ("CapiRelay", "EventsPrepared")]:  # fmt: skip
+                   ("CapiRelay", "EventsRejected"), ("CapiRelay", "EventsPrepared"),
+                   ("CapiRelay", "GraphRequestErrors"), ("CapiRelay", "GraphApiVersionRetired")]:  # fmt: skip
         assert needed in watched, needed
     dlq = template["Resources"]["DLQDepthAlarm"]["Properties"]
     assert dlq["MetricName"] == "ApproximateNumberOfMessagesVisible"

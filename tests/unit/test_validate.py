@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from capi_relay.envelope import MAX_MESSAGE_BYTES, EnvelopeError, parse_body
 from capi_relay.model import Drop, Prepared, Rejection
-from capi_relay.validate import REASONS, prepare_event
+from capi_relay.validate import DEFAULT_MAX_EVENT_BYTES, REASONS, prepare_event
 from tests.factories import NOW, SETTINGS, make_event, with_user_data
 
 DAY = 86_400
@@ -112,6 +113,8 @@ REJECTIONS: dict[str, list[Callable[[], Any]]] = {
                           lambda: make_event(original_event_data={"event_time": float("nan")})],
     "invalid_unicode": [lambda: make_event(event_name="Purchase\ud800"),
                         lambda: _custom(value=1, currency="USD", content_name="x\udfff")],
+    "event_too_large": [lambda: _custom(value=1, currency="USD", description="x" * DEFAULT_MAX_EVENT_BYTES),
+                        lambda: _custom(value=1, currency="USD", contents=[{"id": "é" * 1_100_000, "quantity": 1}])],
 }  # fmt: skip
 
 
@@ -138,7 +141,8 @@ def test_the_base_event_is_valid_and_fully_hashed() -> None:
     # Then every hashed field is a hash of the normalized value, the rest untouched
     assert user_data["em"] == hashlib.sha256(b"john_smith@gmail.com").hexdigest()
     assert user_data["ph"] == hashlib.sha256(b"16505551212").hexdigest()
-    assert user_data["st"] == hashlib.sha256(b"ca").hexdigest()
+    # "California" in the US: the code, then the full-name form of Meta's Java/Ruby SDKs (a variant)
+    assert user_data["st"] == [hashlib.sha256(b"ca").hexdigest(), hashlib.sha256(b"california").hexdigest()]
     assert user_data["zp"] == hashlib.sha256(b"94025").hexdigest()
     assert user_data["client_ip_address"] == "203.0.113.7"
     assert result.event["custom_data"] == {"value": 42.5, "currency": "usd"}
@@ -308,3 +312,38 @@ def test_the_raw_event_is_not_mutated() -> None:
     before = json.dumps(event, sort_keys=True)
     prepared(event)
     assert json.dumps(event, sort_keys=True) == before
+
+
+# ------------------------------------------------------------------------------------------ size caps
+def test_an_event_just_under_the_byte_cap_is_prepared_and_the_cap_can_be_lowered() -> None:
+    base = prepared(make_event())
+    room = DEFAULT_MAX_EVENT_BYTES - len(base.encoded) - len(',"description":""')
+    big = prepared(make_event(custom_data={"value": 42.5, "currency": "USD", "description": "x" * room}))
+    assert len(big.encoded) == DEFAULT_MAX_EVENT_BYTES
+    result = prepare_event(make_event(), SETTINGS, NOW, max_event_bytes=len(base.encoded) - 1)
+    assert isinstance(result, Rejection)
+    assert result.reason == "event_too_large"
+
+
+def test_a_field_value_over_its_cap_is_dropped_as_too_long_not_the_event() -> None:
+    result = prepared(with_user_data(make_event(), ph="5" * 10_000, fbp="fb.1." + "1" * 5000))
+    assert Drop("ph", "too_long") in result.drops
+    assert Drop("fbp", "too_long") in result.drops
+    assert "ph" not in result.event["user_data"]
+    assert "em" in result.event["user_data"]
+    rejection = rejected(with_user_data(make_event(), client_user_agent="U" * 5000))
+    assert rejection.reason == "website_missing_user_agent"  # a website event needs its (capped) user agent
+
+
+@pytest.mark.parametrize("body", ["x" * (MAX_MESSAGE_BYTES + 1), "é" * (MAX_MESSAGE_BYTES // 2 + 1)])
+def test_a_message_body_over_the_cap_is_refused_before_it_is_parsed(body: str) -> None:
+    with pytest.raises(EnvelopeError) as caught:
+        parse_body(body)
+    assert caught.value.reason == "message_too_large"
+
+
+def test_a_message_body_at_the_cap_is_parsed() -> None:
+    body = json.dumps({"pixel_id": "123", "data": [make_event()]})
+    body = body[:-1] + " " * (MAX_MESSAGE_BYTES - len(body)) + "}"
+    assert len(body) == MAX_MESSAGE_BYTES
+    assert len(parse_body(body).events) == 1
