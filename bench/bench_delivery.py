@@ -1,7 +1,7 @@
 """Delivery benchmark: a 10,000-record batch (one event each) against the Graph stand-in on loopback.
 
 For 0, 50 and 200 ms of injected latency: wall time and CPU time of ``Deliverer.deliver`` with the
-configured concurrency, beside the same batch sent sequentially (one request at a time), and the number
+configured concurrency, beside the same batch in FIFO mode (one request at a time, in order), and the number
 of requests. Target: wall <= CPU + 2 x latency for the concurrent run. Prints numbers, asserts nothing.
 
 The stand-in runs in a subprocess so that its CPU time is not counted as the relay's.
@@ -54,7 +54,7 @@ def measure(url: str, events: list[Outbound], concurrency: int, sequential: bool
     deliverer = Deliverer(client, StaticTokens(), config)
     try:
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        report = deliverer.deliver(events, time.monotonic() + 600, sequential=sequential)
+        report = deliverer.deliver(events, time.monotonic() + 600, fifo=sequential)  # FIFO: one at a time
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     finally:
         deliverer.close()

@@ -10,7 +10,7 @@ import argparse
 import time
 from collections.abc import Callable
 
-from bench import bench_coldstart, bench_cost, bench_delivery, bench_invocation, bench_normalize
+from bench import bench_coldstart, bench_cost, bench_delivery, bench_invocation, bench_normalize, bench_pipeline
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     benches: list[tuple[str, Callable[[], object]]] = [
         ("per-event CPU (issue 3 / 5.1)", lambda: bench_normalize.main(["--runs", "2" if quick else "5"])),
+        (
+            "whole job: handler vs SDK vs floor (issue 14)",
+            lambda: bench_pipeline.main(["--runs", "1" if quick else "5"]),
+        ),
         ("delivery wall time (issue 4)", lambda: bench_delivery.main(["--repeat", "1" if quick else "3"])),
         ("invocation (issue 5.2)", lambda: bench_invocation.main(["--repeat", "1"] if quick else [])),
         ("cold start (issue 5.3)", lambda: bench_coldstart.main(["--runs", "3"] if quick else [])),

@@ -1,56 +1,62 @@
-"""Delivery engine: group, chunk, send concurrently, retry, isolate bad events, map every outcome to a record.
+"""Delivery engine: chunk, send concurrently, retry, search for bad events, report every event's outcome.
 
-Input is a list of :class:`Outbound` events (each bound to its SQS ``messageId``); output is a
-:class:`DeliveryReport` naming, for every message id that had events, the first failure of any of them
-(a message id not in ``failed`` had every event accepted).
+Input is an iterable of :class:`Outbound` events (each bound to its SQS ``messageId`` and position; a
+generator that prepares them lazily is fine: full chunks are sent while the rest is prepared). Output is a
+:class:`DeliveryReport`: events Meta rejected as invalid in ``rejected`` (per event), message ids with an
+event that could not be decided in ``failed``; an event in neither was accepted.
+
+Data flow, top to bottom: chunking (:class:`_Chunker`) -> the per-attempt decision (:func:`decide`, pure)
+-> the scheduler (:class:`_Run`: intake, dispatch, bounded waits) -> outcomes (:class:`_Outcomes`: maps a
+decision or a search step onto the report). The bad-event search itself is the pure state machine in
+``search.py``; throttle holds that outlive an invocation are in ``throttle.py``.
 
 Policy (../shared/design/architecture.md, failure policy):
 
-* events are grouped by (pixel, test_event_code) -- the token is chosen per pixel -- and chunked to
-  <= ``max_events_per_request`` and <= ``max_request_bytes``; chunks are sent concurrently (at most
-  ``concurrency`` at once) over the one pooled client;
-* TRANSIENT errors are retried with full-jitter exponential backoff while attempts and time allow;
-* THROTTLED errors hold the whole pixel until ``Retry-After`` (or a growing jittered backoff); a hold that
-  ends too late for another attempt fails the chunk at once: SQS's visibility timeout becomes the backoff;
-* AUTH errors force one refresh of the pixel's token per invocation; a request that left with the old
-  token is retried with the new one; a rejection of the refreshed token fails the pixel's records;
-* CONFIG errors fail every chunk of that pixel without sending more (other pixels are unaffected);
-* INVALID errors on a multi-event chunk start a search for the bad events (see :class:`_Search`); only
-  the records of the isolated events fail.
+* events are grouped by (pixel, test_event_code, request_fields) and chunked to <= ``max_events_per_request``
+  and <= ``max_request_bytes``; at most ``concurrency`` requests at once over the one pooled client;
+* TRANSIENT: retried with full-jitter exponential backoff while attempts and time allow;
+* THROTTLED: the whole pixel is held until Meta's estimate (``retry_after_s``: Retry-After or the usage
+  headers) or a growing jittered backoff; the hold is kept in the Deliverer across invocations (wall
+  clock); a hold that ends too late fails the records at once, without a request, with ``retry_after_s``;
+* AUTH: one forced refresh of the pixel's token per invocation; a request that left with the old token is
+  retried with the new one; a rejection of the refreshed token fails the pixel's records;
+* CONFIG (permission, wrong pixel, 2635 retired version) and REQUEST (code 100 without subcode): fail every
+  record of that pixel without sending more, one error log per pixel per invocation;
+* INVALID (2804xxx): a single event is rejected; a multi-event chunk is searched (search.py);
+* FIFO (``fifo=True``): chunks are contiguous runs of the input and go one request at a time in input
+  order (groups are not sent concurrently); a rejected chunk is searched by prefixes; a failed event
+  blocks the rest of its group in this invocation (``fifo_group_blocked``, never sent), and so does a
+  rejected one unless ``quarantine``.
 
-No attempt starts unless ``min_request_s`` is left before the deadline, and each attempt's timeout is cut
-to the time that is left, so ``deliver`` returns by the deadline (plus scheduling noise). The scheduler
-runs in the calling thread and only blocks (on a finished request or on the next ready time); only the
-HTTP calls run on the worker threads.
+Every wait is bounded: no attempt starts unless ``min_request_s`` is left, each attempt's ``timeout_s`` is
+cut to the time left, the scheduler sleeps or waits only up to the deadline, and an attempt still running
+past the deadline is abandoned (its records fail; counted in ``unknown_outcomes``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import Enum
 
 from capi_relay.graph import ErrorKind, GraphError, GraphReply, GraphSender
 from capi_relay.model import Outbound, encode_event
-from capi_relay.secrets import Credentials, SecretError, TokenProvider
+from capi_relay.search import SEARCH_POOLED_FROM, Probe, Search, search_request_bound
+from capi_relay.secrets import Credentials, InvocationScoped, SecretError, TokenProvider
+from capi_relay.throttle import Hold, HoldBook
+
+__all__ = ["SEARCH_POOLED_FROM", "Deliverer", "DeliveryConfig", "DeliveryReport", "Failure", "chunk",
+           "decide", "search_request_bound"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-
-# Bad-event search: binary splitting with inference while few bad events have been found (fewest
-# requests), then rounds that pool the undecided halves (fewer round trips), then plain halving once the
-# chunk has proved to be full of bad events (fewest round trips; every event ends up tested anyway).
-SEARCH_POOLED_FROM = 4
-SEARCH_PLAIN_FROM = 16
-SEARCH_PLAIN_DENSITY = 0.25  # ... or as soon as a quarter of the decided events were bad
+ABANDON_GRACE_S = 0.1  # an attempt still running this long after the deadline is abandoned
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +68,7 @@ class DeliveryConfig:
     base_backoff_s: float = 0.2
     max_backoff_s: float = 5.0
     throttle_backoff_s: float = 2.0
-    request_timeout_s: float = 6.0  # connect + read of one attempt (cut to the time left)
+    request_timeout_s: float = 6.0  # wall-clock cap of one attempt (cut to the time left); graph.py enforces it
     min_request_s: float = 1.0  # no attempt starts with less than this left before the deadline
 
 
@@ -77,111 +83,78 @@ class Failure:
 
 @dataclass(slots=True)
 class DeliveryReport:
-    failed: dict[str, Failure] = field(default_factory=dict)  # messageId -> first failure
+    failed: dict[str, Failure] = field(default_factory=dict)  # messageId -> first failure of an undecided event
+    rejected: dict[tuple[str, int], Failure] = field(default_factory=dict)  # (messageId, position) Meta rejected
     delivered_events: int = 0
     requests: int = 0
     retries: int = 0
     throttles: int = 0
     auth_refreshes: int = 0
-    splits: int = 0
-    isolated_events: int = 0  # events found bad by the search
+    splits: int = 0  # requests made by bad-event searches
+    isolated_events: int = 0  # events found bad by a search or rejected alone (== len(rejected))
+    resent_events: int = 0  # events POSTed again after an attempt whose outcome was unknown
+    unknown_outcomes: int = 0  # attempts that ended without an answer after the request may have left
     graph_errors: Counter[str] = field(default_factory=Counter)  # reason -> count
     latencies_ms: list[float] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------- chunking
+ChunkKey = tuple[str, str | None, tuple[tuple[str, str], ...]]  # pixel, test_event_code, request_fields
 
 
 @dataclass(slots=True)
 class _Item:
     outbound: Outbound
     encoded: bytes
-    index: int  # position in the invocation's input: keeps order when undecided halves are pooled
-
-
-class _Mode(Enum):
-    BINARY = "binary"
-    POOLED = "pooled"
-    PLAIN = "plain"
-
-
-@dataclass(slots=True)
-class _Search:
-    """The search for the bad events of one chunk that Meta rejected as invalid.
-
-    Meta rejects a whole request when any event in it is invalid and does not say which one. A set that
-    was rejected is *known bad* (it holds at least one bad event). To split a known-bad set, only its
-    first half is sent: if Meta accepts it, the second half is known bad without sending it; if not, the
-    second half is *undecided* and waits in ``pool``. A known-bad set of one event is isolated.
-
-    Requests are made in rounds: the next round starts when every request of this round has an outcome.
-    In BINARY mode the pool is sent (as one request) only when no known-bad set is left to split --
-    Hwang's binary splitting, at most ``k * (ceil(log2 n) + 1) + 1`` requests for k bad events among n,
-    at the cost of one round trip per request. POOLED mode sends the pool every round; PLAIN mode sends
-    both halves of every split (for a chunk full of bad events, where inference gains nothing).
-    """
-
-    pixel_id: str
-    test_event_code: str | None
-    found: int = 0
-    good: int = 0
-    inflight: int = 0
-    known: list[tuple[list[_Item], Failure]] = field(default_factory=list)
-    pool: list[_Item] = field(default_factory=list)
-
-    @property
-    def mode(self) -> _Mode:
-        if self.found >= SEARCH_PLAIN_FROM or (
-            self.found >= SEARCH_POOLED_FROM and self.found >= SEARCH_PLAIN_DENSITY * (self.found + self.good)
-        ):
-            return _Mode.PLAIN
-        if self.found >= SEARCH_POOLED_FROM:
-            return _Mode.POOLED
-        return _Mode.BINARY
+    index: int  # position in the invocation's input: keeps order
 
 
 @dataclass(slots=True)
 class _Chunk:
-    pixel_id: str
-    test_event_code: str | None
+    key: ChunkKey
     items: list[_Item]
     size: int = 0  # encoded bytes of the events, with separators
-    attempt: int = 0
-    ready_at: float = 0.0
-    credentials: Credentials | None = None
-    last_failure: Failure | None = None
-    search: _Search | None = None
-    sibling: list[_Item] | None = None  # known bad if this chunk is accepted, undecided if not
-    sibling_failure: Failure | None = None
+
+    @property
+    def pixel_id(self) -> str:
+        return self.key[0]
+
+    @property
+    def test_event_code(self) -> str | None:
+        return self.key[1]
 
     def body(self, credentials: Credentials) -> bytes:
-        tail: dict[str, str] = {}
-        if self.test_event_code:
-            tail["test_event_code"] = self.test_event_code
-        proof = credentials.appsecret_proof
-        if proof:
-            tail["appsecret_proof"] = proof
-        parts = [b'{"data":[', b",".join(item.encoded for item in self.items), b"]"]
-        if tail:
-            parts.append(b"," + json.dumps(tail, separators=(",", ":")).encode()[1:-1])
-        parts.append(b"}")
-        return b"".join(parts)
+        return request_body(self.key, self.items, credentials)
 
 
-@dataclass(slots=True)
-class _PixelState:
-    credentials: Credentials | None = None
-    refreshed: bool = False
-    hold_until: float = 0.0
-    broken: Failure | None = None
+def request_body(key: ChunkKey, items: list[_Item], credentials: Credentials) -> bytes:
+    """``{"data":[...], test_event_code?, <request_fields>..., appsecret_proof?}`` (never the token)."""
+    import json  # noqa: PLC0415 -- stdlib, kept next to its one use
+
+    tail: dict[str, str] = dict(key[2])
+    if key[1]:
+        tail["test_event_code"] = key[1]
+    proof = credentials.appsecret_proof
+    if proof:
+        tail["appsecret_proof"] = proof
+    parts = [b'{"data":[', b",".join(item.encoded for item in items), b"]"]
+    if tail:
+        parts.append(b"," + json.dumps(tail, separators=(",", ":"), ensure_ascii=False).encode()[1:-1])
+    parts.append(b"}")
+    return b"".join(parts)
 
 
 class _Chunker:
-    """Groups events by (pixel, test_event_code) in input order and cuts at the event and byte caps."""
+    """Groups events by chunk key in input order and cuts at the event and byte caps. ``contiguous`` (FIFO)
+    closes the open chunk whenever the key changes, so that chunks are runs of the input."""
 
-    OVERHEAD = 256  # '{"data":[', the tail with test_event_code and appsecret_proof
+    OVERHEAD = 1024  # '{"data":[', test_event_code, request_fields and appsecret_proof
 
-    def __init__(self, max_events: int, max_bytes: int) -> None:
+    def __init__(self, max_events: int, max_bytes: int, *, contiguous: bool = False) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
-        self.open: dict[tuple[str, str | None], _Chunk] = {}
+        self.contiguous = contiguous
+        self.open: dict[ChunkKey, _Chunk] = {}
         self.index = 0
 
     def add(self, event: Outbound) -> list[_Chunk]:
@@ -189,15 +162,17 @@ class _Chunker:
         encoded = event.encoded if event.encoded is not None else encode_event(event.event)
         item = _Item(event, encoded, self.index)
         self.index += 1
-        key = (event.pixel_id, event.test_event_code)
+        key: ChunkKey = (event.pixel_id, event.test_event_code, event.request_fields)
         size = len(encoded) + 1
         closed: list[_Chunk] = []
+        if self.contiguous and self.open and key not in self.open:
+            closed.extend(self.flush())
         current = self.open.get(key)
         if current is not None and current.items and current.size + size + self.OVERHEAD > self.max_bytes:
             closed.append(self.open.pop(key))
             current = None
         if current is None:
-            current = self.open[key] = _Chunk(event.pixel_id, event.test_event_code, [])
+            current = self.open[key] = _Chunk(key, [])
         current.items.append(item)
         current.size += size
         if len(current.items) >= self.max_events:
@@ -209,24 +184,113 @@ class _Chunker:
         return closed
 
 
-def chunk(outbound: Iterable[Outbound], max_events: int, max_bytes: int) -> list[_Chunk]:
+def chunk(outbound: Iterable[Outbound], max_events: int, max_bytes: int, *, contiguous: bool = False) -> list[_Chunk]:
     """All chunks of ``outbound`` (full ones in the order they filled, then the open ones)."""
-    chunker = _Chunker(max_events, max_bytes)
+    chunker = _Chunker(max_events, max_bytes, contiguous=contiguous)
     chunks = [c for event in outbound for c in chunker.add(event)]
     return chunks + chunker.flush()
 
 
-def search_request_bound(bad: int, events: int) -> int:
-    """Upper bound on the requests spent on one rejected chunk of ``events`` events holding ``bad`` bad ones
-    (the first request included), as long as no request fails for another reason and ``bad`` stays below
-    SEARCH_POOLED_FROM. Documented and tested; larger ``bad`` stays close to it (see the unit tests)."""
-    if events <= 1 or bad <= 0:
-        return 1
-    return bad * (math.ceil(math.log2(events)) + 1) + 1
+# ------------------------------------------------------------------------------------------- decision
+class Action(Enum):
+    RETRY = "retry"  # send again at ``at``
+    HOLD = "hold"  # throttled: hold the pixel until ``at``, then send again
+    REFRESH = "refresh"  # force-refresh the token once, then send again
+    FAIL = "fail"  # give these records up (SQS retries them)
+    FAIL_PIXEL = "fail_pixel"  # give up every record of the pixel for this invocation
+    INVALID = "invalid"  # Meta rejected the events: reject a single one, search a chunk
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    at: float = 0.0
+    retry_after_s: float | None = None  # FAIL of a throttled request: Meta's estimate / the remaining hold
+
+
+def decide(
+    error: GraphError,
+    *,
+    attempt: int,
+    stale_token: bool,
+    refreshed: bool,
+    now: float,
+    deadline: float,
+    config: DeliveryConfig,
+    jitter: float,
+) -> Decision:
+    """What to do after a failed attempt (pure: ``jitter`` in [0, 1) is the caller's random draw)."""
+    kind = error.kind
+    if kind is ErrorKind.INVALID:
+        return Decision(Action.INVALID)
+    if kind in (ErrorKind.CONFIG, ErrorKind.REQUEST):
+        return Decision(Action.FAIL_PIXEL)
+    if kind is ErrorKind.AUTH:
+        if stale_token:  # the token was refreshed after this request left: retry with the new one
+            return Decision(Action.RETRY, at=now)
+        return Decision(Action.FAIL_PIXEL) if refreshed else Decision(Action.REFRESH, at=now)
+    if kind is ErrorKind.THROTTLED:
+        wait_s = error.retry_after_s
+        if wait_s is None:
+            wait_s = config.throttle_backoff_s * 2 ** (attempt - 1) * (0.5 + jitter / 2)
+        if attempt >= config.max_attempts or deadline - (now + wait_s) < config.min_request_s:
+            return Decision(Action.FAIL, retry_after_s=wait_s)
+        return Decision(Action.HOLD, at=now + wait_s, retry_after_s=wait_s)
+    if attempt >= config.max_attempts:
+        return Decision(Action.FAIL)
+    backoff = jitter * min(config.max_backoff_s, config.base_backoff_s * 2 ** (attempt - 1))
+    return Decision(Action.RETRY, at=now + backoff)
+
+
+def failure_of(error: GraphError, retry_after_s: float | None = None) -> Failure:
+    return Failure(error.reason, error.code, error.subcode, error.fbtrace_id, retry_after_s)
+
+
+def unknown_outcome(error: GraphError) -> bool:
+    """No HTTP answer: the request may have reached Meta (timeout, connection lost). graph.py does not
+    tell a refused connection from a lost answer, so both count (the metric errs towards more)."""
+    return error.kind is ErrorKind.TRANSIENT and error.http_status is None
+
+
+# ------------------------------------------------------------------------------------------- scheduler
+@dataclass(slots=True)
+class _SearchRun:
+    search: Search[Failure]
+    chunk: _Chunk
+
+
+@dataclass(slots=True)
+class _Request:
+    """One request to make (a chunk, or a probe of a search), with its retry state."""
+
+    key: ChunkKey
+    items: list[_Item]
+    seq: int  # input order of its first item: FIFO sends strictly in this order
+    attempt: int = 0
+    ready_at: float = 0.0
+    credentials: Credentials | None = None
+    last_failure: Failure | None = None
+    unknown: bool = False  # the last attempt's outcome is unknown: sending again is a resend
+    search: _SearchRun | None = None
+    probe: Probe | None = None
+
+    @property
+    def pixel_id(self) -> str:
+        return self.key[0]
+
+
+@dataclass(slots=True)
+class _Pixel:
+    credentials: Credentials | None = None
+    refreshed: bool = False
+    hold_until: float = 0.0  # monotonic
+    hold: Failure | None = None  # the throttle that set hold_until
+    broken: Failure | None = None
+    request_level: Failure | None = None  # the safety valve tripped on this error: it blames no event
 
 
 class Deliverer:
-    """Sends prepared events; one instance per execution environment (holds no per-batch state)."""
+    """Sends prepared events; one instance per execution environment (keeps only throttle holds)."""
 
     def __init__(
         self,
@@ -235,27 +299,30 @@ class Deliverer:
         config: DeliveryConfig,
         *,
         clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        self._sender = sender
-        self._tokens = tokens
-        self._config = config
-        self._clock = clock
-        self._sleep = sleep
-        self._rng = rng or random.Random()
-        self._pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="graph")
+        self.sender = sender
+        self.tokens = tokens
+        self.config = config
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.holds = HoldBook()
+        self.pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="graph")
 
-    @property
-    def config(self) -> DeliveryConfig:
-        return self._config
-
-    def deliver(self, outbound: Iterable[Outbound], deadline: float, *, sequential: bool = False) -> DeliveryReport:
+    def deliver(
+        self, outbound: Iterable[Outbound], deadline: float, *, fifo: bool = False, quarantine: bool = False
+    ) -> DeliveryReport:
         """Deliver ``outbound`` before ``deadline`` (a ``clock()`` value). ``outbound`` may be a generator
-        that prepares events lazily: it is always consumed to the end. ``sequential`` keeps FIFO order (one
-        request at a time, chunks in input order). Never raises."""
+        that prepares events lazily: it is always consumed to the end. ``fifo`` keeps group order (see the
+        module docstring); ``quarantine``: a rejected event does not block its group. Never raises."""
         report = DeliveryReport()
-        run = _Run(self, report, deadline, sequential)
+        if isinstance(self.tokens, InvocationScoped):
+            self.tokens.begin_invocation(deadline)
+        run = _Run(self, report, deadline, fifo=fifo, quarantine=quarantine)
         try:
             run.run(outbound)
         except Exception:  # a bug here must not lose records: fail everything not proven delivered
@@ -265,208 +332,246 @@ class Deliverer:
         return report
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _Run:
-    """The state of one ``deliver`` call."""
+    """The loop of one ``deliver`` call: intake (lazily), dispatch what is ready, wait (bounded), settle."""
 
-    def __init__(self, owner: Deliverer, report: DeliveryReport, deadline: float, sequential: bool) -> None:
+    def __init__(self, owner: Deliverer, report: DeliveryReport, deadline: float, *, fifo: bool,
+                 quarantine: bool) -> None:  # fmt: skip
         self.d = owner
-        self.cfg = owner._config
-        self.report = report
+        self.cfg = owner.config
         self.deadline = deadline
-        self.limit = 1 if sequential else max(1, self.cfg.concurrency)
-        self.pixels: dict[str, _PixelState] = {}
+        self.fifo = fifo
+        self.limit = 1 if fifo else max(1, self.cfg.concurrency)
         self.seen: list[str] = []  # message ids of the events taken from the input so far
+        self.out = _Outcomes(owner, report, deadline, fifo=fifo, quarantine=quarantine)
 
-    # ---------------------------------------------------------------------------------------- loop
     def run(self, outbound: Iterable[Outbound]) -> None:
         """Send while the input is still being produced: every chunk that fills up is scheduled at once, so
         preparing the next events (CPU, this thread) overlaps the requests in flight (I/O, the pool)."""
-        cfg, d = self.cfg, self.d
-        source = iter(outbound)
-        chunker = _Chunker(cfg.max_events_per_request, cfg.max_request_bytes)
-        exhausted = False
-        pending: list[_Chunk] = []
-        running: dict[Future[GraphReply], _Chunk] = {}
-
-        while not exhausted or pending or running:
-            if not exhausted:
-                filled: list[_Chunk] = []
-                for event in source:
-                    self.seen.append(event.message_id)
-                    filled = chunker.add(event)
-                    if filled:
-                        break
-                else:
-                    exhausted = True
-                    filled = chunker.flush()
-                for c in filled:
-                    if c.pixel_id not in self.pixels:
-                        self.pixels[c.pixel_id] = self._load_credentials(c.pixel_id)
-                pending.extend(filled)
-            now = d._clock()
-            pending.sort(key=lambda c: c.ready_at)  # stable: input order among equals (FIFO)
-            waiting: list[_Chunk] = []
-            for c in pending:
-                state = self.pixels[c.pixel_id]
-                if state.broken is not None:
-                    waiting.extend(self._give_up(c, state.broken))
-                    continue
-                start_at = max(c.ready_at, state.hold_until, now)
-                if self.deadline - start_at < cfg.min_request_s:
-                    waiting.extend(self._give_up(c, c.last_failure or Failure("deadline")))
-                    continue
-                if start_at > now or len(running) >= self.limit:
-                    waiting.append(c)
-                    continue
-                creds = state.credentials
-                assert creds is not None
-                c.credentials = creds
-                c.attempt += 1
-                self.report.requests += 1
-                timeout = min(cfg.request_timeout_s, self.deadline - now)
-                running[d._pool.submit(d._sender.send, c.pixel_id, c.body(creds), creds, timeout)] = c
-            pending = waiting
-            if not exhausted:
-                # More input to prepare: only collect what has already finished, never block.
+        source: Iterator[Outbound] | None = iter(outbound)
+        chunker = _Chunker(self.cfg.max_events_per_request, self.cfg.max_request_bytes, contiguous=self.fifo)
+        pending: list[_Request] = []
+        running: dict[Future[GraphReply], _Request] = {}
+        while source is not None or pending or running:
+            if source is not None:
+                filled = self._intake(source, chunker)
+                if filled is None:
+                    source, filled = None, chunker.flush()
+                pending.extend(self.out.requests_for(c) for c in filled)
+            pending = self._dispatch(pending, running)
+            if source is not None:  # more input to prepare: only collect what has finished, never block
                 done = {f for f in running if f.done()}
-            elif not running:
-                if pending:
-                    d._sleep(max(0.0, self._next_start(pending) - d._clock()))
-                continue
+            elif running:
+                done = self._wait(pending, running)
             else:
-                timeout_wait = None
-                if pending and len(running) < self.limit:
-                    timeout_wait = max(0.0, self._next_start(pending) - d._clock())
-                done, _ = wait(running, timeout=timeout_wait, return_when=FIRST_COMPLETED)
+                if pending:
+                    self.d.sleep(max(0.0, self._next_start(pending) - self.d.clock()))
+                continue
             for future in done:
-                c = running.pop(future)
-                pending.extend(self._settle(c, future))
+                pending.extend(self.out.settle(running.pop(future), future))
 
-    def _next_start(self, pending: list[_Chunk]) -> float:
-        nxt = min(max(c.ready_at, self.pixels[c.pixel_id].hold_until) for c in pending)
-        # A chunk that can never start fails on the next pass: wake up by then, not later.
+    def _intake(self, source: Iterator[Outbound], chunker: _Chunker) -> list[_Chunk] | None:
+        """Take events until a chunk fills; None when the input is exhausted."""
+        for event in source:
+            self.seen.append(event.message_id)
+            filled = chunker.add(event)
+            if filled:
+                return filled
+        return None
+
+    def _dispatch(self, pending: list[_Request], running: dict[Future[GraphReply], _Request]) -> list[_Request]:
+        """Start every request that is ready (within the concurrency limit); give up those that cannot
+        start before the deadline. FIFO: only the earliest request, and only when nothing is running."""
+        now = self.d.clock()
+        if self.fifo:
+            pending.sort(key=lambda r: r.seq)
+            while pending and not running:
+                gone = self.out.before_send(pending[0], now)
+                if gone is not None:  # given up or emptied; a search may have new probes to send first
+                    pending = sorted(gone + pending[1:], key=lambda r: r.seq)
+                    continue
+                if self._ready(pending[0], now):
+                    req = pending.pop(0)
+                    running[self._send(req, now)] = req
+                break
+            return pending
+        pending.sort(key=lambda r: r.ready_at)  # stable: input order among equals
+        waiting: list[_Request] = []
+        while pending:
+            req = pending.pop(0)
+            gone = self.out.before_send(req, now)
+            if gone is not None:
+                pending.extend(gone)
+            elif self._ready(req, now) and len(running) < self.limit:
+                running[self._send(req, now)] = req
+            else:
+                waiting.append(req)
+        return waiting
+
+    def _ready(self, req: _Request, now: float) -> bool:
+        return max(req.ready_at, self.out.pixels.get(req.pixel_id).hold_until) <= now
+
+    def _send(self, req: _Request, now: float) -> Future[GraphReply]:
+        creds = self.out.pixels.get(req.pixel_id).credentials
+        assert creds is not None
+        req.credentials = creds
+        req.attempt += 1
+        report = self.out.report
+        report.requests += 1
+        if req.search is not None:
+            report.splits += 1
+        if req.unknown:
+            report.resent_events += len(req.items)
+        timeout = min(self.cfg.request_timeout_s, self.deadline - now)
+        body = request_body(req.key, req.items, creds)
+        return self.d.pool.submit(self.d.sender.send, req.pixel_id, body, creds, timeout)
+
+    def _wait(self, pending: list[_Request], running: dict[Future[GraphReply], _Request]) -> set[Future[GraphReply]]:
+        """Wait for a request to finish, or for the next one to be ready -- never past the deadline."""
+        now = self.d.clock()
+        left = self.deadline + ABANDON_GRACE_S - now
+        if left <= 0:
+            for future in list(running):
+                self.out.abandon(running.pop(future))
+            return set()
+        timeout = left
+        if pending and len(running) < self.limit:
+            timeout = min(timeout, max(0.0, self._next_start(pending) - now))
+        done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+        return done
+
+    def _next_start(self, pending: list[_Request]) -> float:
+        heads = [min(pending, key=lambda r: r.seq)] if self.fifo else pending  # FIFO: only the head can go
+        nxt = min(max(r.ready_at, self.out.pixels.get(r.pixel_id).hold_until) for r in heads)
+        # A request that can never start fails on the next pass: wake up by then, not later.
         return min(nxt, self.deadline - self.cfg.min_request_s)
 
-    # ----------------------------------------------------------------------------------- outcomes
-    def _load_credentials(self, pixel_id: str) -> _PixelState:
+
+class _Pixels:
+    """Per-pixel state of one invocation: the token (loaded on first sight), the refresh, hold, breakage."""
+
+    def __init__(self, owner: Deliverer, report: DeliveryReport) -> None:
+        self.d = owner
+        self.report = report
+        self.state: dict[str, _Pixel] = {}
+
+    def get(self, pixel_id: str) -> _Pixel:
+        state = self.state.get(pixel_id)
+        if state is None:
+            state = self.state[pixel_id] = self._load(pixel_id)
+        return state
+
+    def _load(self, pixel_id: str) -> _Pixel:
+        state = _Pixel()
+        hold = self.d.holds.get(pixel_id, self.d.wall_clock())
+        if hold is not None:  # a block this environment already knows: do not post into it
+            state.hold_until = self.d.clock() + (hold.until - self.d.wall_clock())
+            state.hold = Failure(hold.reason, hold.code, hold.subcode)
         try:
-            return _PixelState(credentials=self.d._tokens.get(pixel_id))
+            state.credentials = self.d.tokens.get(pixel_id)
         except SecretError as exc:
             logger.error("access token unavailable", extra={"pixel_id": pixel_id, "reason": exc.reason})
-            return _PixelState(broken=Failure(exc.reason))
+            state.broken = Failure(exc.reason)
         except Exception as exc:  # a provider bug must not escape: the records go back to SQS
             logger.error("access token provider error", extra={"pixel_id": pixel_id, "error": type(exc).__name__})
-            return _PixelState(broken=Failure("secret_unavailable"))
+            state.broken = Failure("secret_unavailable")
+        return state
 
-    def _fail_items(self, items: list[_Item], failure: Failure) -> None:
+    def refresh(self, pixel_id: str, state: _Pixel) -> bool:
+        """The one forced refresh of this pixel's token in this invocation."""
+        state.refreshed = True
+        self.report.auth_refreshes += 1
+        try:
+            state.credentials = self.d.tokens.get(pixel_id, force_refresh=True)
+        except Exception as exc:
+            state.broken = Failure(exc.reason if isinstance(exc, SecretError) else "secret_unavailable")
+            return False
+        return True
+
+    def hold(self, pixel_id: str, state: _Pixel, until: float, failure: Failure, *, remember: bool) -> None:
+        """Hold the pixel until ``until`` (clock); ``remember``: Meta's estimate, kept across invocations."""
+        if until > state.hold_until:
+            state.hold_until, state.hold = until, failure
+        if remember:
+            wall_until = self.d.wall_clock() + (until - self.d.clock())
+            self.d.holds.hold(pixel_id, Hold(wall_until, failure.reason, failure.code, failure.subcode))
+
+
+class _Ledger:
+    """Writes event outcomes into the report; in FIFO mode, remembers the groups they block."""
+
+    def __init__(self, report: DeliveryReport, *, fifo: bool, quarantine: bool) -> None:
+        self.report = report
+        self.fifo = fifo
+        self.quarantine = quarantine
+        self.blocked_groups: set[str] = set()
+
+    def fail(self, items: list[_Item], failure: Failure) -> None:
         for item in items:
             self.report.failed.setdefault(item.outbound.message_id, failure)
+            if self.fifo and item.outbound.group_id is not None:
+                self.blocked_groups.add(item.outbound.group_id)
 
-    def _delivered(self, c: _Chunk) -> list[_Chunk]:
-        self.report.delivered_events += len(c.items)
-        s = c.search
-        if s is None:
-            return []
-        s.good += len(c.items)
-        if c.sibling:
-            assert c.sibling_failure is not None
-            s.known.append((c.sibling, c.sibling_failure))  # the rejected parent's bad events are there
-        return self._round_done(s)
-
-    def _invalid(self, c: _Chunk, failure: Failure) -> list[_Chunk]:
-        s = c.search
-        if s is None:
-            if len(c.items) == 1:
-                self._isolated(c.items, failure)
-                return []
-            s = _Search(c.pixel_id, c.test_event_code, known=[(c.items, failure)])
-            return self._next_round(s)
-        if len(c.items) == 1:
-            s.found += 1
-            self._isolated(c.items, failure)
-        else:
-            s.known.append((c.items, failure))
-        if c.sibling:
-            s.pool.extend(c.sibling)
-        return self._round_done(s)
-
-    def _give_up(self, c: _Chunk, failure: Failure) -> list[_Chunk]:
-        """The chunk's records fail (for SQS to retry); a search it belonged to goes on with the rest."""
-        self._fail_items(c.items, failure)
-        s = c.search
-        if s is None:
-            return []
-        if c.sibling:
-            s.pool.extend(c.sibling)  # undecided: it could not be inferred from this chunk
-        return self._round_done(s)
-
-    def _isolated(self, items: list[_Item], failure: Failure) -> None:
-        self.report.isolated_events += len(items)
+    def reject(self, items: list[_Item], failure: Failure) -> None:
         for item in items:
+            o = item.outbound
+            self.report.rejected[(o.message_id, o.position)] = failure
+            self.report.isolated_events += 1
             logger.warning(
                 "Meta rejected an event",
-                extra={"message_id": item.outbound.message_id, "event_position": item.outbound.position,
-                       "pixel_id": item.outbound.pixel_id, "reason": failure.reason, "code": failure.code,
-                       "error_subcode": failure.subcode, "fbtrace_id": failure.fbtrace_id},
+                extra={"message_id": o.message_id, "event_position": o.position, "pixel_id": o.pixel_id,
+                       "reason": failure.reason, "code": failure.code, "error_subcode": failure.subcode,
+                       "fbtrace_id": failure.fbtrace_id},
             )  # fmt: skip
-        self._fail_items(items, failure)
+            if self.fifo and not self.quarantine and o.group_id is not None:
+                self.blocked_groups.add(o.group_id)
 
-    def _round_done(self, s: _Search) -> list[_Chunk]:
-        s.inflight -= 1
-        return self._next_round(s) if s.inflight == 0 else []
 
-    def _next_round(self, s: _Search) -> list[_Chunk]:
-        now = self.d._clock()
-        known, s.known = s.known, []
-        if self.deadline - now < self.cfg.min_request_s:
-            for items, failure in known:
-                self._fail_items(items, failure)
-            if s.pool:
-                self._fail_items(s.pool, Failure("deadline"))
-                s.pool = []
-            return []
-        splittable: list[tuple[list[_Item], Failure]] = []
-        for items, failure in known:
-            if len(items) == 1:
-                s.found += 1
-                self._isolated(items, failure)
-            else:
-                splittable.append((items, failure))
-        mode = s.mode
-        new: list[_Chunk] = []
-        for items, failure in splittable:
-            self.report.splits += 1
-            mid = len(items) // 2
-            first, second = items[:mid], items[mid:]
-            if mode is _Mode.PLAIN:
-                new.append(self._search_chunk(s, first, now))
-                new.append(self._search_chunk(s, second, now))
-            else:
-                probe = self._search_chunk(s, first, now)
-                probe.sibling, probe.sibling_failure = second, failure
-                new.append(probe)
-        if s.pool and (mode is not _Mode.BINARY or not new):
-            pool, s.pool = sorted(s.pool, key=lambda i: i.index), []
-            new.append(self._search_chunk(s, pool, now))
-        s.inflight = len(new)
-        return new
+class _Outcomes:
+    """Maps what happened (a chunk taken in, a finished attempt, a search step) onto the report."""
 
-    def _search_chunk(self, s: _Search, items: list[_Item], now: float) -> _Chunk:
-        return _Chunk(s.pixel_id, s.test_event_code, items, sum(len(i.encoded) + 1 for i in items), ready_at=now,
-                      search=s)  # fmt: skip
+    def __init__(self, owner: Deliverer, report: DeliveryReport, deadline: float, *, fifo: bool,
+                 quarantine: bool) -> None:  # fmt: skip
+        self.d = owner
+        self.cfg = owner.config
+        self.report = report
+        self.deadline = deadline
+        self.fifo = fifo
+        self.quarantine = quarantine
+        self.pixels = _Pixels(owner, report)
+        self.ledger = _Ledger(report, fifo=fifo, quarantine=quarantine)
 
-    def _backoff(self, attempt: int) -> float:
-        cfg = self.cfg
-        return self.d._rng.uniform(0, min(cfg.max_backoff_s, cfg.base_backoff_s * 2 ** (attempt - 1)))
+    # ------------------------------------------------------------------------------- intake / send
+    def requests_for(self, c: _Chunk) -> _Request:
+        self.pixels.get(c.pixel_id)  # load the token (and a known hold) on first sight of the pixel
+        return _Request(c.key, c.items, c.items[0].index)
 
-    def _settle(self, c: _Chunk, future: Future[GraphReply]) -> list[_Chunk]:
-        """Handle one finished request; return the chunks to schedule next."""
-        report, cfg = self.report, self.cfg
-        state = self.pixels[c.pixel_id]
-        now = self.d._clock()
+    def before_send(self, req: _Request, now: float) -> list[_Request] | None:
+        """None: ``req`` may be sent (if ready). Else it was given up or emptied: what to schedule instead."""
+        if self.fifo and req.search is None and req.attempt == 0:  # a search's probes are already filtered
+            blocked = [i for i in req.items if i.outbound.group_id in self.ledger.blocked_groups]
+            if blocked:
+                self.ledger.fail(blocked, Failure("fifo_group_blocked"))
+                req.items = [i for i in req.items if i.outbound.group_id not in self.ledger.blocked_groups]
+                if not req.items:
+                    return []
+        state = self.pixels.get(req.pixel_id)
+        if state.broken is not None:
+            return self.give_up(req, state.broken)
+        start_at = max(req.ready_at, state.hold_until, now)
+        if self.deadline - start_at >= self.cfg.min_request_s:
+            return None
+        if state.hold_until > now and state.hold is not None:  # a hold that outlives the deadline
+            h = state.hold
+            return self.give_up(req, Failure(h.reason, h.code, h.subcode, None, state.hold_until - now))
+        return self.give_up(req, req.last_failure or Failure("deadline"))
+
+    # ------------------------------------------------------------------------------- attempts
+    def settle(self, req: _Request, future: Future[GraphReply]) -> list[_Request]:
+        """Handle one finished attempt; return the requests to schedule next."""
         try:
             reply = future.result()
         except GraphError as exc:
@@ -474,73 +579,129 @@ class _Run:
         except Exception as exc:  # a bug in the sender must not lose records
             error = GraphError(ErrorKind.TRANSIENT, detail=f"unexpected {type(exc).__name__}")
         else:
-            report.latencies_ms.append(reply.latency_ms)
-            if reply.events_received == len(c.items):
-                return self._delivered(c)
+            self.report.latencies_ms.append(reply.latency_ms)
+            if reply.events_received == len(req.items):
+                return self._accepted(req)
             error = GraphError(
                 ErrorKind.TRANSIENT,
                 http_status=200,
                 fbtrace_id=reply.fbtrace_id,
-                detail=f"events_received {reply.events_received} != {len(c.items)} sent",
+                detail=f"events_received {reply.events_received} != {len(req.items)} sent",
                 reason="graph_transient_events_received_short",
             )
+        return self._attempt_failed(req, error)
+
+    def abandon(self, req: _Request) -> None:
+        """An attempt still running past the deadline: its outcome is unknown; its records fail."""
+        self.report.unknown_outcomes += 1
+        logger.warning("request still running at the deadline; abandoned", extra={"pixel_id": req.pixel_id,
+                                                                                 "events": len(req.items)})  # fmt: skip
+        self.give_up(req, Failure("deadline_in_flight"))
+
+    def _attempt_failed(self, req: _Request, error: GraphError) -> list[_Request]:
+        report = self.report
         report.graph_errors[error.reason] += 1
-        failure = Failure(error.reason, error.code, error.subcode, error.fbtrace_id)
-        log_extra = {
-            "pixel_id": c.pixel_id,
-            "events": len(c.items),
-            "attempt": c.attempt,
-            "reason": error.reason,
-            "code": error.code,
-            "error_subcode": error.subcode,
-            "fbtrace_id": error.fbtrace_id,
-            "http_status": error.http_status,
-        }
-
-        if error.kind is ErrorKind.INVALID:
-            if len(c.items) > 1:
-                logger.info("Meta rejected a multi-event request; searching for the bad events", extra=log_extra)
-            return self._invalid(c, failure)
-
-        if error.kind in (ErrorKind.CONFIG, ErrorKind.REQUEST):  # REQUEST: code 100 about the request
-            logger.error("Graph permission/configuration error; failing the pixel's records", extra=log_extra)
-            state.broken = failure
-            return self._give_up(c, failure)
-
-        if error.kind is ErrorKind.AUTH:
-            if c.credentials != state.credentials:
-                c.ready_at = now  # the token was refreshed after this request left: retry with the new one
-                return [c]
-            if not state.refreshed:
-                state.refreshed = True
-                report.auth_refreshes += 1
-                logger.warning("access token rejected; refreshing it once", extra=log_extra)
-                try:
-                    state.credentials = self.d._tokens.get(c.pixel_id, force_refresh=True)
-                except Exception as exc:
-                    reason = exc.reason if isinstance(exc, SecretError) else "secret_unavailable"
-                    state.broken = Failure(reason)
-                    return self._give_up(c, state.broken)
-                c.ready_at = now
-                return [c]
-            logger.error("access token rejected after a refresh; failing the pixel's records", extra=log_extra)
-            state.broken = failure
-            return self._give_up(c, failure)
-
-        # TRANSIENT or THROTTLED: retry later, if attempts and time allow.
-        c.last_failure = failure
-        if c.attempt >= cfg.max_attempts:
-            logger.warning("giving up after retries; records go back to SQS", extra=log_extra)
-            return self._give_up(c, failure)
-        report.retries += 1
+        state = self.pixels.get(req.pixel_id)
+        now = self.d.clock()
+        req.unknown = unknown_outcome(error)
+        report.unknown_outcomes += req.unknown
+        decision = decide(error, attempt=req.attempt, stale_token=req.credentials != state.credentials,
+                          refreshed=state.refreshed, now=now, deadline=self.deadline, config=self.cfg,
+                          jitter=self.d.rng.random())  # fmt: skip
+        extra = {"pixel_id": req.pixel_id, "events": len(req.items), "attempt": req.attempt, "reason": error.reason,
+                 "code": error.code, "error_subcode": error.subcode, "fbtrace_id": error.fbtrace_id,
+                 "http_status": error.http_status}  # fmt: skip
+        action = decision.action
+        if action is Action.INVALID:
+            return self._invalid(req, error)
+        if action is Action.FAIL_PIXEL:
+            if state.broken is None:  # one error log per pixel per invocation
+                logger.error("Graph refused the pixel's requests (%s); failing its records", error.kind, extra=extra)
+                state.broken = failure_of(error)
+            return self.give_up(req, state.broken)
+        if action is Action.REFRESH:
+            logger.warning("access token rejected; refreshing it once", extra=extra)
+            if not self.pixels.refresh(req.pixel_id, state):
+                assert state.broken is not None
+                return self.give_up(req, state.broken)
+            req.ready_at = now
+            return [req]
+        failure = failure_of(error, decision.retry_after_s)
         if error.kind is ErrorKind.THROTTLED:
             report.throttles += 1
-            wait_s = error.retry_after_s
-            if wait_s is None:
-                wait_s = cfg.throttle_backoff_s * 2 ** (c.attempt - 1) * (0.5 + self.d._rng.random() / 2)
-            state.hold_until = max(state.hold_until, now + wait_s)
-            logger.warning("throttled by Meta; holding the pixel", extra={**log_extra, "hold_s": wait_s})
-            c.ready_at = state.hold_until
-        else:
-            c.ready_at = now + self._backoff(c.attempt)
-        return [c]
+            assert decision.retry_after_s is not None
+            self.pixels.hold(req.pixel_id, state, now + decision.retry_after_s, failure,
+                             remember=error.retry_after_s is not None)  # fmt: skip
+            logger.warning("throttled by Meta; holding the pixel", extra={**extra, "hold_s": decision.retry_after_s})
+        if action is Action.FAIL:
+            logger.warning("giving up; records go back to SQS", extra=extra)
+            return self.give_up(req, failure, stop=error.kind is ErrorKind.THROTTLED)
+        report.retries += 1
+        req.last_failure = failure
+        req.ready_at = decision.at
+        return [req]
+
+    def give_up(self, req: _Request, failure: Failure, *, stop: bool = True) -> list[_Request]:
+        """The request's records fail (for SQS to retry). A search it belonged to goes on with the rest,
+        unless ``stop`` (no time, or the pixel cannot be sent to): then the search stops too."""
+        if req.search is None or req.probe is None:
+            self.ledger.fail(req.items, failure)
+            return []
+        if stop:
+            req.search.search.abandon(failure)
+        req.search.search.undecided(req.probe, failure)
+        return self._search_step(req.search)
+
+    # ------------------------------------------------------------------------------- search
+    def _accepted(self, req: _Request) -> list[_Request]:
+        self.report.delivered_events += len(req.items)
+        if req.search is None or req.probe is None:
+            return []
+        req.search.search.accepted(req.probe)
+        return self._search_step(req.search)
+
+    def _invalid(self, req: _Request, error: GraphError) -> list[_Request]:
+        failure = failure_of(error)
+        signature = (error.kind, error.code, error.subcode)
+        if req.search is not None and req.probe is not None:
+            req.search.search.rejected(req.probe, failure, signature)
+            return self._search_step(req.search)
+        if len(req.items) == 1:
+            self.ledger.reject(req.items, failure)
+            return []
+        logger.info("Meta rejected a multi-event request; searching for the bad events",
+                    extra={"pixel_id": req.pixel_id, "events": len(req.items), "reason": error.reason})  # fmt: skip
+        groups = {n: item.outbound.group_id for n, item in enumerate(req.items)} if self.fifo else None
+        search = Search(range(len(req.items)), failure, signature, groups=groups, block_on_bad=not self.quarantine)
+        return self._search_step(_SearchRun(search, _Chunk(req.key, req.items)))
+
+    def _search_step(self, run: _SearchRun) -> list[_Request]:
+        items, now = run.chunk.items, self.d.clock()
+        new = [_Request(run.chunk.key, [items[i] for i in p.items], items[p.items[0]].index, ready_at=now,
+                        search=run, probe=p) for p in run.search.probes()]  # fmt: skip
+        if run.search.done:
+            self._search_done(run)
+        return new
+
+    def _search_done(self, run: _SearchRun) -> None:
+        r, items = run.search.result, run.chunk.items
+        state = self.pixels.get(run.chunk.pixel_id)
+        for i, failure in sorted(r.bad.items()):
+            valve = state.request_level
+            if valve is not None and (valve.code, valve.subcode) == (failure.code, failure.subcode):
+                self.ledger.fail([items[i]], failure)  # another search of this pixel tripped the valve on it
+            else:
+                self.ledger.reject([items[i]], failure)
+        for i, maybe in sorted(r.undecided.items()):
+            self.ledger.fail([items[i]], maybe or Failure("deadline"))
+        self.ledger.fail([items[i] for i in sorted(r.blocked)], Failure("fifo_group_blocked"))
+        if r.request_level:
+            failure = next(iter(r.request_level.values()))
+            state.request_level = failure
+            if state.broken is None:
+                logger.error("single events rejected identically: treated as a request-level error; failing the "
+                             "pixel's records, nothing blamed", extra={"pixel_id": run.chunk.pixel_id,
+                                                                       "reason": failure.reason})  # fmt: skip
+                state.broken = failure
+            for i, f in sorted(r.request_level.items()):
+                self.ledger.fail([items[i]], f)

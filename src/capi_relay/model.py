@@ -1,10 +1,15 @@
-"""Plain data types shared by the pipeline stages, and their JSON encoding. No I/O, no third-party imports."""
+"""Plain data types shared by the pipeline stages, and their JSON encoding. No I/O."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+try:
+    import orjson as _orjson
+except ImportError:  # not installed, or a wheel for another CPU (the arm64 artifact under an x86_64 emulator)
+    _orjson = None  # type: ignore[assignment]
 
 JSONDict = dict[str, Any]
 
@@ -65,7 +70,32 @@ class Outbound:
     group_id: str | None = None  # SQS FIFO MessageGroupId: events of one group are decided in order
 
 
+# orjson refuses (instead of converting) what the standard library would treat differently: subclasses,
+# dataclasses, datetimes (the stdlib raises TypeError or encodes a str/int subclass as its base type).
+_ORJSON_STRICT = (
+    _orjson.OPT_PASSTHROUGH_SUBCLASS | _orjson.OPT_PASSTHROUGH_DATACLASS | _orjson.OPT_PASSTHROUGH_DATETIME
+    if _orjson is not None
+    else 0
+)
+
+
 def encode_event(event: JSONDict) -> bytes:
     """One event as compact UTF-8 JSON. Raises ``ValueError`` for NaN/Infinity (not JSON: Meta would reject
-    the whole request) and ``UnicodeEncodeError`` (a ``ValueError``) for a lone surrogate."""
+    the whole request) and ``UnicodeEncodeError`` (a ``ValueError``) for a lone surrogate.
+
+    orjson does the common case (~4x faster than ``json.dumps``, the largest single cost per event after
+    normalization; bench/bench_pipeline.py). It writes NaN/Infinity as ``null`` and refuses lone surrogates,
+    integers beyond 64 bits and non-string keys; so any output holding ``null`` (rare in a prepared event: an
+    explicit null, or the word inside a string) and anything orjson refuses are encoded by the standard
+    library, which decides exactly as before. Without orjson (it cannot be imported) the standard library
+    does everything."""
+    if _orjson is not None:
+        try:
+            encoded = _orjson.dumps(event, option=_ORJSON_STRICT)
+        except _orjson.JSONEncodeError:
+            encoded = b"null"  # take the standard library's path below
+        if b"null" not in encoded:
+            # A right-sized copy: orjson's result sits in an over-allocated block, and 10,000 of them kept
+            # until the batch is sent cost ~70 MB of RSS (copied: ~8 MB, and faster: the blocks are reused).
+            return bytes(memoryview(encoded))
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")

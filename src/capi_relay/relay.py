@@ -153,7 +153,7 @@ class Relay:
             produced = True
 
         events = produce()
-        summary.delivery = self._deliverer.deliver(events, deadline, sequential=fifo)
+        summary.delivery = self._deliverer.deliver(events, deadline, fifo=fifo)
         if not produced:  # the deliverer must consume everything; never count unsent records as delivered
             unsent = {o.message_id for o in events}
             for record in records:
@@ -161,9 +161,12 @@ class Relay:
                     record.failure = Failure("internal_error")
         summary.records = len(records)
 
+        rejected_by_id: dict[str, Failure] = {}  # per-event rejections: without quarantine, the record fails
+        for (message_id, _), failure in sorted(summary.delivery.rejected.items()):
+            rejected_by_id.setdefault(message_id, failure)
         for record in records:
-            if record.failure is None and record.message_id in summary.delivery.failed:
-                record.failure = summary.delivery.failed[record.message_id]
+            if record.failure is None:
+                record.failure = summary.delivery.failed.get(record.message_id) or rejected_by_id.get(record.message_id)
         if fifo:
             failed_groups: set[str] = set()
             for record in records:
@@ -277,6 +280,7 @@ class Relay:
         for position, item in enumerate(prepared):
             summary.match_keys[item.match_keys] += 1
             record.outbound.append(Outbound(message_id, position, pixel_id, test_event_code, item.event, item.encoded,
-                                            request_fields=message.request_fields))  # fmt: skip
+                                            request_fields=message.request_fields,
+                                            group_id=record.group_id))  # fmt: skip
         summary.events_prepared += len(prepared)
         return record

@@ -54,7 +54,7 @@ def _publish(metrics: Metrics, summary: BatchSummary, production_test_code: bool
     add(name="BisectSplits", unit=MetricUnit.Count, value=d.splits)
     add(name="BatchSize", unit=MetricUnit.Count, value=summary.records)
     add(name="FieldsDropped", unit=MetricUnit.Count, value=sum(summary.fields_dropped.values()))
-    auth_failures = sum(n for r, n in summary.failures.items() if r.startswith("graph_auth"))
+    auth_failures = sum(n for r, n in summary.failures.items() if r.startswith("graph_auth") or r == "secret_malformed")
     add(name="AuthFailures", unit=MetricUnit.Count, value=auth_failures)
     # Request-level Graph errors (code 100 without an event subcode) and a retired Graph API version (2635).
     add(name="GraphRequestErrors", unit=MetricUnit.Count,

@@ -1,4 +1,5 @@
-"""Delivery scheduler: chunking, concurrency, retry/backoff, throttle hold, auth refresh, config, search.
+"""Delivery scheduler: chunking, concurrency, retry/backoff, throttle hold, auth refresh, config/request-level
+errors, the bad-event search driven end to end, per-event outcomes, FIFO order, bounded waits.
 
 In-process fakes only (no sockets): a fake sender decides each request's outcome; a fake clock advances
 when the scheduler sleeps, so backoffs and deadlines cost no wall time.
@@ -14,15 +15,14 @@ from typing import Any
 import pytest
 
 from capi_relay.delivery import (
-    SEARCH_POOLED_FROM,
     Deliverer,
     DeliveryConfig,
     DeliveryReport,
     chunk,
-    search_request_bound,
 )
 from capi_relay.graph import ErrorKind, GraphError, GraphReply
 from capi_relay.model import Outbound
+from capi_relay.search import SEARCH_POOLED_FROM, search_request_bound
 from capi_relay.secrets import Credentials, SecretError
 
 PIXEL = "111"
@@ -132,36 +132,49 @@ def run(
     clock: Clock,
     tokens: Tokens | None = None,
     budget_s: float = 60.0,
-    sequential: bool = False,
+    fifo: bool = False,
+    quarantine: bool = False,
     **config: Any,
 ) -> DeliveryReport:
-    deliverer = Deliverer(sender, tokens or Tokens(), cfg(**config), clock=clock, sleep=clock.sleep,
-                          rng=random.Random(7))  # fmt: skip
+    deliverer = make_deliverer(sender, clock, tokens, **config)
     try:
-        return deliverer.deliver(outbound, clock() + budget_s, sequential=sequential)
+        return deliverer.deliver(outbound, clock() + budget_s, fifo=fifo, quarantine=quarantine)
     finally:
         deliverer.close()
 
 
+def make_deliverer(sender: Sender, clock: Clock, tokens: Tokens | None = None, **config: Any) -> Deliverer:
+    return Deliverer(sender, tokens or Tokens(), cfg(**config), clock=clock, wall_clock=clock, sleep=clock.sleep,
+                     rng=random.Random(7))  # fmt: skip
+
+
 def assert_accounted(report: DeliveryReport, outbound: list[Outbound], sender: Sender) -> None:
-    """Every message either failed or had all of its events accepted in some 2xx request."""
+    """Every event is exactly one of: accepted in some 2xx request, rejected, or its message failed."""
     accepted: set[str] = set()
     for req in sender.requests:
         if req.get("ok"):
             accepted.update(req["ids"])
     for o in outbound:
-        assert (o.message_id in report.failed) != (o.event["event_id"] in accepted), o.message_id
+        outcomes = [o.event["event_id"] in accepted, (o.message_id, o.position) in report.rejected]
+        assert sum(outcomes) <= 1, o
+        if not any(outcomes):
+            assert o.message_id in report.failed, o
 
 
-def invalid_if(bad: set[str]) -> Behaviour:
+def invalid_if(bad: set[str], subcode: Callable[[str], int] = lambda _: 2804036) -> Behaviour:
     def behaviour(
         pixel: str, data: list[dict[str, Any]], creds: Credentials, t: float | None
     ) -> GraphReply | Exception:
-        if any(e["event_id"] in bad for e in data):
-            return GraphError(ErrorKind.INVALID, http_status=400, code=100, subcode=2804036)
+        hits = [e["event_id"] for e in data if e["event_id"] in bad]
+        if hits:
+            return GraphError(ErrorKind.INVALID, http_status=400, code=100, subcode=subcode(hits[0]))
         return GraphReply(len(data), "ok", 1.0)
 
     return behaviour
+
+
+def rejected_ids(report: DeliveryReport) -> set[str]:
+    return {message_id for message_id, _ in report.rejected}
 
 
 def marking(sender: Sender, behaviour: Behaviour) -> Behaviour:
@@ -238,10 +251,10 @@ def test_chunks_are_sent_concurrently_up_to_the_limit() -> None:
     assert report.delivered_events == 850
 
 
-def test_sequential_mode_sends_one_request_at_a_time_in_input_order() -> None:
+def test_fifo_mode_sends_one_request_at_a_time_in_input_order() -> None:
     clock = Clock()
     sender = Sender(clock=clock)
-    report = run(sender, events(30), clock=clock, sequential=True, max_events_per_request=10)
+    report = run(sender, events(30), clock=clock, fifo=True, max_events_per_request=10)
     assert [r["ids"][0] for r in sender.requests] == ["m0", "m10", "m20"]
     assert report.failed == {}
 
@@ -368,8 +381,11 @@ def test_throttle_beyond_the_deadline_fails_at_once_without_spinning() -> None:
     # Then one request found out, and the two other chunks of that pixel never went
     assert report.requests == 1
     assert set(report.failed) == {f"m{i}" for i in range(30)}
-    assert report.failed["m25"].reason == "deadline"  # never sent
+    assert report.failed["m25"].reason == "graph_throttled_4"  # never sent: failed by the known hold
     assert report.failed["m0"].reason == "graph_throttled_4"
+    # And every record carries Meta's estimate so the relay can park it
+    assert report.failed["m0"].retry_after_s == pytest.approx(3600.0)
+    assert report.failed["m25"].retry_after_s == pytest.approx(3600.0)
     assert sum(clock.sleeps) == 0  # no waiting for a hold that cannot end in time
 
 
@@ -474,12 +490,13 @@ def test_search_isolates_only_the_bad_events_within_the_request_bound(n: int, k:
     sender = Sender()
     sender.behaviour = marking(sender, invalid_if(bad))
     report = run(sender, outbound, clock=clock, concurrency=8)
-    assert set(report.failed) == bad
+    assert report.failed == {}
+    assert rejected_ids(report) == bad
     assert report.delivered_events == n - k
     assert report.isolated_events == k
     assert report.requests <= search_request_bound(k, n), (report.requests, search_request_bound(k, n))
     assert_accounted(report, outbound, sender)
-    assert report.failed[next(iter(bad))].reason == "graph_invalid_100_2804036"
+    assert report.rejected[(next(iter(bad)), 0)].reason == "graph_invalid_100_2804036"
 
 
 @pytest.mark.parametrize("k", [SEARCH_POOLED_FROM, 10, 30])
@@ -491,16 +508,17 @@ def test_search_with_many_bad_events_stays_near_the_bound(k: int) -> None:
         sender = Sender()
         sender.behaviour = marking(sender, invalid_if(bad))
         report = run(sender, events(n), clock=clock)
-        assert set(report.failed) == bad
+        assert rejected_ids(report) == bad
         assert report.requests <= search_request_bound(k, n) * 1.1, (k, report.requests)
 
 
 def test_search_when_every_event_is_bad_costs_about_2n_requests() -> None:
+    # Given every event is bad, each for its own reason (identical errors would trip the safety valve)
     clock = Clock()
     n = 200
-    sender = Sender(invalid_if({f"m{i}" for i in range(n)}), clock)
+    sender = Sender(invalid_if({f"m{i}" for i in range(n)}, lambda eid: 2804000 + int(eid[1:])), clock)
     report = run(sender, events(n), clock=clock)
-    assert len(report.failed) == n
+    assert len(report.rejected) == n
     assert report.requests <= 2.2 * n  # plain halving costs 2n - 1 once the density is clear
 
 
@@ -516,7 +534,8 @@ def test_search_keeps_retrying_transient_failures_of_its_probes() -> None:
 
     sender = Sender(behaviour, clock)
     report = run(sender, events(64), clock=clock)
-    assert set(report.failed) == bad
+    assert rejected_ids(report) == bad
+    assert report.failed == {}
     assert report.delivered_events == 63
 
 
@@ -533,19 +552,22 @@ def test_search_out_of_time_fails_the_undecided_records_for_sqs_to_retry() -> No
     outbound = events(100)
     sender.behaviour = marking(sender, behaviour)
     report = run(sender, outbound, clock=clock, budget_s=4.0, min_request_s=0.5, concurrency=1)
-    # Then every record is accounted for: accepted probes delivered, the rest failed
+    # Then every record is accounted for: accepted probes delivered, the undecided rest failed
     assert "m90" in report.failed
+    assert report.rejected == {}
     assert report.delivered_events == 87  # m0-49, m50-74, m75-86 accepted in the 3 s after the first try
     assert {f.reason for f in report.failed.values()} == {"graph_invalid_100_2804036"}
     assert_accounted(report, outbound, sender)
 
 
-def test_one_record_with_several_events_fails_if_any_of_its_events_is_bad() -> None:
+def test_a_bad_event_is_reported_alone_and_its_record_neighbours_are_delivered() -> None:
     clock = Clock()
     outbound = [Outbound("msg", i, PIXEL, None, {"event_id": f"e{i}"}) for i in range(4)] + events(4)
     sender = Sender(invalid_if({"e2"}), clock)
     report = run(sender, outbound, clock=clock)
-    assert set(report.failed) == {"msg"}
+    assert set(report.rejected) == {("msg", 2)}
+    assert report.failed == {}
+    assert report.delivered_events == 7
 
 
 def test_does_not_busy_wait_while_holding_for_a_throttle() -> None:
@@ -560,7 +582,7 @@ def test_does_not_busy_wait_while_holding_for_a_throttle() -> None:
         return clock()
 
     sender = Sender(lambda *_: next(answers, GraphReply(3, None, 1.0)), clock)
-    deliverer = Deliverer(sender, Tokens(), cfg(), clock=counting, sleep=clock.sleep)
+    deliverer = Deliverer(sender, Tokens(), cfg(), clock=counting, wall_clock=clock, sleep=clock.sleep)
     try:
         report = deliverer.deliver(events(3), clock() + 60)
     finally:
@@ -569,3 +591,211 @@ def test_does_not_busy_wait_while_holding_for_a_throttle() -> None:
     assert len(clock.sleeps) == 1
     assert clock.sleeps[0] == pytest.approx(20.0)
     assert reads < 20
+
+
+# ------------------------------------------------------------------------------------- request-level
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [(GraphError(ErrorKind.REQUEST, http_status=400, code=100), "graph_request_100"),
+     (GraphError(ErrorKind.CONFIG, http_status=400, code=2635), "graph_config_2635")],
+)  # fmt: skip
+def test_request_level_and_retired_version_fail_the_pixel_with_one_request_and_one_error_log(
+    error: GraphError, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given every request for pixel 111 is refused for a request-level reason, 222 works
+    clock = Clock()
+    sender = Sender(lambda pixel, *_: error if pixel == PIXEL else GraphReply(5, None, 1.0), clock)
+    outbound = events(30) + events(5, OTHER, prefix="o")
+    with caplog.at_level("ERROR", logger="capi_relay.delivery"):
+        report = run(sender, outbound, clock=clock, concurrency=1, max_events_per_request=10)
+    # Then one request for 111 (no search, no more chunks), nothing blamed, 222 delivered
+    assert [r["pixel"] for r in sender.requests].count(PIXEL) == 1
+    assert report.rejected == {}
+    assert set(report.failed) == {f"m{i}" for i in range(30)}
+    assert {f.reason for f in report.failed.values()} == {reason}
+    assert report.delivered_events == 5
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
+
+
+def test_safety_valve_single_events_rejected_identically_fail_the_pixel_and_blame_nothing() -> None:
+    # Given Meta answers every request with the same 2804xxx error, whatever the events
+    clock = Clock()
+    sender = Sender(lambda *_: GraphError(ErrorKind.INVALID, http_status=400, code=100, subcode=2804050), clock)
+    report = run(sender, events(64) + events(10, prefix="x"), clock=clock, max_events_per_request=64)
+    # Then the search stopped after a few single-event probes: nothing rejected, every record failed
+    assert report.rejected == {}
+    assert len(report.failed) == 74
+    assert report.requests <= search_request_bound(3, 64) + search_request_bound(3, 10)  # two chunks searched
+    assert {f.reason for f in report.failed.values()} == {"graph_invalid_100_2804050"}
+
+
+# ------------------------------------------------------------------------------------- throttle memory
+def test_a_known_throttle_hold_survives_into_the_next_invocation() -> None:
+    # Given an invocation that was throttled with a 600 s estimate
+    clock = Clock()
+    sender = Sender(lambda *_: GraphError(ErrorKind.THROTTLED, code=80004, retry_after_s=600.0), clock)
+    deliverer = make_deliverer(sender, clock)
+    try:
+        first = deliverer.deliver(events(3), clock() + 30)
+        assert first.requests == 1
+        assert first.failed["m0"].retry_after_s == pytest.approx(600.0)
+        # When the same execution environment is invoked again 100 s later
+        clock.advance(100)
+        second = deliverer.deliver(events(3, prefix="n"), clock() + 30)
+        # Then it does not post into the known block: records fail at once with the remaining hold
+        assert second.requests == 0
+        assert second.failed["n0"].reason == "graph_throttled_80004"
+        assert second.failed["n0"].retry_after_s == pytest.approx(500.0)
+        # And once the block has ended, it sends again
+        clock.advance(600)
+        sender.behaviour = None
+        third = deliverer.deliver(events(3, prefix="p"), clock() + 30)
+        assert third.failed == {}
+        assert third.requests == 1
+    finally:
+        deliverer.close()
+
+
+def test_usage_header_estimate_holds_the_pixel_within_the_invocation() -> None:
+    clock = Clock()
+    answers = iter([GraphError(ErrorKind.THROTTLED, code=4, retry_after_s=12.0)])
+    sender = Sender(lambda *_: next(answers, GraphReply(3, None, 1.0)), clock)
+    start = clock()
+    report = run(sender, events(3), clock=clock, budget_s=60)
+    assert report.failed == {}
+    assert sender.requests[1]["at"] >= start + 12.0
+
+
+# ------------------------------------------------------------------------------------- unknown outcomes
+def test_events_resent_after_an_unknown_outcome_are_counted() -> None:
+    clock = Clock()
+    answers = iter([GraphError(ErrorKind.TRANSIENT, detail="ReadTimeoutError"),
+                    GraphError(ErrorKind.TRANSIENT, http_status=503)])  # fmt: skip
+    sender = Sender(lambda *_: next(answers, GraphReply(4, None, 1.0)), clock)
+    report = run(sender, events(4), clock=clock)
+    assert report.failed == {}
+    assert report.requests == 3
+    assert report.unknown_outcomes == 1  # the 503 was an answer
+    assert report.resent_events == 4  # only the send after the timeout counts
+
+
+def test_an_attempt_still_running_at_the_deadline_is_abandoned() -> None:
+    # Given a sender that never answers (a real clock: the wait itself must be bounded)
+    release = threading.Event()
+    sender = Sender(lambda *_: (release.wait(10), GraphReply(2, None, 1.0))[1])
+    deliverer = Deliverer(sender, Tokens(), cfg(min_request_s=0.05, request_timeout_s=5.0))
+    try:
+        import time
+
+        report = deliverer.deliver(events(2), time.monotonic() + 0.3)
+        # Then deliver returned without an answer: the records failed, the outcome counted as unknown
+        assert not release.is_set()
+        assert {f.reason for f in report.failed.values()} == {"deadline_in_flight"}
+        assert report.unknown_outcomes == 1
+        assert report.delivered_events == 0
+    finally:
+        release.set()
+        deliverer.close()
+
+
+# ------------------------------------------------------------------------------------- FIFO
+def grouped(spec: list[tuple[str, str]]) -> list[Outbound]:
+    """Events ``(event_id, group)`` in order, one message each."""
+    return [Outbound(eid, 0, PIXEL, None, {"event_id": eid}, group_id=g) for eid, g in spec]
+
+
+def assert_group_order(sender: Sender, outbound: list[Outbound], report: DeliveryReport) -> None:
+    """No request carried an event while an earlier event of its group was undecided (not in the same
+    request, and not yet accepted, rejected alone, or isolated by inference from an accepted probe)."""
+    group = {o.event["event_id"]: o.group_id for o in outbound}
+    order = [o.event["event_id"] for o in outbound]
+    bad = {message_id for message_id, _ in report.rejected}
+    last_seen = {eid: n for n, req in enumerate(sender.requests) for eid in req["ids"]}
+    decided: set[str] = set()
+    for n, req in enumerate(sender.requests):
+        ids = set(req["ids"])
+        for eid in req["ids"]:
+            earlier = [e for e in order[: order.index(eid)] if group[e] == group[eid]]
+            assert all(e in decided or e in ids for e in earlier), (eid, earlier, decided)
+        if req.get("ok") or len(ids) == 1:  # an answered single event is decided either way
+            decided |= ids
+        if req.get("ok"):  # inference: a bad event last sent before this accepted probe is isolated now
+            decided |= {e for e in bad if last_seen[e] < n}
+
+
+def test_fifo_poison_blocks_the_rest_of_its_group_and_no_later_event_is_sent_before_it_is_decided() -> None:
+    clock = Clock()
+    spec = [(f"a{i}", "A") if i % 2 == 0 else (f"b{i}", "B") for i in range(40)]
+    outbound = grouped(spec)
+    sender = Sender()
+    sender.behaviour = marking(sender, invalid_if({"a10"}))
+    report = run(sender, outbound, clock=clock, fifo=True, max_events_per_request=16)
+    assert_group_order(sender, outbound, report)
+    # Then the poison is rejected, later A events failed unsent, every earlier A and every B delivered
+    assert set(report.rejected) == {("a10", 0)}
+    later_a = {f"a{i}" for i in range(12, 40, 2)}
+    assert set(report.failed) == later_a
+    assert {f.reason for f in report.failed.values()} == {"fifo_group_blocked"}
+    # (a12 and a14 left only inside the first, rejected 16-event request: Meta takes a request whole)
+    sent_after_first = {eid for req in sender.requests[1:] for eid in req["ids"]}
+    assert not sent_after_first & later_a
+    assert report.delivered_events == 40 - 1 - len(later_a)
+    assert_accounted(report, outbound, sender)
+
+
+def test_fifo_with_quarantine_a_rejected_event_does_not_block_its_group() -> None:
+    clock = Clock()
+    outbound = grouped([(f"a{i}", "A") for i in range(20)])
+    sender = Sender()
+    sender.behaviour = marking(sender, invalid_if({"a3", "a11"}))
+    report = run(sender, outbound, clock=clock, fifo=True, quarantine=True)
+    assert_group_order(sender, outbound, report)
+    assert set(report.rejected) == {("a3", 0), ("a11", 0)}
+    assert report.failed == {}
+    assert report.delivered_events == 18
+    assert report.requests <= search_request_bound(2, 20)
+
+
+def test_fifo_a_failed_chunk_blocks_its_groups_in_later_chunks() -> None:
+    # Given the first chunk (A and B events) can never be sent, the second holds A and C events
+    clock = Clock()
+    outbound = grouped([("a0", "A"), ("b0", "B"), ("a1", "A"), ("c0", "C")])
+
+    def behaviour(pixel: str, data: list[dict[str, Any]], creds: Credentials, t: float | None) -> Any:
+        if "a0" in [e["event_id"] for e in data]:
+            return GraphError(ErrorKind.TRANSIENT, http_status=500)
+        return GraphReply(len(data), None, 1.0)
+
+    sender = Sender(behaviour, clock)
+    report = run(sender, outbound, clock=clock, fifo=True, max_events_per_request=2, max_attempts=2)
+    # Then a1 is never sent (blocked behind a0), c0 is delivered
+    assert report.failed["a0"].reason == "graph_transient_http500"
+    assert report.failed["a1"].reason == "fifo_group_blocked"
+    assert "a1" not in {eid for req in sender.requests for eid in req["ids"]}
+    assert "c0" not in report.failed
+    assert report.delivered_events == 1
+
+
+def test_fifo_retry_of_an_earlier_chunk_goes_before_a_later_chunk() -> None:
+    clock = Clock()
+    answers = iter([GraphError(ErrorKind.TRANSIENT, http_status=503)])
+    sender = Sender(lambda *_: next(answers, GraphReply(5, None, 1.0)), clock)
+    report = run(sender, grouped([(f"a{i}", "A") for i in range(10)]), clock=clock, fifo=True,
+                 max_events_per_request=5)  # fmt: skip
+    assert report.failed == {}
+    assert [r["ids"][0] for r in sender.requests] == ["a0", "a0", "a5"]
+
+
+# ------------------------------------------------------------------------------------- request fields
+def test_request_fields_split_chunks_and_go_to_the_top_level_of_the_body() -> None:
+    clock = Clock()
+    tagged = (("namespace_id", "ns1"), ("upload_tag", "store-42"))
+    outbound = [*events(3), Outbound("t0", 0, PIXEL, None, {"event_id": "t0"}, request_fields=tagged)]
+    sender = Sender(clock=clock)
+    report = run(sender, outbound, clock=clock)
+    assert report.failed == {}
+    docs = sorted((r["doc"] for r in sender.requests), key=lambda d: len(d["data"]))
+    assert len(docs) == 2
+    assert docs[0]["upload_tag"] == "store-42"
+    assert docs[0]["namespace_id"] == "ns1"
+    assert "upload_tag" not in docs[1]

@@ -64,7 +64,7 @@ def test_adjusted_events_are_counted_by_note(
     handler = load_handler(monkeypatch, PIXEL_ID="111", ACCESS_TOKEN_SECRET_ID="s")
     body = {"event_name": "Lead", "event_time": int(time.time() * 1000) - 60_000, "action_source": "other",
             "user_data": {"em": "a@example.com"}}  # fmt: skip
-    handler.relay._deliverer.deliver = lambda events, deadline, sequential: (list(events), DeliveryReport())[1]
+    handler.relay._deliverer.deliver = lambda events, deadline, **_: (list(events), DeliveryReport())[1]
     # When the handler prepares it (delivery stubbed: this test is about the metric)
     handler.lambda_handler({"Records": [{"messageId": "m1", "body": json.dumps(body)}]}, FakeLambdaContext(30))
     # Then the conversion is counted
