@@ -39,6 +39,13 @@ from capi_relay.settings import settings_from_env
 LAMBDA_ARM64_GB_S = 0.0000133334  # $ per GB-second, arm64, first tier (first 7.5 billion GB-s a month)
 LAMBDA_REQUEST = 0.20 / 1_000_000  # $ per invocation
 SQS_REQUEST = 0.40 / 1_000_000  # $ per standard-queue request; each 64 KiB chunk of a payload is a request
+SQS_CHUNK = 64 * 1024
+CW_METRIC_MONTH = 0.30  # $ per custom metric (name x dimension values) per month, first 10,000 metrics
+CW_LOGS_INGEST_GB = 0.50  # $ per GB of CloudWatch Logs ingested (standard class; EMF lines are log lines)
+LAMBDA_PLATFORM_LOG_BYTES = 350  # START / END / REPORT lines per invocation, about
+SUMMARY_LOG_BYTES = 450  # the relay's "batch done" JSON line, about (logging is disabled in this bench)
+ESM_MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda: one invocation's payload; the event source mapping stays below it
+MESSAGE_MAX = 256 * 1024  # SQS message size = capi_relay.producer.MAX_MESSAGE_BYTES
 CONCURRENCY = settings_from_env({"ACCESS_TOKEN_SECRET_ID": "bench"}).http_concurrency  # default
 FULL_VCPU_MB = 1769  # Lambda: 1,769 MB of memory = one vCPU's worth of CPU time
 MAX_EVENTS_PER_REQUEST = 1000  # Meta: events per POST
@@ -76,8 +83,9 @@ def sqs_event(records: int, now: int) -> dict[str, Any]:
     return {"Records": out}
 
 
-def measure(url: str, sizes: list[int], repeat: int) -> dict[int, list[float]]:
-    """CPU seconds of one invocation (relay + metrics), ``repeat`` times per batch size."""
+def measure(url: str, sizes: list[int], repeat: int, emf: dict[int, str] | None = None) -> dict[int, list[float]]:
+    """CPU seconds of one invocation (relay + metrics), ``repeat`` times per batch size. ``emf`` receives the
+    stdout (EMF metric lines) of the last invocation of each size."""
     from aws_lambda_powertools import Metrics
 
     from capi_relay.app import build_relay
@@ -97,6 +105,8 @@ def measure(url: str, sizes: list[int], repeat: int) -> dict[int, list[float]]:
             publish(metrics, summary)
             metrics.flush_metrics()
         cpu = time.process_time() - cpu0
+        if emf is not None:
+            emf[records] = sink.getvalue()
         if summary.records_failed:
             raise RuntimeError(f"{summary.records_failed} of {records} records failed: {dict(summary.failures)}")
         control(url, "reset", {})
@@ -131,6 +141,32 @@ def sqs_requests_per_event(batch: int, send_batch: int) -> float:
     return 1 / send_batch + receives + deletes
 
 
+def emf_metrics(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """Distinct CloudWatch metrics (name + dimension values) in EMF lines: each is billed per metric-month."""
+    found: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    for line in text.splitlines():
+        try:
+            blob = json.loads(line)
+        except ValueError:
+            continue
+        for directive in blob.get("_aws", {}).get("CloudWatchMetrics", []):
+            for dims in directive["Dimensions"]:
+                values = tuple(sorted((d, str(blob.get(d))) for d in dims))
+                found.update((m["Name"], values) for m in directive["Metrics"])
+    return found
+
+
+def packed_figures(event_bytes: int, batch_size: int) -> tuple[int, float, int]:
+    """(events per 256 KiB message, SQS requests per event, events per invocation) for producers that pack
+    events with ``capi-relay send``: SendMessageBatch of one full message (4 chunks of 64 KiB), the event
+    source's ReceiveMessage billed per 64 KiB of what it returns, DeleteMessageBatch per 10 messages."""
+    per_message = min(1000, (MESSAGE_MAX - 16) // (event_bytes + 1))
+    chunks = math.ceil(per_message * (event_bytes + 1) / SQS_CHUNK)
+    requests_per_message = chunks + chunks + 1 / 10  # send + receive (payload chunks) + delete
+    records = min(batch_size, ESM_MAX_PAYLOAD // (per_message * (event_bytes + 1) + 1024))
+    return per_message, requests_per_message / per_message, records * per_message
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--latency-ms", type=float, default=150.0, help="Graph API round trip assumed per request")
@@ -156,8 +192,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  template defaults: {sizing}")
     print(f"machine: {platform.machine()} {platform.processor() or ''} Python {platform.python_version()}".rstrip())
 
+    emf: dict[int, str] = {}
     with standin_process() as url:
-        runs = measure(url, args.sizes, args.repeat)
+        runs = measure(url, args.sizes, args.repeat, emf)
     xs = [float(size) for size, cpus in runs.items() for _ in cpus]
     ys = [cpu for cpus in runs.values() for cpu in cpus]
     slope, intercept = statistics.linear_regression(xs, ys)
@@ -188,9 +225,38 @@ def main(argv: list[str] | None = None) -> None:
         sqs = sqs_requests_per_event(batch, send_batch) * SQS_REQUEST
         print(f"  producers use {label:<30}: Lambda ${lam * 1e6:.4f} + SQS ${sqs * 1e6:.4f} "
               f"= ${(lam + sqs) * 1e6:.4f} per 1M events")  # fmt: skip
+    event_bytes = len(sqs_event(1, int(time.time()))["Records"][0]["body"].encode())
+    per_message, sqs_packed, packed_batch = packed_figures(event_bytes, batch)
+    lam_packed, _ = lambda_cost_per_event(mem, packed_batch, fixed_s, per_event_s, latency_s)
+    sqs_packed_cost = sqs_packed * SQS_REQUEST
+    print(f"  producers pack with capi-relay send ({per_message} events of {event_bytes} B per 256 KiB message, "
+          f"{packed_batch} events per invocation under the 6 MB payload): Lambda ${lam_packed * 1e6:.4f} + SQS "
+          f"${sqs_packed_cost * 1e6:.4f} = ${(lam_packed + sqs_packed_cost) * 1e6:.4f} per 1M events")  # fmt: skip
+    one = sqs_requests_per_event(batch, 1) * SQS_REQUEST + lam
+    print(f"  one event per SendMessage costs {one / (lam_packed + sqs_packed_cost):.0f}x the packed figure")
     half = max(1, batch // 10)
     lam_low, _ = lambda_cost_per_event(mem, half, fixed_s, per_event_s, latency_s)
     print(f"  at low traffic (batches of {half} when the window closes first): Lambda ${lam_low * 1e6:.4f} per 1M")
+
+    clean = emf_metrics(emf[max(emf)])
+    names = sorted({name for name, _ in clean})
+    emf_bytes = len(emf[batch].encode()) if batch in emf else len(emf[max(emf)].encode())
+    log_bytes = emf_bytes + SUMMARY_LOG_BYTES + LAMBDA_PLATFORM_LOG_BYTES
+    logs_per_m = 1e6 / batch * log_bytes / 1024**3 * CW_LOGS_INGEST_GB
+    print(f"\nCloudWatch (${CW_METRIC_MONTH:.2f} per custom metric-month, ${CW_LOGS_INGEST_GB:.2f} per GB of logs):")
+    fixed_month = (len(clean) + 1) * CW_METRIC_MONTH
+    print(f"  a clean batch emits {len(clean)} metrics ({len(names)} names, dimension service; the function adds "
+          f"ColdStart with function_name): ${fixed_month:.2f} per month whatever the volume")  # fmt: skip
+    print(
+        "  each distinct value of a by-reason dimension seen in a month adds one metric "
+        "(RecordFailuresByReason, EventsRejectedByReason, GraphErrorsByCode, EventAdjustments, "
+        f"FieldsDroppedByReason): e.g. 30 more = ${30 * CW_METRIC_MONTH:.2f} per month"
+    )
+    print(
+        f"  logs per invocation of {batch} records: {emf_bytes} B EMF + ~{SUMMARY_LOG_BYTES} B summary + "
+        f"~{LAMBDA_PLATFORM_LOG_BYTES} B Lambda lines = ${logs_per_m:.4f} per 1M events ingested (INFO level; "
+        "DEBUG adds a line per record)"
+    )
 
 
 if __name__ == "__main__":

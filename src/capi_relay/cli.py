@@ -1,7 +1,10 @@
 """``capi-relay check FILE|-``: run one message body through the relay's parse -> normalize -> validate
-path and print what would be POSTed. Needs no AWS settings, secret or network.
+path and print what would be POSTed, and what gets lost. Needs no AWS settings, secret or network.
+``capi-relay send --queue-url URL FILE|-``: check events, then pack and send them to the relay's queue.
 
-stdout: ``{"data": [events as they would be POSTed], "rejected": [{"index": i, "reason": "..."}]}``
+check stdout: ``{"data": [events as they would be POSTed], "rejected": [{"index", "reason"}],
+"dropped": [{"index", "field", "reason"}], "adjusted": [{"index", "note"}], "warnings": [{"index",
+"warning"}], "pixel_id", "test_event_code"}`` plus the request-level fields the message carries.
 exit: 0 nothing rejected, 1 something rejected, 2 input unreadable. Diagnostics go to stderr.
 """
 
@@ -9,37 +12,50 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any, TextIO
 
 from capi_relay import dlq
 from capi_relay.envelope import EnvelopeError, parse_body
-from capi_relay.model import Rejection
+from capi_relay.preflight import preflight
 from capi_relay.settings import SettingsError, normalization_settings_from_env
-from capi_relay.validate import prepare_event
 
 
-def check(body: str, now: int | None = None) -> tuple[dict[str, Any], int]:
+def check(
+    body: str,
+    now: int | None = None,
+    *,
+    default_pixel_id: str | None = None,
+    default_test_event_code: str | None = None,
+) -> tuple[dict[str, Any], int]:
     """Return the check document and the exit code for one message body. Raises EnvelopeError.
 
-    Each ``rejected`` entry is ``{"index", "reason"}`` (the architecture contract); the human-readable
-    detail of a rejection goes to stderr in :func:`main`, never to the JSON document. A missing
-    ``event_time`` is defaulted to ``now``, as the relay defaults it to the message's SentTimestamp.
+    Each ``rejected`` entry is ``{"index", "reason"}`` (the architecture contract); each ``dropped`` entry
+    names the field (``event`` with ``key`` for an unknown top-level key) and the reason, never the value.
+    The human-readable detail of a rejection goes to stderr in :func:`main`, never to the JSON document.
+    ``pixel_id`` / ``test_event_code`` are what the relay would use: the message's, else the defaults
+    (the relay's ``PIXEL_ID`` / ``TEST_EVENT_CODE``).
     """
     settings = normalization_settings_from_env()
     message = parse_body(body)
     now = int(time.time()) if now is None else now
-    data: list[dict[str, Any]] = []
-    rejected: list[dict[str, Any]] = []
-    for index, raw in enumerate(message.events):
-        result = prepare_event(raw, settings, now, default_event_time=now)
-        if isinstance(result, Rejection):
-            rejected.append({"index": index, "reason": result.reason})
-            print(f"capi-relay: event {index} rejected: {result.reason}: {result.detail}", file=sys.stderr)
-        else:
-            data.append(result.event)
-    return {"data": data, "rejected": rejected}, (1 if rejected else 0)
+    pixel_id = message.pixel_id or default_pixel_id
+    result = preflight(message.events, settings, now, pixel_id=pixel_id)
+    for line in result.details:
+        print(f"capi-relay: {line}", file=sys.stderr)
+    document: dict[str, Any] = {
+        "pixel_id": pixel_id,
+        "test_event_code": message.test_event_code or default_test_event_code,
+        **dict(message.request_fields),
+        "data": [item.prepared.event for item in result.accepted],
+        "rejected": result.rejected,
+        "dropped": result.dropped,
+        "adjusted": result.adjusted,
+        "warnings": result.warnings,
+    }
+    return document, result.exit_code
 
 
 def _read(path: str, stdin: TextIO) -> str:
@@ -54,15 +70,29 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
     stdout = stdout or sys.stdout
     parser = argparse.ArgumentParser(prog="capi-relay", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
-    check_cmd = sub.add_parser("check", help="show what one message body would send, and what it rejects")
+    check_cmd = sub.add_parser("check", help="show what one message body would send, and what it rejects or drops")
     check_cmd.add_argument("file", help="a file holding one SQS message body, or - for standard input")
     dlq.add_parser(sub)
+    send_cmd = sub.add_parser("send", help="check events, pack them into <= 256 KiB messages and send them to SQS")
+    send_cmd.add_argument("--queue-url", required=True, help="the relay's events queue (stack output EventsQueueUrl)")
+    send_cmd.add_argument("--pixel-id", help="pixel (dataset) id for every message (else the relay's PIXEL_ID)")
+    send_cmd.add_argument("--test-event-code", help="Events Manager test code for every message")
+    send_cmd.add_argument("--message-group-id", default="capi-relay", help="MessageGroupId on a FIFO queue")
+    send_cmd.add_argument("file", nargs="?", default="-", help="JSON Lines of events or one message body; - = stdin")
     args = parser.parse_args(argv)
     if args.command == "dlq":
         return dlq.main(args, stdout)
+    if args.command == "send":
+        from capi_relay.producer import run_send  # noqa: PLC0415 -- boto3 only for send, never for check
+
+        return run_send(args, stdin, stdout)
     try:
         body = _read(args.file, stdin)
-        document, code = check(body)
+        document, code = check(
+            body,
+            default_pixel_id=os.environ.get("PIXEL_ID") or None,
+            default_test_event_code=os.environ.get("TEST_EVENT_CODE") or None,
+        )
     except (OSError, UnicodeDecodeError) as exc:
         print(f"capi-relay: cannot read {args.file}: {exc.__class__.__name__}", file=sys.stderr)
         return 2

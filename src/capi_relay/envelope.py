@@ -3,7 +3,9 @@
 Accepted message bodies (architecture contract):
 
 * one server event (a JSON object with ``event_name``);
-* ``{"data": [events], "pixel_id"?, "test_event_code"?}`` (the shape Meta documents);
+* ``{"data": [events], "pixel_id"?, "test_event_code"?, request-level fields?}`` (the shape Meta
+  documents); the request-level fields ``upload_tag``, ``upload_source``, ``namespace_id`` and
+  ``partner_agent`` (strings of at most ``MAX_REQUEST_FIELD_CHARS``) go to Meta at the request's top level;
 * either of those in an EventBridge event's ``detail``;
 * either of those (or an EventBridge event) in an SNS notification's ``Message`` (raw delivery off).
 
@@ -25,6 +27,10 @@ MAX_EVENTS_PER_MESSAGE = 10_000
 # Lambda's invocation payload limit: no record of an invocation can be larger (an SQS body is at most 1 MiB);
 # a larger body (the `check` CLI, a test) is refused before it is parsed.
 MAX_MESSAGE_BYTES = 6 * 1024 * 1024
+# Meta's request-level (main body) parameters for offline and partner uploads that a {"data": ...} body may
+# carry besides pixel_id / test_event_code (shared/spec/meta-capi.md A2; the Business SDK's EventRequest).
+REQUEST_FIELDS = ("namespace_id", "partner_agent", "upload_source", "upload_tag")
+MAX_REQUEST_FIELD_CHARS = 256
 _MAX_UNWRAP = 3
 
 
@@ -59,6 +65,23 @@ def _routing_value(body: Mapping[str, Any], key: str) -> str | None:
     if not isinstance(value, str):
         raise EnvelopeError("invalid_routing", f"{key} must be a string")
     return value.strip() or None
+
+
+def _request_fields(body: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The request-level fields of a {"data": ...} body as sorted (key, value) pairs; empty ones omitted."""
+    fields = []
+    for key in REQUEST_FIELDS:  # already sorted
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # a numeric namespace_id
+        if value is not None and not isinstance(value, str):
+            raise EnvelopeError("invalid_request_field", f"{key} must be a string")
+        if value is not None and len(value) > MAX_REQUEST_FIELD_CHARS:  # as written (the schema's maxLength)
+            raise EnvelopeError("invalid_request_field", f"{key} is longer than {MAX_REQUEST_FIELD_CHARS} characters")
+        value = value.strip() if value is not None else ""
+        if value:
+            fields.append((key, value))
+    return tuple(fields)
 
 
 def _unwrap(body: Any, depth: int) -> InboundMessage:
@@ -100,6 +123,7 @@ def _unwrap(body: Any, depth: int) -> InboundMessage:
             pixel_id=_routing_value(body, "pixel_id"),
             test_event_code=_routing_value(body, "test_event_code"),
             shape="data",
+            request_fields=_request_fields(body),
         )
 
     if "event_name" in body:
@@ -122,6 +146,9 @@ def parse_body(body: str | None, message_attributes: Mapping[str, Any] | None = 
         raise EnvelopeError("empty_body", "message body is empty")
     try:
         decoded = json.loads(body)
+    except json.JSONDecodeError as exc:  # msg is json's own wording ("Expecting ',' delimiter"), never content
+        detail = f"message body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise EnvelopeError("body_not_json", detail) from None
     except (ValueError, RecursionError):
         raise EnvelopeError("body_not_json", "message body is not valid JSON") from None
     message = _unwrap(decoded, 0)

@@ -30,6 +30,9 @@ class InboundMessage:
     pixel_id: str | None = None
     test_event_code: str | None = None
     shape: str = "event"  # event | data | eventbridge | sns
+    # Request-level parameters of a {"data": ...} body (upload_tag, upload_source, namespace_id,
+    # partner_agent): sorted (key, value) pairs, copied onto every Outbound of the message.
+    request_fields: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -416,6 +416,9 @@ class Relay:
                 )  # fmt: skip
                 continue
             prepared.append((position, result))
+            if result.drops and logger.isEnabledFor(logging.DEBUG):  # what `capi-relay check` shows as "dropped"
+                logger.debug("values dropped", extra={"message_id": message_id, "event_index": position,
+                             "dropped": [{"field": d.field, "reason": d.reason} for d in result.drops]})  # fmt: skip
             for drop in result.drops:
                 summary.fields_dropped[(drop.field, drop.reason)] += 1
             for note in result.notes:
@@ -429,7 +432,7 @@ class Relay:
                 record.oldest_event_time = event_time
             record.outbound.append(
                 Outbound(message_id, position, pixel_id, test_event_code, item.event, item.encoded,
-                         group_id=record.group_id)
+                         request_fields=message.request_fields, group_id=record.group_id)
             )  # fmt: skip
         summary.events_prepared += len(prepared)
         return record

@@ -78,7 +78,7 @@ def _event_time(raw: Any, action_source: str, now: int, notes: list[str], defaul
         try:
             raw = float(raw.strip())
         except ValueError:
-            raise _Reject("invalid_event_time", "event_time must be a Unix timestamp") from None
+            raw = _iso_event_time(raw, notes)
     if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw) or raw <= 0:
         raise _Reject("invalid_event_time", "event_time must be a positive Unix timestamp")
     if raw >= MS_THRESHOLD:
@@ -94,6 +94,25 @@ def _event_time(raw: Any, action_source: str, now: int, notes: list[str], defaul
         ts = now
         notes.append("event_time_clamped")
     return ts
+
+
+MAX_ISO_TIME_CHARS = 40  # "2026-09-21T14:13:20.123456+05:30" is 32; a cap before parsing anything longer
+
+
+def _iso_event_time(text: str, notes: list[str]) -> float:
+    """An ISO 8601 date-time with a UTC offset (``2026-09-21T14:13:20Z``) as Unix seconds, noted as
+    ``event_time_iso``. Without an offset the instant is unknown (Meta wants GMT): refused."""
+    text = text.strip()
+    try:
+        if len(text) > MAX_ISO_TIME_CHARS or ":" not in text:  # a date alone has no instant
+            raise ValueError(text)
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise _Reject("invalid_event_time", "event_time must be Unix seconds or an ISO 8601 date-time") from None
+    if parsed.tzinfo is None:
+        raise _Reject("invalid_event_time", "an ISO 8601 event_time needs a UTC offset (Z or +hh:mm)")
+    notes.append("event_time_iso")
+    return parsed.timestamp()
 
 
 def _number(raw: Any) -> float | int | None:

@@ -17,6 +17,7 @@ from capi_relay import cli
 from tests.factories import NOW, make_event
 
 UNHASHED = ("John_Smith@Gmail.com", "(650) 555-1212", "Menlo Park", "John", "Smith")
+DOCUMENT_KEYS = {"pixel_id", "test_event_code", "data", "rejected", "dropped", "adjusted", "warnings"}
 
 
 def run_main(argv: list[str], stdin_text: str = "") -> tuple[int, str]:
@@ -86,7 +87,7 @@ def test_main_reads_stdin_with_dash_and_prints_json_alone(capsys: pytest.Capture
     code, out = run_main(["check", "-"], json.dumps(make_event(event_time=None)))
     assert code == 0
     document = json.loads(out)  # stdout parses as one JSON document: nothing else was printed
-    assert set(document) == {"data", "rejected"}
+    assert set(document) == DOCUMENT_KEYS
     assert capsys.readouterr().out == ""
 
 
@@ -161,7 +162,7 @@ def test_python_m_capi_relay_check_with_an_empty_environment(body: str, expected
         assert "capi-relay:" in proc.stderr
     else:
         document = json.loads(proc.stdout)
-        assert set(document) == {"data", "rejected"}
+        assert set(document) == DOCUMENT_KEYS
         assert len(document["rejected"]) == expected_code
 
 

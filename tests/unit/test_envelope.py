@@ -116,6 +116,45 @@ def test_nesting_is_bounded() -> None:
     assert info.value.reason == "unknown_shape"
 
 
+# ------------------------------------------------------------------ request-level fields of {"data": ...}
+def test_request_level_fields_pass_through_sorted() -> None:
+    body = {"data": [EVENT], "upload_tag": "store-2026-11", "partner_agent": " shopkit ", "namespace_id": 12345,
+            "upload_source": "pos", "unrelated": "x"}  # fmt: skip
+    message = parse_body(json.dumps(body))
+    assert message.request_fields == (
+        ("namespace_id", "12345"), ("partner_agent", "shopkit"), ("upload_source", "pos"),
+        ("upload_tag", "store-2026-11"),
+    )  # fmt: skip
+
+
+def test_request_level_fields_survive_eventbridge_and_sns() -> None:
+    inner = {"data": [EVENT], "upload_tag": "t1"}
+    assert parse_body(json.dumps(eventbridge(inner))).request_fields == (("upload_tag", "t1"),)
+    assert parse_body(json.dumps(sns(inner))).request_fields == (("upload_tag", "t1"),)
+
+
+def test_a_single_event_body_has_no_request_fields() -> None:
+    assert parse_body(json.dumps({**EVENT, "upload_tag": "ignored"})).request_fields == ()
+
+
+@pytest.mark.parametrize("value", [["list"], {"o": 1}, True, 1.5, "x" * 257])
+def test_invalid_request_level_fields_are_refused(value: Any) -> None:
+    with pytest.raises(EnvelopeError) as caught:
+        parse_body(json.dumps({"data": [EVENT], "upload_tag": value}))
+    assert caught.value.reason == "invalid_request_field"
+
+
+def test_an_empty_request_level_field_is_omitted() -> None:
+    assert parse_body(json.dumps({"data": [EVENT], "upload_tag": "  ", "upload_source": None})).request_fields == ()
+
+
+def test_unreadable_json_names_line_and_column() -> None:
+    with pytest.raises(EnvelopeError) as caught:
+        parse_body('{"data": [\n  {"event_name": "Lead",}\n]}')
+    assert caught.value.reason == "body_not_json"
+    assert "at line 2 column 24" in caught.value.detail  # the "}" after the trailing comma
+
+
 @pytest.mark.parametrize("pixel", ["١٢٣", "１２３", "12\u0663", "1²3", "123x", "-123", "1 23"])
 def test_pixel_id_must_be_ascii_digits_in_the_body_and_in_attributes(pixel: str) -> None:
     # Unicode digits pass str.isdigit() and \d; they must never reach a Graph URL

@@ -69,7 +69,7 @@ SAM_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
 
 def sam_resolve(env_file: str) -> dict[str, Any]:
     if not SAM_PYTHON.exists():
-        pytest.fail("the SAM CLI venv is missing: run `make sam-cli` (make unit does)")
+        pytest.fail("the SAM CLI venv is missing: run `make sam-cli` (make lint does)")
     clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(ROOT), "SAM_CLI_TELEMETRY": "0"}
     out = subprocess.run(
         [str(SAM_PYTHON), "-c", SAM_RESOLVE, str(ROOT / "template.yaml"), env_file],
@@ -79,6 +79,7 @@ def sam_resolve(env_file: str) -> dict[str, Any]:
     return doc
 
 
+@pytest.mark.sam  # needs the SAM CLI: run by `make lint`, deselected by `make unit`
 def test_sam_local_invoke_applies_every_override_in_env_json() -> None:
     # When SAM CLI builds the function's environment from the template and events/env.json
     doc = sam_resolve(str(ROOT / "events" / "env.json"))
@@ -94,6 +95,7 @@ def test_sam_local_invoke_applies_every_override_in_env_json() -> None:
     assert settings_from_env(resolved).graph_api_url == overrides["GRAPH_API_URL"]
 
 
+@pytest.mark.sam
 def test_without_overrides_the_template_values_mean_production(monkeypatch: pytest.MonkeyPatch) -> None:
     resolved = sam_resolve("-")["resolved"]
     # The declared-but-empty values are unset: production Graph and the real AWS endpoints

@@ -87,9 +87,10 @@ def statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]
             for policy in resolve_if(role["Properties"].get("Policies", []), conditions):
                 for st in policy["PolicyDocument"]["Statement"]:
                     yield rid, st
-        for rid, qp in resources(template, "AWS::SQS::QueuePolicy").items():
-            for st in qp["Properties"]["PolicyDocument"]["Statement"]:
-                yield rid, st
+        for kind in ("AWS::SQS::QueuePolicy", "AWS::IAM::ManagedPolicy"):
+            for rid, policy in resources(template, kind).items():
+                for st in resolve_if(policy["Properties"]["PolicyDocument"]["Statement"], conditions):
+                    yield rid, st
 
 
 def as_list(value: Any) -> list[Any]:
@@ -177,6 +178,8 @@ def test_function_uses_the_explicit_role(template: dict[str, Any]) -> None:
 
 def test_no_wildcard_resource_for_sqs_or_secrets_actions(template: dict[str, Any]) -> None:
     for rid, st in statements(template):
+        if st["Effect"] == "Deny":
+            continue  # a Deny is meant to be broad (e.g. every sqs action without TLS)
         actions = as_list(st["Action"])
         assert not any(a in ("*", "sqs:*", "secretsmanager:*", "kms:*") for a in actions), (rid, actions)
         if any(a.startswith(("sqs:", "secretsmanager:", "kms:")) for a in actions):
@@ -231,12 +234,64 @@ def test_queue_policy_lets_only_the_eventbridge_rule_send(template: dict[str, An
     assert pattern == {"source": [{"Ref": "EventPatternSource"}], "detail-type": [{"Ref": "EventPatternDetailType"}]}
     policies = resources(template, "AWS::SQS::QueuePolicy")
     assert policies
-    for qp in policies.values():
-        assert qp["Condition"] == "CreateEventBridgeRule"
-        for st in qp["Properties"]["PolicyDocument"]["Statement"]:
+    for conditions in condition_assignments(template):
+        allows = [st for qp in policies.values()
+                  for st in resolve_if(qp["Properties"]["PolicyDocument"]["Statement"], conditions)
+                  if st["Effect"] == "Allow"]  # fmt: skip
+        assert len(allows) == (2 if conditions["CreateEventBridgeRule"] else 0), conditions
+        for st in allows:
             assert st["Principal"] == {"Service": "events.amazonaws.com"}
             assert as_list(st["Action"]) == ["sqs:SendMessage"]
             assert st["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["EventsRule", "Arn"]}}}
+
+
+@pytest.mark.parametrize("queue", ["EventsQueue", "EventsDLQ"])
+def test_each_queue_denies_every_request_without_tls(template: dict[str, Any], queue: str) -> None:
+    # A queue holds one policy: exactly one QueuePolicy per queue, present whatever the parameters.
+    [(rid, qp)] = [(k, v) for k, v in resources(template, "AWS::SQS::QueuePolicy").items()
+                   if v["Properties"]["Queues"] == [{"Ref": queue}]]  # fmt: skip
+    assert "Condition" not in qp, rid
+    for conditions in condition_assignments(template):
+        denies = [st for st in resolve_if(qp["Properties"]["PolicyDocument"]["Statement"], conditions)
+                  if st["Effect"] == "Deny"]  # fmt: skip
+        assert denies == [{
+            "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "sqs:*",
+            "Resource": {"Fn::GetAtt": [queue, "Arn"]}, "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }], conditions  # fmt: skip
+
+
+def test_producer_policy_sends_to_the_events_queue_only(template: dict[str, Any]) -> None:
+    policy = template["Resources"]["ProducerPolicy"]
+    assert policy["Type"] == "AWS::IAM::ManagedPolicy"
+    assert template["Outputs"]["ProducerPolicyArn"]["Value"] == {"Ref": "ProducerPolicy"}
+    for conditions in condition_assignments(template):
+        found = resolve_if(policy["Properties"]["PolicyDocument"]["Statement"], conditions)
+        assert all(st["Effect"] == "Allow" for st in found)
+        by_action = {a: st for st in found for a in as_list(st["Action"])}
+        expected = {"sqs:SendMessage"} | ({"kms:GenerateDataKey", "kms:Decrypt"} if conditions["HasKmsKey"] else set())
+        assert set(by_action) == expected, conditions
+        assert by_action["sqs:SendMessage"]["Resource"] == {"Fn::GetAtt": ["EventsQueue", "Arn"]}
+        if conditions["HasKmsKey"]:
+            kms = by_action["kms:GenerateDataKey"]
+            assert kms["Resource"] == {"Ref": "KmsKeyArn"}
+            assert kms["Condition"] == {
+                "StringEquals": {"kms:ViaService": {"Fn::Sub": "sqs.${AWS::Region}.amazonaws.com"}}
+            }
+
+
+def test_every_patterned_parameter_says_what_it_wants(template: dict[str, Any]) -> None:
+    patterned = {name: p for name, p in template["Parameters"].items() if "AllowedPattern" in p}
+    assert {"PixelId", "AccessTokenSecretArn", "GraphApiVersion", "KmsKeyArn", "AlarmEmail"} <= set(patterned)
+    for name, param in patterned.items():
+        assert len(param.get("ConstraintDescription", "")) > 10, name
+        if "Default" in param:
+            assert re.fullmatch(param["AllowedPattern"], str(param["Default"])), name
+    secret = patterned["AccessTokenSecretArn"]
+    assert not re.fullmatch(secret["AllowedPattern"], "SET-ME")  # samconfig's placeholder cannot deploy...
+    assert "SET-ME" in secret["ConstraintDescription"]  # ...and the refusal says what to do
+    assert re.fullmatch(
+        secret["AllowedPattern"], "arn:aws:secretsmanager:eu-west-1:123456789012:secret:capi/token-AbCdEf"
+    )
 
 
 # ------------------------------------------------------------------------------------- environment
@@ -499,8 +554,10 @@ def test_requirements_pin_what_the_venv_runs() -> None:
         assert metadata.version(name) == version, name
 
 
+@pytest.mark.sam
 def test_sam_validate_lint() -> None:
-    # Not skipped when SAM is missing: `make unit`/`make lint` install it (make sam-cli) first.
+    # Marked `sam`: `make lint` (which installs the SAM CLI first) runs it; `make unit` deselects it. Never
+    # skipped when SAM is missing: run on its own it fails and says how to get the CLI.
     assert SAM.exists(), f"{SAM} is missing: run `make sam-cli`"
     env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
     result = subprocess.run(
