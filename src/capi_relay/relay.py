@@ -29,10 +29,10 @@ from capi_relay.delivery import Deliverer, DeliveryReport, Failure
 from capi_relay.envelope import EnvelopeError, parse_body
 from capi_relay.fate import Decision, Outcome, ParkInput, Rejected, decide, park_seconds
 from capi_relay.model import Outbound, Prepared, Rejection
+from capi_relay.normalize import clear_memo
 from capi_relay.quarantine import DeadLetter, Source, batches, body_fields, dead_letter
 from capi_relay.queues import QueueIO
 from capi_relay.settings import Settings
-from capi_relay.normalize import clear_memo
 from capi_relay.validate import REQUEST_OVERHEAD_BYTES, prepare_event
 
 logger = logging.getLogger(__name__)
