@@ -14,7 +14,7 @@ from typing import Any, cast
 import pytest
 
 from capi_relay import cli
-from capi_relay.delivery import Deliverer, DeliveryReport
+from capi_relay.delivery import Deliverer, DeliveryConfig, DeliveryReport
 from capi_relay.model import Outbound
 from capi_relay.relay import Relay
 from capi_relay.settings import settings_from_env
@@ -115,6 +115,8 @@ def test_the_allow_list_holds_every_server_event_parameter_meta_documents() -> N
 # -------------------------------------------------------------------------------------------- the relay
 class _Capture:
     """Consumes what the relay produces, reports nothing failed (unit test only)."""
+
+    config = DeliveryConfig()
 
     def __init__(self) -> None:
         self.outbound: list[Outbound] = []
