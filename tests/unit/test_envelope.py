@@ -164,3 +164,29 @@ def test_pixel_id_must_be_ascii_digits_in_the_body_and_in_attributes(pixel: str)
     with pytest.raises(EnvelopeError) as info:
         parse_body(json.dumps(EVENT), {"pixel_id": {"stringValue": pixel, "dataType": "String"}})
     assert info.value.reason == "invalid_pixel_id"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "18446744073709551616",  # 2**64: orjson alone would read a float
+        "-9223372036854775809",  # -2**63 - 1: likewise
+        "18446744073709551615",
+        "123456789012345678901234567890",
+        "1e400",  # json reads inf, orjson refuses
+        "NaN",
+        "-Infinity",
+        '"\\ud800"',  # lone surrogate escape
+        '"caf\u00e9 \\u00e9"',
+        "4.9e-324",
+        "-0",
+        "0.30000000000000004",
+    ],
+)
+def test_body_is_read_exactly_as_the_standard_library_reads_it(value: str) -> None:
+    body = '{"event_name": "Lead", "custom_data": {"value": ' + value + '}, "user_data": {"external_id": '
+    body += value + "}}"
+    expected = json.loads(body)
+    events = parse_body(body).events
+    assert repr(events) == repr([expected])
+    assert [type(events[0]["custom_data"]["value"])] == [type(expected["custom_data"]["value"])]
