@@ -55,10 +55,10 @@ class EnvelopeError(ValueError):
 
 def _attr(attributes: Mapping[str, Any] | None, name: str) -> str | None:
     """Read a string SQS message attribute (``stringValue``) or SNS one (``Value``)."""
-    if not isinstance(attributes, Mapping):
+    if not isinstance(attributes, dict):  # Lambda's event is parsed JSON: dicts, never another Mapping
         return None
     entry = attributes.get(name)
-    if not isinstance(entry, Mapping):
+    if not isinstance(entry, dict):
         return None
     value = entry.get("stringValue", entry.get("Value"))
     if isinstance(value, str) and value.strip():
