@@ -650,8 +650,8 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-# Values repeat across events (country, state, city, gender, first names, dates of birth, a customer's email
-# within a batch), so the outcome of _hash_forms is memoized (bench_normalize's "memo" line measures the gain).
+# Values repeat across events (country, state, city, gender, first names, dates of birth), so the outcome of
+# _hash_forms is memoized (bench_normalize's "memo" line measures the gain); identifiers are not (below).
 # Only values of at most MEMO_MAX_VALUE_CHARS characters, bounded by bytes: (field, value, context) -> the
 # hashes sent (or the drop reason). It holds raw values, so it lives for one invocation: the relay calls
 # clear_memo() when an invocation starts. Once full, nothing more is added (the values that repeat most, such
@@ -659,6 +659,9 @@ def _as_text(value: Any) -> str:
 MEMO_MAX_VALUE_CHARS = 64
 MEMO_MAX_BYTES = 16 * 1024 * 1024  # ~35,000 entries: a 10,000-event batch's repeats
 _MEMO_ENTRY_OVERHEAD = 400  # dict slot, key tuple, result tuple, str headers (~350-450 bytes)
+# Values that identify one person (an email, a phone, an external id) rarely repeat across events: memoizing
+# them costs a miss and an insert per event, and fills the memo before the values that do repeat.
+_UNMEMOIZED = frozenset({"em", "ph", "external_id"})
 _memo: dict[tuple[Any, ...], tuple[str, ...] | Invalid] = {}
 _memo_bytes = 0
 
@@ -679,7 +682,7 @@ def hash_value(field: str, value: Any, *, ctx: _Ctx) -> tuple[str, ...]:
     """Normalize one value of a hashed field and return what is sent: one hash, or the documented form's hash
     followed by its variants' (at most MAX_VARIANTS). Raises :class:`Invalid`."""
     global _memo_bytes  # noqa: PLW0603
-    if type(value) is not str or len(value) > MEMO_MAX_VALUE_CHARS:
+    if type(value) is not str or len(value) > MEMO_MAX_VALUE_CHARS or field in _UNMEMOIZED:
         return _hash_forms(field, value, ctx)
     key = (field, value, ctx.country, ctx.region, ctx.date_order, ctx.today)
     found = _memo.get(key)

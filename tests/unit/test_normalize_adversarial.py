@@ -90,9 +90,9 @@ def test_a_list_value_keeps_its_first_100_items_and_counts_the_rest() -> None:
 def test_the_memo_keeps_only_short_values_within_its_byte_bound_until_cleared() -> None:
     normalize.clear_memo()
     for i in range(2_000):
-        normalize_user_data({"em": f"user{i}@example.com", "st": "x" * 65 + str(i)}, SETTINGS, TODAY)
+        normalize_user_data({"fn": f"user{i}", "st": "x" * 65 + str(i)}, SETTINGS, TODAY)
     entries, size = normalize.memo_size()
-    assert entries == 2_000  # the emails; no 66+ character state
+    assert entries == 2_000  # the first names; no 66+ character state
     assert all(len(key[1]) <= normalize.MEMO_MAX_VALUE_CHARS for key in normalize._memo)
     assert 0 < size <= normalize.MEMO_MAX_BYTES
     normalize.clear_memo()  # what the relay does when an invocation starts: no raw value outlives it
