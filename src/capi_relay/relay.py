@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_REMAINING_MS = 60_000
 MAX_VISIBILITY_BATCH = 10  # ChangeMessageVisibilityBatch
+_NO_EVENT: dict[str, Any] = {}  # Outbound.event of a prepared event: ``encoded`` is what is sent
 
 
 @dataclass(slots=True)
@@ -423,16 +424,21 @@ class Relay:
                 summary.fields_dropped[(drop.field, drop.reason)] += 1
             for note in result.notes:
                 summary.notes[note] += 1
+        request_fields, group_id, outbound = message.request_fields, record.group_id, record.outbound
+        match_keys = summary.match_keys
         for position, item in prepared:
-            summary.match_keys[item.match_keys] += 1
+            match_keys[item.match_keys] += 1
             event_time = item.event.get("event_time")
             if isinstance(event_time, int) and (
                 record.oldest_event_time is None or event_time < record.oldest_event_time
             ):
                 record.oldest_event_time = event_time
-            record.outbound.append(
-                Outbound(message_id, position, pixel_id, test_event_code, item.event, item.encoded,
-                         request_fields=message.request_fields, group_id=record.group_id)
+            # Only the encoded bytes travel on: delivery sends them, and a quarantined event is the one
+            # received (re-read from the body). Dropping the dict here frees it while the batch is still
+            # being prepared (peak RSS) and spares the end-of-invocation teardown.
+            outbound.append(
+                Outbound(message_id, position, pixel_id, test_event_code, _NO_EVENT, item.encoded, request_fields,
+                         group_id)
             )  # fmt: skip
         summary.events_prepared += len(prepared)
         return record
