@@ -397,15 +397,19 @@ class Relay:
             record.rejected.append(Rejected(None, "no_pixel_id"))
             return record
         default_time = _sent_seconds(attrs) or now
+        normalization = self._settings.normalization
+        max_event_bytes = self._settings.max_request_bytes - REQUEST_OVERHEAD_BYTES
         prepared: list[tuple[int, Prepared]] = []
         for position, raw_event in enumerate(message.events):
+            # The derived id only where prepare_event can use it (no event_id, or null): most events carry one.
+            has_id = isinstance(raw_event, dict) and raw_event.get("event_id") is not None
             result = prepare_event(
                 raw_event,
-                self._settings.normalization,
+                normalization,
                 now,
                 default_event_time=default_time,
-                default_event_id=derived_event_id(message_id, position),
-                max_event_bytes=self._settings.max_request_bytes - REQUEST_OVERHEAD_BYTES,
+                default_event_id=None if has_id else derived_event_id(message_id, position),
+                max_event_bytes=max_event_bytes,
             )
             if isinstance(result, Rejection):
                 summary.events_rejected[result.reason] += 1
