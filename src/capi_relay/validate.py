@@ -213,8 +213,11 @@ def _today(now: int) -> date:
     return datetime.fromtimestamp(now, UTC).date()
 
 
+_MATCH_KEY_SET = frozenset(MATCH_KEYS)
+
+
 def match_key_count(user_data: dict[str, Any]) -> int:
-    count = sum(1 for key in MATCH_KEYS if key in user_data)
+    count = len(_MATCH_KEY_SET.intersection(user_data))
     if "client_ip_address" in user_data and "client_user_agent" in user_data:
         count += 1
     return count
@@ -255,12 +258,15 @@ def _prepare(  # noqa: PLR0917 -- the private body of prepare_event, same argume
         raise _Reject("not_an_object", "an event must be a JSON object")
     drops: list[Drop] = []
     notes: list[str] = []
-    event: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key in KNOWN_EVENT_KEYS:
-            event[key] = value
-        else:
-            drops.append(Drop("event", "unknown_key"))
+    if KNOWN_EVENT_KEYS.issuperset(raw):  # the usual case: one C-level copy
+        event: dict[str, Any] = dict(raw)
+    else:
+        event = {}
+        for key, value in raw.items():
+            if key in KNOWN_EVENT_KEYS:
+                event[key] = value
+            else:
+                drops.append(Drop("event", "unknown_key"))
 
     name = event.get("event_name")
     if not isinstance(name, str) or not name.strip():
@@ -317,8 +323,10 @@ def _prepare(  # noqa: PLR0917 -- the private body of prepare_event, same argume
 
     if not user_data:
         raise _Reject("no_usable_identifier", "no user_data value survived normalization")
-    keys = frozenset(user_data)
-    if any(keys <= rejected for rejected in _REJECTED_SETS):
+    # No rejected set holds a match key (em, ph, external_id, fbc, fbp; the IP with the user agent): an event
+    # with one is never only such a combination, and only events without one need the subset test.
+    match_keys = match_key_count(user_data)
+    if not match_keys and any(rejected.issuperset(user_data) for rejected in _REJECTED_SETS):
         raise _Reject(
             "insufficient_customer_information",
             "user_data holds only a combination Meta rejects (subcode 2804050)",
@@ -340,4 +348,4 @@ def _prepare(  # noqa: PLR0917 -- the private body of prepare_event, same argume
         raise _Reject("non_finite_number", "the event holds NaN or Infinity, which JSON cannot carry") from None
     if len(encoded) > max_event_bytes:
         raise _Reject("event_too_large", f"the encoded event is {len(encoded)} bytes (max {max_event_bytes})")
-    return Prepared(event=event, drops=drops, notes=notes, match_keys=match_key_count(user_data), encoded=encoded)
+    return Prepared(event=event, drops=drops, notes=notes, match_keys=match_keys, encoded=encoded)
