@@ -54,9 +54,11 @@ class Prepared:
     encoded: bytes = b""  # ``event`` as it is POSTed (see :func:`encode_event`)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outbound:
-    """One prepared event bound to the SQS record it came from and to its destination."""
+    """One prepared event bound to the SQS record it came from and to its destination. Treated as immutable;
+    not frozen because a frozen dataclass's ``__init__`` costs ~2.4 us more per event (object.__setattr__
+    per field), and one is built per event."""
 
     message_id: str
     position: int
