@@ -56,14 +56,22 @@ def ensure_artifact(force: bool) -> Path:
 
 
 def function_env(template: dict[str, Any]) -> dict[str, str]:
-    """The template's environment for RelayFunction with parameter defaults filled in ("" if none)."""
+    """The template's environment for RelayFunction with parameter defaults filled in ("" if none). A ``Ref``
+    to a queue of the stack (``DLQ_URL``) becomes a queue URL of that shape (what CloudFormation passes);
+    nothing calls it unless an event is quarantined, which no benchmark input is."""
     variables = function_properties(template)["Environment"]["Variables"]
+    resources = template.get("Resources", {})
     env = {}
-    for name, value in variables.items():
+    for name, declared in variables.items():
         try:
-            env[name] = str(parameter_default(template, value))
+            value = parameter_default(template, declared)
         except KeyError:  # a required parameter (AccessTokenSecretArn): local_services() supplies it
-            env[name] = ""
+            value = ""
+        if isinstance(value, dict) and set(value) == {"Ref"}:
+            resource = resources.get(value["Ref"], {})
+            is_queue = resource.get("Type") == "AWS::SQS::Queue"
+            value = f"https://sqs.us-east-1.amazonaws.com/123456789012/{value['Ref']}" if is_queue else ""
+        env[name] = str(value)
     return env
 
 
