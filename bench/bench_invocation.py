@@ -19,10 +19,9 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from typing import Any
 
-from bench.common import PIXEL, StaticTokens, control, fmt, machine_note, standin_process
+from bench.common import PIXEL, StaticTokens, control, fmt, machine_note, sqs_record, standin_process
 from tests.factories import make_event
 
 
@@ -34,20 +33,7 @@ def sqs_event(records: int) -> dict[str, Any]:
         event = make_event(now=now, event_id=f"inv-{i}")
         if i % 2:
             event.pop("event_id")  # half get a derived event_id
-        out.append(
-            {
-                "messageId": str(uuid.uuid4()),
-                "receiptHandle": f"rh-{i}",
-                "body": json.dumps(event),
-                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": sent_ms, "SenderId": "bench",
-                               "ApproximateFirstReceiveTimestamp": sent_ms},
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:capi-relay-events",
-                "awsRegion": "us-east-1",
-            }
-        )  # fmt: skip
+        out.append(sqs_record(json.dumps(event), sent_ms, f"rh-{i}"))
     return {"Records": out}
 
 

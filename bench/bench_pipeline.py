@@ -65,7 +65,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import PIXEL, TOKEN, control, machine_note, standin_process
+from bench.common import PIXEL, TOKEN, control, machine_note, sqs_record, standin_process
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_NAME = "capi-relay/bench-pipeline-token"
@@ -209,21 +209,6 @@ def make_purchase(rng: random.Random, person: int, now: int) -> dict[str, Any]:
     }
 
 
-def _record(body: str, sent_ms: str) -> dict[str, Any]:
-    return {
-        "messageId": str(uuid.uuid4()),
-        "receiptHandle": "rh-" + uuid.uuid4().hex,
-        "body": body,
-        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": sent_ms, "SenderId": "AIDABENCH",
-                       "ApproximateFirstReceiveTimestamp": sent_ms},
-        "messageAttributes": {},
-        "md5OfBody": "",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:capi-relay-events",
-        "awsRegion": "us-east-1",
-    }  # fmt: skip
-
-
 def sqs_event(events: int, seed: int, shape: str, now: int) -> dict[str, Any]:
     """The Lambda SQS event: ``events`` purchases, one per record (``single``) or 1,000 per record (``data``).
     People are distinct across seeds (``person = seed * 10**6 + i``)."""
@@ -237,7 +222,7 @@ def sqs_event(events: int, seed: int, shape: str, now: int) -> dict[str, Any]:
             json.dumps({"data": purchases[i : i + EVENTS_PER_REQUEST]}, ensure_ascii=False)
             for i in range(0, events, EVENTS_PER_REQUEST)
         ]
-    return {"Records": [_record(body, sent_ms) for body in bodies]}
+    return {"Records": [sqs_record(body, sent_ms, "rh-" + uuid.uuid4().hex) for body in bodies]}
 
 
 # ------------------------------------------------------------------------------------------ contenders

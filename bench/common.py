@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from capi_relay.secrets import Credentials
 from local.stack import free_port
@@ -69,3 +71,19 @@ def fmt(values: list[float], scale: float = 1000.0) -> str:
 
 def machine_note() -> str:
     return f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}"
+
+
+def sqs_record(body: str, sent_ms: str, receipt_handle: str) -> dict[str, Any]:
+    """One record of a Lambda SQS event as the event source mapping builds it (AWS's sample shape)."""
+    return {
+        "messageId": str(uuid.uuid4()),
+        "receiptHandle": receipt_handle,
+        "body": body,
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": sent_ms, "SenderId": "AIDABENCH",
+                       "ApproximateFirstReceiveTimestamp": sent_ms},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:capi-relay-events",
+        "awsRegion": "us-east-1",
+    }  # fmt: skip
