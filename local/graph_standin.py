@@ -85,7 +85,8 @@ from urllib.parse import parse_qs, urlsplit
 from werkzeug.formparser import parse_form_data
 
 MAX_EVENTS = 1000
-HASHED = frozenset({"em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id"})
+HASHED = frozenset({"em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country"})
+# external_id: hashing is recommended, not required (Meta's Python SDK sends it raw): any non-empty string(s).
 PLAIN = frozenset(
     {
         "client_ip_address", "client_user_agent", "fbc", "fbp", "subscription_id", "fb_login_id", "lead_id",
@@ -360,6 +361,10 @@ def check_event(event: Any, now: float) -> None:
     for key, value in user_data.items():
         if key in HASHED:
             _check_hashed(key, value)
+        elif key == "external_id":
+            ids = value if isinstance(value, list) else [value]
+            if not ids or not all(isinstance(i, str) and i for i in ids):
+                raise EventRejected(2804001, "Invalid Parameter", "user_data.external_id must be a string or list")
         elif key in ("fbc", "fbp"):
             if not isinstance(value, str) or not _COOKIE_RE.match(value):
                 raise EventRejected(2804001, "Invalid Parameter", f"user_data.{key} is malformed")
