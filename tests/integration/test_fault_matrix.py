@@ -453,12 +453,14 @@ def test_8_fifo_queue_with_failures_in_two_message_groups(matrix: Callable[..., 
 
 
 def test_9_remaining_time_runs_out_mid_retry(matrix: Callable[..., Matrix], standin: GraphStandIn) -> None:
-    # Given an invocation with 2.5 s left (1 s margin), Meta answering slow 500s for a while, many attempts
-    m = matrix(max_receive_count=5, extra_env={"MAX_ATTEMPTS": "20", "DEADLINE_MARGIN": "1"})
-    standin.add_fault(status=500, code=2, delay_ms=400, times=4)
+    # Given an invocation with 5 s left (1 s margin, so the last attempt starts by 3 s: room for a slow
+    # machine's setup before the first one), Meta answering slow 500s for longer than one invocation can
+    # retry (at most ~8 attempts of 0.4 s fit in it), many attempts allowed
+    m = matrix(max_receive_count=10, extra_env={"MAX_ATTEMPTS": "20", "DEADLINE_MARGIN": "1"})
+    standin.add_fault(status=500, code=2, delay_ms=400, times=10)
     m.send(10)
     relay = m.relay()
-    run = m.drain(m.esm(m.invoker(relay, budget_s=2.5), batch_size=10))
+    run = m.drain(m.esm(m.invoker(relay, budget_s=5.0), batch_size=10))
     check_invariants(run, expect_dlq=set())
     first = run.summaries[0]
     # Then the first invocation stopped retrying when its time ran out and handed the records back with
