@@ -330,7 +330,23 @@ def _db_hint(text: str) -> str | None:
     return None
 
 
+# The shapes most dates arrive in (1990-12-31, 12/31/1990, 31.12.1990, 19901231): digits and one kind of
+# separator only, so no hint, unit or month word can be in them and their tokens are the digit runs. They go
+# straight to _db_parts, which decides exactly as for any other value (test_normalize_properties checks the
+# shortcut against the full reading).
+_DB_PLAIN_RE = re.compile(r"([0-9]{1,8})(?:([-/.])([0-9]{1,4})\2([0-9]{1,4}))?")
+
+
 def norm_db(value: str, ctx: _Ctx) -> str:
+    if plain := _DB_PLAIN_RE.fullmatch(value):
+        first, _, second, third = plain.groups()
+        numbers = [first] if second is None else [first, second, third]
+        return _db_string(*_db_parts(numbers, [""] * len(numbers), [], None, ctx), ctx)
+    return _db_read(value, ctx)
+
+
+def _db_read(value: str, ctx: _Ctx) -> str:
+    """The full reading of a date of birth: tokens, CJK units, month words and a format hint."""
     v = value.lower()
     if not v.isascii():
         v = unicodedata.normalize("NFKC", v)  # full-width digits
@@ -348,7 +364,10 @@ def norm_db(value: str, ctx: _Ctx) -> str:
         elif (named := _month_number(token)) is not None:
             month_words.append(named)
         # any other word is a label or a note ("born", "dob", "verified", "t", "z", ordinals "st"/"th")
-    year, month, day = _db_parts(numbers, roles, month_words, hint, ctx)
+    return _db_string(*_db_parts(numbers, roles, month_words, hint, ctx), ctx)
+
+
+def _db_string(year: int, month: int, day: int, ctx: _Ctx) -> str:
     try:
         parsed = date(year, month, day)
     except ValueError:
@@ -705,8 +724,8 @@ def _clean(field: str, value: Any) -> str:
     empty."""
     if isinstance(value, str) and len(value) > MAX_CHARS[field]:
         raise Invalid("too_long")  # before any other look at the value (even its UTF-8 check)
-    text = _as_text(value)
-    text = _nfc(text).strip()
+    # The usual case, an ASCII string, is valid UTF-8 and NFC as it is.
+    text = value.strip() if type(value) is str and value.isascii() else _nfc(_as_text(value)).strip()
     if not text:
         raise Invalid("empty")
     return text
@@ -714,7 +733,9 @@ def _clean(field: str, value: Any) -> str:
 
 def _apply_rule(field: str, text: str, ctx: _Ctx) -> str:
     """The field's rule, then NFC again (lower-casing can decompose); an empty result is never hashed."""
-    normalized = _nfc(_RULES[field](text, ctx))
+    normalized = _RULES[field](text, ctx)
+    if not normalized.isascii():
+        normalized = unicodedata.normalize("NFC", normalized)
     if not normalized:
         raise Invalid("empty")
     return normalized

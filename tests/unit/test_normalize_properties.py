@@ -252,6 +252,39 @@ def test_the_nanp_shortcut_gives_exactly_what_phonenumbers_gives(region: str, di
     assert run(_national_to_e164) == run(_parse_national)
 
 
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.from_regex(r"[0-9]{1,9}([-/. ]{1,2}[0-9]{1,5}){0,3}", fullmatch=True)
+    | st.dates(date(1850, 1, 1), date(2100, 12, 31)).flatmap(
+        lambda d: st.sampled_from(
+            [
+                d.isoformat(),
+                d.strftime("%Y%m%d"),
+                d.strftime("%m/%d/%Y"),
+                d.strftime("%d.%m.%Y"),
+                d.strftime("%Y/%d/%m"),
+                d.strftime("%d-%m-%Y"),
+            ]
+        )
+    ),
+    st.sampled_from(["MDY", "DMY"]),
+)
+def test_the_plain_date_shortcut_gives_exactly_what_the_full_reading_gives(value: str, order: str) -> None:
+    # Given a date of digits and separators; When the shortcut and the full reading normalize it; Then they agree
+    # (the same string, or the same drop reason)
+    from capi_relay.normalize import _Ctx, _db_read, norm_db
+
+    ctx = _Ctx(NormalizationSettings(date_order=order), None, date(2026, 12, 1))  # type: ignore[arg-type]
+
+    def run(fn: Any) -> str:
+        try:
+            return str(fn(value, ctx))
+        except Invalid as exc:
+            return f"dropped: {exc.reason}"
+
+    assert run(norm_db) == run(_db_read)
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.from_regex(r"[0-9]{1,4}(\.[0-9]{1,4}){2,4}", fullmatch=True) | st.ip_addresses(v=4).map(str))
 def test_the_ipv4_shortcut_accepts_exactly_what_ipaddress_accepts(value: str) -> None:
