@@ -38,10 +38,13 @@ REQUEST_FIELDS = ("namespace_id", "partner_agent", "upload_source", "upload_tag"
 MAX_REQUEST_FIELD_CHARS = 256
 _MAX_UNWRAP = 3
 # orjson reads an integer outside [-2**63, 2**64) as a float (the standard library: an int); such a number has
-# at least 19 digits in a row. Digits -> "0", anything else -> " ": a run of 19 zeros marks a body to leave to
-# json.loads (a false alarm, e.g. a long digit string, costs only the slower parse).
-_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
-_DIGIT_RUN = b"0" * 19
+# at least 19 digits in a row, right after what can precede a JSON number (``-``, ``:``, ``[``, ``,``,
+# whitespace, or the start of the body). Digits -> "0", those -> "S", anything else -> " ": "S" and 19 zeros
+# mark a body to leave to json.loads. A run inside a string (a SHA-256 hex hash often holds one) follows a
+# letter or a quote and is no alarm; one that follows a space or a comma is a false alarm that costs only the
+# slower parse. (Floats are read alike by both, correctly rounded; what orjson refuses goes to json.loads.)
+_NUMBER_CHARS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x53 if b in b"-:[, \t\n\r" else 0x20 for b in range(256))
+_LONG_INTEGER = b"S" + b"0" * 19
 
 
 class EnvelopeError(ValueError):
@@ -152,7 +155,7 @@ def _loads(body: str) -> Any:
     integers beyond 64 bits as floats: both go to json.loads, whose result and errors are the reference."""
     if _orjson is not None:
         encoded = body.encode("utf-8", "surrogatepass")
-        if _DIGIT_RUN not in encoded.translate(_DIGITS):
+        if _LONG_INTEGER not in b"S" + encoded.translate(_NUMBER_CHARS):
             try:
                 return _orjson.loads(encoded)
             except _orjson.JSONDecodeError:

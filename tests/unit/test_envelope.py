@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from capi_relay.envelope import MAX_EVENTS_PER_MESSAGE, EnvelopeError, parse_body
 
@@ -190,3 +192,54 @@ def test_body_is_read_exactly_as_the_standard_library_reads_it(value: str) -> No
     events = parse_body(body).events
     assert repr(events) == repr([expected])
     assert [type(events[0]["custom_data"]["value"])] == [type(expected["custom_data"]["value"])]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"data": [{"custom_data": {"value": 18446744073709551616}}]}',  # after a space
+        '{"data":[{"custom_data":{"value":18446744073709551616}}]}',  # after a colon
+        '{"data": [{"custom_data": {"ids": [18446744073709551616]}}]}',  # after a bracket
+        '{"data": [{"custom_data": {"ids": [1,-9223372036854775809]}}]}',  # after a comma, negative
+        '{"data": [{"custom_data": {"value":\n\t18446744073709551616}}]}',  # after a newline and a tab
+        '{"data": [{"custom_data": {"value":\r\n99999999999999999999999}}]}',
+    ],
+)
+def test_a_long_integer_wherever_json_allows_it_is_read_as_an_int(body: str) -> None:
+    expected = json.loads(body)
+    assert repr(parse_body(body).events) == repr(expected["data"])
+
+
+def test_digit_runs_inside_strings_keep_the_fast_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a packed body whose pre-hashed values hold 19+ digit runs inside strings (common in SHA-256 hex)
+    hashed = "a" + "1234567890" * 3 + "b" * 33
+    body = json.dumps({"data": [{"event_name": "Lead", "user_data": {"em": hashed, "ph": '"' + "9" * 30}}] * 3})
+    expected = json.loads(body)
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("fell back to json.loads")
+
+    from capi_relay import envelope
+
+    if envelope._orjson is None:
+        pytest.fail("orjson is a runtime dependency and must be importable")
+    monkeypatch.setattr(envelope.json, "loads", refuse)
+    # Then orjson reads it (no fallback), exactly as json would
+    assert repr(parse_body(body).events) == repr(expected["data"])
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80) | st.floats(allow_nan=False)
+    | st.text(alphabet="0123456789abcdef\"\\ -:[,", max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json_values, st.sampled_from([(",", ":"), (", ", ": "), (",\n", ":\t"), (" ,\r\n", " : ")]))
+def test_any_json_is_read_exactly_as_the_standard_library_reads_it(value: object, separators: tuple[str, str]) -> None:
+    from capi_relay.envelope import _loads
+
+    text = json.dumps(value, separators=separators, ensure_ascii=False)
+    assert repr(_loads(text)) == repr(json.loads(text))
