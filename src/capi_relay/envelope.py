@@ -155,7 +155,8 @@ def _loads(body: str) -> Any:
     integers beyond 64 bits as floats: both go to json.loads, whose result and errors are the reference."""
     if _orjson is not None:
         encoded = body.encode("utf-8", "surrogatepass")
-        if _LONG_INTEGER not in b"S" + encoded.translate(_NUMBER_CHARS):
+        marked = encoded.translate(_NUMBER_CHARS)  # one copy of the body (a prefix would add another)
+        if _LONG_INTEGER not in marked and not marked.startswith(_LONG_INTEGER[1:]):
             try:
                 return _orjson.loads(encoded)
             except _orjson.JSONDecodeError:

@@ -241,3 +241,10 @@ def test_any_json_is_read_exactly_as_the_standard_library_reads_it(value: object
 
     text = json.dumps(value, separators=separators, ensure_ascii=False)
     assert repr(_loads(text)) == repr(json.loads(text))
+
+
+@pytest.mark.parametrize("text", ["18446744073709551616", "-18446744073709551616", " 18446744073709551616 "])
+def test_a_long_integer_at_the_start_of_the_text_is_read_as_an_int(text: str) -> None:
+    from capi_relay.envelope import _loads
+
+    assert repr(_loads(text)) == repr(json.loads(text))
