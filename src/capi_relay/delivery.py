@@ -247,9 +247,9 @@ def failure_of(error: GraphError, retry_after_s: float | None = None) -> Failure
 
 
 def unknown_outcome(error: GraphError) -> bool:
-    """No HTTP answer: the request may have reached Meta (timeout, connection lost). graph.py does not
-    tell a refused connection from a lost answer, so both count (the metric errs towards more)."""
-    return error.kind is ErrorKind.TRANSIENT and error.http_status is None
+    """No HTTP answer although a connection was made: the request may have reached Meta (timeout, connection
+    lost mid-answer). A connection that was never made (refused, DNS, connect timeout) is not unknown."""
+    return error.kind is ErrorKind.TRANSIENT and error.http_status is None and not error.unsent
 
 
 # ------------------------------------------------------------------------------------------- scheduler

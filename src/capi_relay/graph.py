@@ -64,9 +64,11 @@ class GraphError(Exception):
         retry_after_s: float | None = None,
         detail: str = "",
         reason: str | None = None,
+        unsent: bool = False,
     ) -> None:
         super().__init__(f"{kind}: http={http_status} code={code} subcode={subcode} {detail}".strip())
         self.kind = kind
+        self.unsent = unsent  # the request never left: no connection was made (refused, DNS, connect timeout)
         self.http_status = http_status
         self.code = code
         self.subcode = subcode
@@ -436,11 +438,13 @@ class GraphClient:
             # platforms): the request may or may not have reached Meta; a retry is safe because every event
             # carries an event_id.
             self._drop(response)
+            # No connection was made (refused, name not resolved, connect timeout): Meta cannot have the events.
+            unsent = isinstance(exc, urllib3.exceptions.ConnectTimeoutError)  # NewConnectionError is one
             if attempt.expired:
-                raise GraphError(ErrorKind.TRANSIENT, detail="attempt time cap passed") from None
+                raise GraphError(ErrorKind.TRANSIENT, detail="attempt time cap passed", unsent=unsent) from None
             if response is None and attempt.reused and _closed_before_answer(exc):
                 raise _Stale from None
-            raise GraphError(ErrorKind.TRANSIENT, detail=type(exc).__name__) from None
+            raise GraphError(ErrorKind.TRANSIENT, detail=type(exc).__name__, unsent=unsent) from None
         finally:
             timer.cancel()
             attempt.finish()

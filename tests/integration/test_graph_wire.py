@@ -258,6 +258,20 @@ def test_a_fresh_connection_closed_without_an_answer_is_not_retried(serve: Calla
         client.send("1", b"{}", Credentials(TOKEN))
     assert info.value.kind is ErrorKind.TRANSIENT
     assert len(server.requests) == 1
+    assert not info.value.unsent  # the request reached the server: its outcome is unknown
+
+
+def test_a_refused_connection_is_known_unsent() -> None:
+    # Given a port nothing listens on (bound, then closed)
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    client = GraphClient(f"http://127.0.0.1:{port}", "v26.0")
+    with pytest.raises(GraphError) as info:
+        client.send("1", b"{}", Credentials(TOKEN))
+    # Then it is transient, and known never to have reached Meta (a retry is not a resend)
+    assert info.value.kind is ErrorKind.TRANSIENT
+    assert info.value.unsent
 
 
 def test_usage_headers_become_retry_after(serve: Callable[..., RawServer]) -> None:

@@ -679,6 +679,17 @@ def test_events_resent_after_an_unknown_outcome_are_counted() -> None:
     assert report.resent_events == 4  # only the send after the timeout counts
 
 
+def test_a_connection_never_made_is_not_an_unknown_outcome() -> None:
+    clock = Clock()
+    answers = iter([GraphError(ErrorKind.TRANSIENT, detail="NewConnectionError", unsent=True)])
+    sender = Sender(lambda *_: next(answers, GraphReply(4, None, 1.0)), clock)
+    report = run(sender, events(4), clock=clock)
+    assert report.failed == {}
+    assert report.requests == 2
+    assert report.unknown_outcomes == 0
+    assert report.resent_events == 0  # the retry is the first time Meta sees these events
+
+
 def test_an_attempt_still_running_at_the_deadline_is_abandoned() -> None:
     # Given a sender that never answers (a real clock: the wait itself must be bounded)
     release = threading.Event()
