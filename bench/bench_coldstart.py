@@ -78,32 +78,18 @@ def function_env(template: dict[str, Any]) -> dict[str, str]:
 @contextlib.contextmanager
 def local_services() -> Iterator[dict[str, str]]:
     """moto (Secrets Manager holding the token) and the Graph stand-in; yields the env overrides."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
     from local.graph_standin import GraphStandIn
-    from local.rie import free_port
+    from local.stack import Clients, MotoServer
 
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        client = boto3.client(
-            "secretsmanager", endpoint_url=endpoint, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",  # dummy local credentials
-        )  # fmt: skip
-        client.create_secret(Name=SECRET_NAME, SecretString=TOKEN)
-        with GraphStandIn(tokens={TOKEN}) as graph:
-            yield {
-                "AWS_ENDPOINT_URL": endpoint,
-                "ACCESS_TOKEN_SECRET_ID": SECRET_NAME,
-                "PIXEL_ID": PIXEL,
-                "GRAPH_API_URL": graph.url,
-                "POWERTOOLS_LOG_LEVEL": "WARNING",
-            }
-    finally:
-        moto.stop()
+    with MotoServer(mode="thread") as moto, GraphStandIn(tokens={TOKEN}) as graph:
+        Clients(moto.endpoint_url).secretsmanager.create_secret(Name=SECRET_NAME, SecretString=TOKEN)
+        yield {
+            "AWS_ENDPOINT_URL": moto.endpoint_url,
+            "ACCESS_TOKEN_SECRET_ID": SECRET_NAME,
+            "PIXEL_ID": PIXEL,
+            "GRAPH_API_URL": graph.url,
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+        }
 
 
 def without_pyc(artifact: Path, into: Path) -> Path:

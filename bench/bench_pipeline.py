@@ -416,33 +416,14 @@ def child(contender: str, shape: str, events: int, seed: int, url: str, repeat: 
 @contextlib.contextmanager
 def moto_secret() -> Iterator[str]:
     """A moto server in its own process holding the access token; yields its endpoint URL."""
-    import boto3
+    from local.stack import Clients, MotoServer
 
-    from local.stack import free_port
-
-    port = free_port()
-    moto_bin = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or "moto_server"
-    proc = subprocess.Popen(
-        [moto_bin, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    endpoint = f"http://127.0.0.1:{port}"
+    moto = MotoServer(mode="process").start(timeout_s=60)  # up to a minute on a loaded machine
     try:
-        client = boto3.client(
-            "secretsmanager", endpoint_url=endpoint, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",  # dummy local credentials
-        )  # fmt: skip
-        for _ in range(600):  # up to a minute on a loaded machine
-            try:
-                client.create_secret(Name=SECRET_NAME, SecretString=TOKEN)
-                break
-            except Exception:  # not listening yet
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("moto server did not start")
-        yield endpoint
+        Clients(moto.endpoint_url).secretsmanager.create_secret(Name=SECRET_NAME, SecretString=TOKEN)
+        yield moto.endpoint_url
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        moto.stop()
 
 
 def child_env(graph_url: str, moto_url: str, extra: list[str]) -> dict[str, str]:
