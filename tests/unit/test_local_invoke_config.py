@@ -4,8 +4,6 @@ file names the secret, ports and variables that the stack creates and the functi
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import pytest
 from capi_relay.settings import settings_from_env
 from local import serve
 from local.samples import SAMPLES, load_sample
+from tests.sam_cli import run_sam
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,17 +63,11 @@ runner = types.SimpleNamespace(env_vars_values=overrides, get_aws_creds=dict, is
 resolved = LocalLambdaRunner._make_env_vars(runner, function).resolve()
 print(json.dumps({"declared": sorted(function.environment["Variables"]), "resolved": resolved}))
 """
-SAM_PYTHON = ROOT / ".venv-sam" / "bin" / "python"
 
 
 def sam_resolve(env_file: str) -> dict[str, Any]:
-    if not SAM_PYTHON.exists():
-        pytest.fail("the SAM CLI venv is missing: run `make sam-cli` (make lint does)")
-    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(ROOT), "SAM_CLI_TELEMETRY": "0"}
-    out = subprocess.run(
-        [str(SAM_PYTHON), "-c", SAM_RESOLVE, str(ROOT / "template.yaml"), env_file],
-        capture_output=True, text=True, check=True, timeout=120, env=clean, cwd=ROOT,
-    )  # fmt: skip
+    out = run_sam("python", "-c", SAM_RESOLVE, str(ROOT / "template.yaml"), env_file, timeout_s=120)
+    assert out.returncode == 0, out.stderr[-2000:]
     doc: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return doc
 

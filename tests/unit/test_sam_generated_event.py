@@ -12,10 +12,8 @@ too old for Meta.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,21 +24,14 @@ from capi_relay.relay import Relay
 from capi_relay.settings import settings_from_env
 from local import esm
 from local.samples import SAMPLES, load_sample
+from tests.sam_cli import run_sam
 from tests.unit.fakes import FakeSender, FakeTokens
 
-ROOT = Path(__file__).resolve().parents[2]
-SAM = ROOT / ".venv-sam" / "bin" / "sam"
 pytestmark = pytest.mark.sam  # needs the SAM CLI: run by `make lint`, deselected by `make unit`
 
 
 def generate(body: str) -> subprocess.CompletedProcess[str]:
-    if not SAM.exists():
-        pytest.fail("the SAM CLI venv is missing: run `make sam-cli` (make lint does)")
-    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(ROOT), "SAM_CLI_TELEMETRY": "0"}
-    return subprocess.run(
-        [str(SAM), "local", "generate-event", "sqs", "receive-message", "--body", body],
-        capture_output=True, text=True, timeout=120, env=clean, cwd=ROOT, check=False,
-    )  # fmt: skip
+    return run_sam("sam", "local", "generate-event", "sqs", "receive-message", "--body", body, timeout_s=120)
 
 
 def sam_event(body: str) -> dict[str, Any]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import ast
 import itertools
-import os
 import re
-import subprocess
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -16,11 +14,11 @@ from typing import Any
 import pytest
 
 from bench.cfn import function_properties, load_template, parameter_default, sqs_event_properties
+from tests.sam_cli import run_sam
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_PY = ROOT / "src" / "capi_relay" / "settings.py"
 TELEMETRY_PY = ROOT / "src" / "capi_relay" / "telemetry.py"
-SAM = ROOT / ".venv-sam" / "bin" / "sam"
 
 # The variables settings.py reads (kept here on purpose: a change in settings.py must be mirrored).
 SETTINGS_ENV = {
@@ -558,12 +556,7 @@ def test_requirements_pin_what_the_venv_runs() -> None:
 def test_sam_validate_lint() -> None:
     # Marked `sam`: `make lint` (which installs the SAM CLI first) runs it; `make unit` deselects it. Never
     # skipped when SAM is missing: run on its own it fails and says how to get the CLI.
-    assert SAM.exists(), f"{SAM} is missing: run `make sam-cli`"
-    env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
-    result = subprocess.run(
-        [str(SAM), "validate", "--lint", "--template-file", str(ROOT / "template.yaml")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    result = run_sam("sam", "validate", "--lint", "--template-file", str(ROOT / "template.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
