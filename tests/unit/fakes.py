@@ -7,8 +7,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from capi_relay.app import delivery_config
+from capi_relay.delivery import Deliverer
 from capi_relay.graph import GraphReply
+from capi_relay.relay import Relay
 from capi_relay.secrets import Credentials
+from capi_relay.settings import settings_from_env
 
 
 class FakeTokens:
@@ -43,3 +47,9 @@ class FakeSender:
     @property
     def events(self) -> list[dict[str, Any]]:
         return [e for _, doc in self.requests for e in doc["data"]]
+
+
+def make_relay(sender: FakeSender, **env: str) -> Relay:
+    """A relay for pixel 111 on ``sender``, with in-process tokens and no sleeping between attempts."""
+    settings = settings_from_env({"ACCESS_TOKEN_SECRET_ID": "s", "PIXEL_ID": "111", "MAX_ATTEMPTS": "2"} | env)
+    return Relay(settings, Deliverer(sender, FakeTokens(), delivery_config(settings), sleep=lambda _: None))

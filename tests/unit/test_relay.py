@@ -13,7 +13,7 @@ from capi_relay.graph import ErrorKind, GraphError, GraphReply
 from capi_relay.quarantine import DeadLetter
 from capi_relay.relay import Relay, derived_event_id
 from capi_relay.settings import settings_from_env
-from tests.unit.fakes import FakeSender, FakeTokens
+from tests.unit.fakes import FakeSender, FakeTokens, make_relay
 
 NOW = int(time.time())
 
@@ -42,11 +42,6 @@ def record(message_id: str, body: Any, group: str | None = None, **attrs: str) -
         "eventSource": "aws:sqs",
         "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:events" + (".fifo" if group else ""),
     }
-
-
-def make_relay(sender: FakeSender, **env: str) -> Relay:
-    settings = settings_from_env({"ACCESS_TOKEN_SECRET_ID": "s", "PIXEL_ID": "111", "MAX_ATTEMPTS": "2"} | env)
-    return Relay(settings, Deliverer(sender, FakeTokens(), delivery_config(settings), sleep=lambda _: None))
 
 
 def failed_ids(response: dict[str, Any]) -> list[str]:

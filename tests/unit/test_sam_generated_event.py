@@ -18,14 +18,10 @@ from typing import Any
 
 import pytest
 
-from capi_relay.app import delivery_config
-from capi_relay.delivery import Deliverer
-from capi_relay.relay import Relay
-from capi_relay.settings import settings_from_env
 from local import esm
 from local.samples import SAMPLES, load_sample
 from tests.sam_cli import run_sam
-from tests.unit.fakes import FakeSender, FakeTokens
+from tests.unit.fakes import FakeSender, make_relay
 
 pytestmark = pytest.mark.sam  # needs the SAM CLI: run by `make lint`, deselected by `make unit`
 
@@ -55,17 +51,12 @@ def purchase(**overrides: Any) -> dict[str, Any]:
     return doc
 
 
-def relay(sender: FakeSender) -> Relay:
-    settings = settings_from_env({"ACCESS_TOKEN_SECRET_ID": "s", "PIXEL_ID": "111"})
-    return Relay(settings, Deliverer(sender, FakeTokens(), delivery_config(settings), sleep=lambda _: None))
-
-
 def test_the_relay_takes_sams_generated_sqs_event_as_it_is() -> None:
     # Given SAM CLI's own SQS event carrying a purchase (escaped as SAM needs)
     event = sam_event(json.dumps(purchase()))
     # When the relay processes it
     sender = FakeSender()
-    summary = relay(sender).process(event)
+    summary = make_relay(sender).process(event)
     # Then the event is delivered, hashed, with nothing failed
     assert summary.response == {"batchItemFailures": []}
     assert [e["event_id"] for e in sender.events] == ["order-1001"]
@@ -85,7 +76,7 @@ def test_without_event_time_sams_fixed_sent_timestamp_makes_the_event_too_old() 
     event = sam_event(json.dumps(doc))
     assert event["Records"][0]["attributes"]["SentTimestamp"] == "1523232000000"  # 2018-04-09
     sender = FakeSender()
-    summary = relay(sender).process(event)
+    summary = make_relay(sender).process(event)
     assert sender.events == []
     assert summary.events_rejected == {"event_too_old": 1}
 
