@@ -35,6 +35,7 @@ past the deadline is abandoned (its records fail; counted in ``unknown_outcomes`
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -46,11 +47,11 @@ from enum import Enum
 
 from capi_relay.graph import ErrorKind, GraphError, GraphReply, GraphSender
 from capi_relay.model import Outbound, encode_event
-from capi_relay.search import SEARCH_POOLED_FROM, Probe, Search, search_request_bound
+from capi_relay.search import Probe, Search, search_request_bound
 from capi_relay.secrets import Credentials, InvocationScoped, SecretError, TokenProvider
 from capi_relay.throttle import Hold, HoldBook
 
-__all__ = ["SEARCH_POOLED_FROM", "Deliverer", "DeliveryConfig", "DeliveryReport", "Failure", "chunk",
+__all__ = ["Deliverer", "DeliveryConfig", "DeliveryReport", "Failure", "chunk",
            "decide", "search_request_bound"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -91,11 +92,15 @@ class DeliveryReport:
     throttles: int = 0
     auth_refreshes: int = 0
     splits: int = 0  # requests made by bad-event searches
-    isolated_events: int = 0  # events found bad by a search or rejected alone (== len(rejected))
     resent_events: int = 0  # events POSTed again after an attempt whose outcome was unknown
     unknown_outcomes: int = 0  # attempts that ended without an answer after the request may have left
     graph_errors: Counter[str] = field(default_factory=Counter)  # reason -> count
     latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def isolated_events(self) -> int:
+        """Events found bad by a search or rejected alone."""
+        return len(self.rejected)
 
 
 # ------------------------------------------------------------------------------------------- chunking
@@ -114,6 +119,7 @@ class _Chunk:
     key: ChunkKey
     items: list[_Item]
     size: int = 0  # encoded bytes of the events, with separators
+    overhead: int = 0  # bytes of the body around them (request_overhead)
 
     @property
     def pixel_id(self) -> str:
@@ -129,8 +135,6 @@ class _Chunk:
 
 def request_body(key: ChunkKey, items: list[_Item], credentials: Credentials) -> bytes:
     """``{"data":[...], test_event_code?, <request_fields>..., appsecret_proof?}`` (never the token)."""
-    import json  # noqa: PLC0415 -- stdlib, kept next to its one use
-
     tail: dict[str, str] = dict(key[2])
     if key[1]:
         tail["test_event_code"] = key[1]
@@ -144,11 +148,19 @@ def request_body(key: ChunkKey, items: list[_Item], credentials: Credentials) ->
     return b"".join(parts)
 
 
-class _Chunker:
-    """Groups events by chunk key in input order and cuts at the event and byte caps. ``contiguous`` (FIFO)
-    closes the open chunk whenever the key changes, so that chunks are runs of the input."""
+_PROOF_BYTES = len(b',"appsecret_proof":""') + 64  # an HMAC-SHA256 in hex
 
-    OVERHEAD = 1024  # '{"data":[', test_event_code, request_fields and appsecret_proof
+
+def request_overhead(key: ChunkKey) -> int:
+    """Bytes of a request body of ``key`` besides its events: the test code and request fields as encoded,
+    and room for an ``appsecret_proof``."""
+    return len(request_body(key, [], Credentials(""))) + _PROOF_BYTES
+
+
+class _Chunker:
+    """Groups events by chunk key in input order and cuts at the event and byte caps (the whole body, with
+    its request_overhead). ``contiguous`` (FIFO) closes the open chunk whenever the key changes, so that
+    chunks are runs of the input."""
 
     def __init__(self, max_events: int, max_bytes: int, *, contiguous: bool = False) -> None:
         self.max_events = max_events
@@ -168,11 +180,11 @@ class _Chunker:
         if self.contiguous and self.open and key not in self.open:
             closed.extend(self.flush())
         current = self.open.get(key)
-        if current is not None and current.items and current.size + size + self.OVERHEAD > self.max_bytes:
+        if current is not None and current.items and current.size + size + current.overhead > self.max_bytes:
             closed.append(self.open.pop(key))
             current = None
         if current is None:
-            current = self.open[key] = _Chunk(key, [])
+            current = self.open[key] = _Chunk(key, [], overhead=request_overhead(key))
         current.items.append(item)
         current.size += size
         if len(current.items) >= self.max_events:
@@ -519,7 +531,6 @@ class _Ledger:
         for item in items:
             o = item.outbound
             self.report.rejected[(o.message_id, o.position)] = failure
-            self.report.isolated_events += 1
             logger.warning(
                 "Meta rejected an event",
                 extra={"message_id": o.message_id, "event_position": o.position, "pixel_id": o.pixel_id,

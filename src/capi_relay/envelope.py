@@ -185,4 +185,6 @@ def parse_body(body: str | None, message_attributes: Mapping[str, Any] | None = 
     message.test_event_code = _attr(message_attributes, "test_event_code") or message.test_event_code
     if message.pixel_id is not None and not _PIXEL_RE.fullmatch(message.pixel_id):
         raise EnvelopeError("invalid_pixel_id", "pixel_id must be numeric")
+    if message.test_event_code is not None and len(message.test_event_code) > MAX_REQUEST_FIELD_CHARS:
+        raise EnvelopeError("invalid_routing", f"test_event_code is longer than {MAX_REQUEST_FIELD_CHARS} characters")
     return message

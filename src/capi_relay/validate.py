@@ -58,7 +58,9 @@ REASONS = (
 )  # fmt: skip
 # An event is POSTed inside {"data": [...], test_event_code, appsecret_proof, request-level fields}: an encoded
 # event over (request byte cap - this) can never be sent, alone or not, and is rejected here (event_too_large).
-REQUEST_OVERHEAD_BYTES = 4096
+# The most the rest can take: five values of at most 256 characters (envelope's caps), each up to 6 bytes a
+# character as JSON escapes, their keys and the proof (delivery.request_overhead; a unit test checks the bound).
+REQUEST_OVERHEAD_BYTES = 8192
 DEFAULT_MAX_EVENT_BYTES = 2 * 1024 * 1024 - REQUEST_OVERHEAD_BYTES  # Settings.max_request_bytes' default
 
 

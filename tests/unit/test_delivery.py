@@ -19,11 +19,14 @@ from capi_relay.delivery import (
     DeliveryConfig,
     DeliveryReport,
     chunk,
+    request_overhead,
 )
+from capi_relay.envelope import MAX_REQUEST_FIELD_CHARS, REQUEST_FIELDS
 from capi_relay.graph import ErrorKind, GraphError, GraphReply
 from capi_relay.model import Outbound
 from capi_relay.search import SEARCH_POOLED_FROM, search_request_bound
 from capi_relay.secrets import Credentials, SecretError
+from capi_relay.validate import REQUEST_OVERHEAD_BYTES
 
 PIXEL = "111"
 OTHER = "222"
@@ -209,6 +212,23 @@ def test_chunks_group_by_pixel_and_test_code_and_cap_events_and_bytes() -> None:
     assert len(small) > 1
     assert all(len(c.body(Credentials("t", "s"))) <= 1024 for c in small)
     assert sum(len(c.items) for c in small) == 100
+
+
+def test_every_body_stays_under_the_byte_cap_with_the_largest_test_code_and_request_fields() -> None:
+    # Given events whose test code and four request fields are at their caps, each character a 6-byte escape
+    longest = "\x01" * MAX_REQUEST_FIELD_CHARS
+    fields = tuple((key, longest) for key in REQUEST_FIELDS)
+    outbound = [
+        Outbound(o.message_id, 0, PIXEL, longest, o.event, None, fields) for o in events(300)
+    ]  # fmt: skip
+    # When chunked at 16 KiB
+    chunks = chunk(outbound, 1000, 16 * 1024)
+    # Then every body, with an appsecret_proof, stays under the cap
+    assert len(chunks) > 1
+    assert all(len(c.body(Credentials("t", "s"))) <= 16 * 1024 for c in chunks)
+    assert sum(len(c.items) for c in chunks) == 300
+    # And the room validate keeps for the body around one event is enough for the worst case
+    assert request_overhead(chunks[0].key) <= REQUEST_OVERHEAD_BYTES
 
 
 def test_body_carries_test_event_code_and_appsecret_proof_but_never_the_token() -> None:

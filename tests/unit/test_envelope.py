@@ -248,3 +248,13 @@ def test_a_long_integer_at_the_start_of_the_text_is_read_as_an_int(text: str) ->
     from capi_relay.envelope import _loads
 
     assert repr(_loads(text)) == repr(json.loads(text))
+
+
+def test_a_test_event_code_over_256_characters_is_refused_from_the_body_or_an_attribute() -> None:
+    with pytest.raises(EnvelopeError) as info:
+        parse_body(json.dumps({"data": [EVENT], "test_event_code": "T" * 257}))
+    assert info.value.reason == "invalid_routing"
+    with pytest.raises(EnvelopeError) as info:
+        parse_body(json.dumps(EVENT), {"test_event_code": {"stringValue": "T" * 257, "dataType": "String"}})
+    assert info.value.reason == "invalid_routing"
+    assert parse_body(json.dumps({"data": [EVENT], "test_event_code": "T" * 256})).test_event_code == "T" * 256
