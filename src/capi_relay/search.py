@@ -25,7 +25,7 @@ Modes (:func:`mode_for`), chosen from what the search has found so far:
   Once the search is dense with bad events (the PLAIN thresholds) it probes one event at a time.
 
 Safety valve: when VALVE_STREAK single-event probes in a row are rejected with the identical signature
-(error kind, code, subcode, type) while no probe of this search has been accepted, the error is taken to
+(error kind, code, subcode) while no probe of this search has been accepted, the error is taken to
 be about the request, not its events: the search stops, nothing is blamed (events found bad so far with
 that signature are taken back), and every item not proven good is reported in ``request_level``.
 """
@@ -219,19 +219,8 @@ class Search[F]:
         if later:
             self._pool = [i for i in self._pool if i not in later]
             self.result.blocked.update(later)
-        for n, (items, failure) in enumerate(self._known):
-            drop = {i for i in items if i > item and self._groups.get(i) == group}
-            if drop:
-                self.result.blocked.update(drop)
-                self._known[n] = ([i for i in items if i not in drop], failure)
-        # A known-bad set that lost items is no longer known bad: what is left of it is undecided.
-        keep: list[tuple[list[int], F]] = []
-        for items, failure in self._known:
-            if any(i in self.result.blocked for i in items) or not items:
-                self._pool.extend(i for i in items if i not in self.result.blocked)
-            else:
-                keep.append((items, failure))
-        self._known = keep
+        # Only the pool can hold later items: a FIFO round's one known-bad set is in flight (a probe and its
+        # sibling) whenever an item is found bad or given up.
 
     def _trip(self, failure: F, signature: Hashable) -> None:
         self._tripped = failure

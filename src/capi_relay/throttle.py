@@ -36,7 +36,7 @@ class HoldBook:
             if current is not None and current.until >= hold.until:
                 return
             if pixel_id not in self._holds and len(self._holds) >= self._max:
-                self._evict(hold.until)
+                self._evict()
             self._holds[pixel_id] = hold
 
     def get(self, pixel_id: str, now: float) -> Hold | None:
@@ -48,10 +48,7 @@ class HoldBook:
                 return None
             return hold
 
-    def _evict(self, now_hint: float) -> None:
+    def _evict(self) -> None:
         # Drop the hold that ends first (expired ones end first): the book stays within its bound.
         first = min(self._holds, key=lambda p: self._holds[p].until)
         del self._holds[first]
-
-    def __len__(self) -> int:
-        return len(self._holds)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -273,9 +274,23 @@ def test_chunks_are_sent_concurrently_up_to_the_limit() -> None:
 
 def test_fifo_mode_sends_one_request_at_a_time_in_input_order() -> None:
     clock = Clock()
-    sender = Sender(clock=clock)
-    report = run(sender, events(30), clock=clock, fifo=True, max_events_per_request=10)
+    in_flight = peak = 0
+    lock = threading.Lock()
+
+    def behaviour(pixel: str, data: list[dict[str, Any]], creds: Credentials, t: float | None) -> GraphReply:
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        time.sleep(0.02)  # a real wait, so that a second request sent alongside would overlap this one
+        with lock:
+            in_flight -= 1
+        return GraphReply(len(data), None, 1.0)
+
+    sender = Sender(behaviour, clock)
+    report = run(sender, events(30), clock=clock, fifo=True, max_events_per_request=10, concurrency=4)
     assert [r["ids"][0] for r in sender.requests] == ["m0", "m10", "m20"]
+    assert peak == 1
     assert report.failed == {}
 
 
@@ -716,8 +731,6 @@ def test_an_attempt_still_running_at_the_deadline_is_abandoned() -> None:
     sender = Sender(lambda *_: (release.wait(10), GraphReply(2, None, 1.0))[1])
     deliverer = Deliverer(sender, Tokens(), cfg(min_request_s=0.05, request_timeout_s=5.0))
     try:
-        import time
-
         report = deliverer.deliver(events(2), time.monotonic() + 1.0)  # room for a slow start
         # Then deliver returned without an answer: the records failed, the outcome counted as unknown
         assert not release.is_set()

@@ -49,7 +49,8 @@ def drive(
             search.accepted(probe)
         else:
             search.rejected(probe, signature, signature)
-        decided.update(probe.items)  # an answered probe decides its own items (as a set)
+        if signature is None or len(probe.items) == 1:  # accepted, or one event found bad
+            decided.update(probe.items)
         r = search.result
         decided.update(r.bad, r.good, r.blocked, r.undecided)
     assert search.done
