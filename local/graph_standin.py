@@ -85,7 +85,12 @@ from urllib.parse import parse_qs, urlsplit
 from werkzeug.formparser import parse_form_data
 
 MAX_EVENTS = 1000
-HASHED = frozenset({"em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country"})
+# Meta's documented hashed keys, plus those Meta's Python SDK also sends hashed (UserData: f5first, f5last, fi,
+# dobd, dobm, doby), which the relay does not produce.
+HASHED = frozenset(
+    {"em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "f5first", "f5last", "fi", "dobd", "dobm",
+     "doby"}
+)  # fmt: skip
 # external_id: hashing is recommended, not required (Meta's Python SDK sends it raw): any non-empty string(s).
 PLAIN = frozenset(
     {

@@ -111,6 +111,24 @@ def test_metas_sdk_request_is_accepted(graph: GraphStandIn, monkeypatch: pytest.
     assert graph.received[0]["event"]["user_data"]["em"] == [h("jane@example.com")]
 
 
+def test_metas_sdk_partial_name_and_date_keys_are_accepted(
+    graph: GraphStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the SDK's other hashed keys (first five letters and initial of the name, day/month/year of birth)
+    monkeypatch.setattr(FacebookSession, "GRAPH", graph.url)
+    FacebookAdsApi.init(access_token=TOKEN, crash_log=False)
+    user = UserData(emails=["jane@example.com"], f5first="janet", f5last="smith", fi="j", dobd="05", dobm="11",
+                    doby="1990")  # fmt: skip
+    event = Event(event_name="Lead", event_time=int(time.time()) - 60, event_id="sdk-parts",
+                  action_source=ActionSource.SYSTEM_GENERATED, user_data=user)  # fmt: skip
+    # When it sends them, Then the stand-in takes them as Meta does
+    response = EventRequest(events=[event], pixel_id=PIXEL).execute()
+    assert response.events_received == 1
+    sent = graph.received[0]["event"]["user_data"]
+    assert sent["f5first"] == h("janet")  # the SDK sends these as one string each
+    assert {"f5last", "fi", "dobd", "dobm", "doby"} <= set(sent)
+
+
 def test_metas_sdk_appsecret_proof_is_verified(monkeypatch: pytest.MonkeyPatch) -> None:
     with GraphStandIn(tokens={TOKEN}, app_secret=APP_SECRET, require_appsecret_proof=True) as graph:
         assert sdk_execute(graph, monkeypatch, app_secret=APP_SECRET).events_received == 3
