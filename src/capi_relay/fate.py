@@ -25,7 +25,7 @@ from enum import Enum
 # retry after the queue's visibility timeout is likely to fail again. Other failures (configuration, auth,
 # request-level, deadline, FIFO order) return after the visibility timeout as before.
 PARKED_PREFIXES = ("graph_throttled", "graph_transient")
-PARKED_REASONS = frozenset({"secret_unavailable", "secret_timeout"})
+PARKED_REASONS = frozenset({"secret_unavailable"})  # a read that failed or timed out
 META_WINDOW_S = 7 * 86_400  # Meta rejects events older than 7 days
 WINDOW_MARGIN_S = 3_600  # a parked event comes back at least this long before it is too old
 SQS_MAX_VISIBILITY_S = 43_200  # 12 hours, counted from the receive

@@ -209,7 +209,7 @@ class Relay:
         summary.records = len(records)
 
         by_id = {record.message_id: record for record in records}
-        for (message_id, position), failure in sorted(summary.delivery.rejected.items()):
+        for (message_id, position), failure in summary.delivery.rejected.items():  # sorted per record below
             if message_id in by_id:
                 by_id[message_id].rejected.append(Rejected(position, failure.reason))
         for record in records:
@@ -273,7 +273,7 @@ class Relay:
         assert self._queues is not None
         assert self._settings.dlq_url is not None
         dlq_url = self._settings.dlq_url
-        fifo_dlq = fifo or dlq_url.endswith(".fifo")
+        fifo_dlq = dlq_url.endswith(".fifo")  # SQS requires a FIFO DLQ for a FIFO queue; a standard one refuses ids
         letters: list[DeadLetter] = []
         for record in records:
             if record.decision is not None and record.decision.outcome is Outcome.QUARANTINE:

@@ -41,16 +41,18 @@ def test_six_pixels_share_one_secret_fetch_through_the_relay(resources: Resource
     deliverer = Deliverer(client, tokens, DeliveryConfig(concurrency=4))
     try:
         outbound = [Outbound(f"m{i}", 0, pixel, None, {"event_name": "Lead", "event_time": int(time.time()),
-                                                          "action_source": "website", "event_id": f"e{i}",
+                                                          "action_source": "system_generated", "event_id": f"e{i}",
                                                           "user_data": {"em": ["0" * 64]}})
                     for i, pixel in enumerate(PIXELS)]  # fmt: skip
         # When one invocation delivers to all six
         report = deliverer.deliver(outbound, time.monotonic() + 20)
         # Then one GetSecretValue served every pixel, and every event reached Graph with the token
         assert report.failed == {}
+        assert report.rejected == {}
+        assert report.delivered_events == len(PIXELS)
         assert fetch.calls == 1
         assert {r.pixel_id for r in standin.requests} == set(PIXELS)
-        assert all(r.authorized for r in standin.requests)
+        assert all(r.authorized and r.status == 200 for r in standin.requests)
         # And the next invocation reads the secret again, once
         deliverer.deliver(outbound, time.monotonic() + 20)
         assert fetch.calls == 2

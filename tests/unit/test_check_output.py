@@ -149,7 +149,7 @@ def test_the_relay_passes_request_fields_to_every_outbound_event() -> None:
 
 def test_the_relay_logs_dropped_values_at_debug_and_counts_unknown_keys(caplog: pytest.LogCaptureFixture) -> None:
     relay, _ = relay_with_capture()
-    event = with_user_data(make_event(), ph="12")
+    event = with_user_data(make_event(), ph="(650) 12")
     event["shoe_size"] = 44
     with caplog.at_level(logging.DEBUG, logger="capi_relay.relay"):
         summary = relay.process({"Records": [sqs_record(event)]})
