@@ -28,11 +28,10 @@ import resource
 import statistics
 import sys
 import time
-import uuid
 from typing import Any
 
 from bench.cfn import default_sizing
-from bench.common import PIXEL, StaticTokens, control, standin_process
+from bench.common import PIXEL, StaticTokens, control, sqs_record, standin_process
 from capi_relay.settings import settings_from_env
 
 # Prices assumed (us-east-1, published on the AWS pricing pages; check yours):
@@ -44,8 +43,6 @@ CW_METRIC_MONTH = 0.30  # $ per custom metric (name x dimension values) per mont
 CW_LOGS_INGEST_GB = 0.50  # $ per GB of CloudWatch Logs ingested (standard class; EMF lines are log lines)
 LAMBDA_PLATFORM_LOG_BYTES = 350  # START / END / REPORT lines per invocation, about
 SUMMARY_LOG_BYTES = 450  # the relay's "batch done" JSON line, about (logging is disabled in this bench)
-ESM_MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda: one invocation's payload; the event source mapping stays below it
-MESSAGE_MAX = 256 * 1024  # SQS message size = capi_relay.producer.MAX_MESSAGE_BYTES
 CONCURRENCY = settings_from_env({"ACCESS_TOKEN_SECRET_ID": "bench"}).http_concurrency  # default
 FULL_VCPU_MB = 1769  # Lambda: 1,769 MB of memory = one vCPU's worth of CPU time
 MAX_EVENTS_PER_REQUEST = 1000  # Meta: events per POST
@@ -71,15 +68,7 @@ def sqs_event(records: int, now: int) -> dict[str, Any]:
             },
             "custom_data": {"value": 42.5, "currency": "USD"},
         }  # fmt: skip
-        out.append(
-            {
-                "messageId": str(uuid.uuid4()), "receiptHandle": f"rh-{i}", "body": json.dumps(body),
-                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": sent, "SenderId": "bench",
-                               "ApproximateFirstReceiveTimestamp": sent},
-                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:capi-relay-events", "awsRegion": "us-east-1",
-            }
-        )  # fmt: skip
+        out.append(sqs_record(json.dumps(body), sent, f"rh-{i}"))
     return {"Records": out}
 
 
@@ -156,15 +145,24 @@ def emf_metrics(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
     return found
 
 
-def packed_figures(event_bytes: int, batch_size: int) -> tuple[int, float, int]:
-    """(events per 256 KiB message, SQS requests per event, events per invocation) for producers that pack
-    events with ``capi-relay send``: SendMessageBatch of one full message (4 chunks of 64 KiB), the event
-    source's ReceiveMessage billed per 64 KiB of what it returns, DeleteMessageBatch per 10 messages."""
-    per_message = min(1000, (MESSAGE_MAX - 16) // (event_bytes + 1))
-    chunks = math.ceil(per_message * (event_bytes + 1) / SQS_CHUNK)
+def packed_figures(events: list[dict[str, Any]], batch_size: int) -> tuple[int, int, float, int]:
+    """(events per message, bytes per message, SQS requests per event, events per invocation) for producers
+    that pack ``events`` with ``capi-relay send`` (capi_relay.producer.pack): SendMessageBatch of one full
+    message, the event source's ReceiveMessage billed per 64 KiB of what it returns, DeleteMessageBatch per 10
+    messages; records per invocation as the event source mapping cuts them at the 6 MB payload (local.esm)."""
+    from capi_relay.producer import Routing, pack
+    from local.esm import MAX_PAYLOAD_BYTES, split_at_limit
+
+    messages, unsendable = pack(list(enumerate(events)), Routing())
+    assert not unsendable, "every sample event must be sendable"
+    assert len(messages) > 1, "the sample must fill more than one message"
+    per_message, size = len(messages[0].indexes), messages[0].size
+    chunks = math.ceil(size / SQS_CHUNK)
     requests_per_message = chunks + chunks + 1 / 10  # send + receive (payload chunks) + delete
-    records = min(batch_size, ESM_MAX_PAYLOAD // (per_message * (event_bytes + 1) + 1024))
-    return per_message, requests_per_message / per_message, records * per_message
+    records = [sqs_record(m.body, "0", f"rh-{n}") for n, m in enumerate(messages)]
+    fits, rest = split_at_limit(records, MAX_PAYLOAD_BYTES)
+    assert rest, "the sample must fill more than one invocation"
+    return per_message, size, requests_per_message / per_message, min(batch_size, len(fits)) * per_message
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -225,11 +223,13 @@ def main(argv: list[str] | None = None) -> None:
         sqs = sqs_requests_per_event(batch, send_batch) * SQS_REQUEST
         print(f"  producers use {label:<30}: Lambda ${lam * 1e6:.4f} + SQS ${sqs * 1e6:.4f} "
               f"= ${(lam + sqs) * 1e6:.4f} per 1M events")  # fmt: skip
-    event_bytes = len(sqs_event(1, int(time.time()))["Records"][0]["body"].encode())
-    per_message, sqs_packed, packed_batch = packed_figures(event_bytes, batch)
+    sample = [json.loads(r["body"]) for r in sqs_event(12_000, int(time.time()))["Records"]]
+    per_message, message_bytes, sqs_packed, packed_batch = packed_figures(sample, batch)
+    event_bytes = message_bytes // per_message
     lam_packed, _ = lambda_cost_per_event(mem, packed_batch, fixed_s, per_event_s, latency_s)
     sqs_packed_cost = sqs_packed * SQS_REQUEST
-    print(f"  producers pack with capi-relay send ({per_message} events of {event_bytes} B per 256 KiB message, "
+    print(f"  producers pack with capi-relay send ({per_message} events of {event_bytes} B per "
+          f"{message_bytes / 1024:.0f} KiB message, "
           f"{packed_batch} events per invocation under the 6 MB payload): Lambda ${lam_packed * 1e6:.4f} + SQS "
           f"${sqs_packed_cost * 1e6:.4f} = ${(lam_packed + sqs_packed_cost) * 1e6:.4f} per 1M events")  # fmt: skip
     one = sqs_requests_per_event(batch, 1) * SQS_REQUEST + lam
