@@ -45,7 +45,7 @@ from local.rie import LambdaEmulator
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACT = ROOT / ".aws-sam" / "build" / "RelayFunction"
 SECRET_NAME = "capi-relay/bench-token"
-TARGET_INIT_MS = 350.0
+TARGET_INIT_MS = 200.0  # issue 14: Init under the RIE with the .pyc the build compiles
 
 
 def ensure_artifact(force: bool) -> Path:

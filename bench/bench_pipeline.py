@@ -13,7 +13,7 @@ thread) and reports its peak RSS (``VmHWM``, reset when the child starts). Conte
   the Graph API is ``local.graph_standin`` in its own process, so its CPU is not counted;
 * ``sdk`` -- what a user would write instead: per record ``json.loads`` of the body, Meta's
   ``facebook-business`` SDK ``UserData`` / ``CustomData`` / ``Event(...)`` and ``Event.normalize()`` (the
-  external_id hashed by hand: the SDK sends it as given, the relay hashed, the stand-in takes only that), then per
+  external_id hashed by hand: the SDK sends it as given and the relay hashed, so both do the same work), then per
   1,000 events ``json.dumps({"data": [...]})`` and a urllib3 POST (one keep-alive pool, sequential) to the
   same stand-in;
 * ``floor`` -- ``json.loads`` + ``strip().lower()`` + sha256 of the same ten hashed fields + ``json.dumps``
@@ -260,7 +260,7 @@ def _sdk_runner(url: str) -> Runner:
 
     def hashed_id(value: Any) -> list[str] | None:
         # The SDK sends external_id as given; the relay sends it lowercased and hashed (Meta's param builder
-        # does the same), and the stand-in takes only the hashed form: hash it here too (~1 µs, on the SDK).
+        # does the same): hash it here too (~1 µs, on the SDK), so that both contenders do the same work.
         return None if value is None else [hashlib.sha256(value.lower().encode()).hexdigest()]
 
     def post(batch: list[dict[str, Any]], counts: Counter[str]) -> None:
