@@ -758,7 +758,8 @@ class GraphStandIn:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever, forever if it never started
+            self._server.shutdown()
         self._server.server_close()
         if self._tmp is not None:
             self._tmp.cleanup()

@@ -294,7 +294,7 @@ def mismatches(
     """Differences between what happened and :data:`SAMPLES` (missing records, wrong outcome or reason).
 
     With ``quarantine`` (the relay has ``DLQ_URL``) a record expected in the DLQ must have been quarantined
-    by the relay on its first receive (for the same reason) instead of moved there by SQS."""
+    by the relay instead of moved there by SQS."""
     problems: list[str] = []
     by_marker: dict[str, list[RecordResult]] = {}
     for result in results:

@@ -118,7 +118,7 @@ def world(moto_server: MotoServer, standin: GraphStandIn, token: str) -> Iterato
 
 def assert_returned_in_time(outcome: BatchOutcome) -> None:
     logs, response = outcome.result.logs, outcome.result.response
-    timed_out = "Reset initiated: Timeout" in logs or (isinstance(response, str) and "timed out" in response)
+    timed_out = "Reset initiated: Timeout" in logs  # the emulator's "Task timed out" answer is a function error
     assert not timed_out, f"the invocation outlived its {FUNCTION_TIMEOUT_S} s: a Lambda timeout fails the whole batch"
     assert not outcome.result.function_error, f"function error (the whole batch fails): {response!r}\n{logs[-3000:]}"
     assert outcome.invalid_response is None, outcome.invalid_response
