@@ -114,9 +114,9 @@ def render(summary: DlqSummary, dlq_arn: str, destinations: list[str]) -> str:
 def main(args: argparse.Namespace, stdout: TextIO | None = None, sqs: SQSClient | None = None) -> int:
     stdout = stdout or sys.stdout
     if sqs is None:
-        import boto3  # noqa: PLC0415 -- only this command needs AWS (``check`` runs without it)
+        from capi_relay.queues import cli_sqs_client  # noqa: PLC0415 -- boto3 only for this command
 
-        sqs = boto3.client("sqs")
+        sqs = cli_sqs_client()
     try:
         dlq_arn = sqs.get_queue_attributes(QueueUrl=args.queue_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"

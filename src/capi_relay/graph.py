@@ -28,7 +28,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from capi_relay import __version__
-from capi_relay.secrets import Credentials
+from capi_relay.secrets import Credentials, header_value_ok
 
 USER_AGENT = f"capi-relay/{__version__}"
 BASE_HEADERS: dict[str, str] = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
@@ -247,11 +247,6 @@ def _hold_s(headers: Any) -> float | None:
     return max(values) if values else None
 
 
-def _header_value_ok(value: str) -> bool:
-    """A value http.client can send as one header line: non-empty Latin-1 without control characters."""
-    return bool(value) and all(0x20 <= ord(ch) <= 0xFF and ord(ch) != 0x7F for ch in value)
-
-
 # --------------------------------------------------------------------------------------- the watchdog
 class _Attempt:
     """One HTTP attempt's wall-clock cap. The connection that carries it registers here (in ``request``);
@@ -374,7 +369,7 @@ class GraphClient:
         """Every header of one POST. A token that cannot be a header value (CR/LF, control or non-Latin-1
         characters, empty) is an AUTH error with reason ``secret_malformed``, never sent."""
         token = credentials.access_token
-        if not isinstance(token, str) or not _header_value_ok(token):
+        if not isinstance(token, str) or not header_value_ok(token):
             raise GraphError(ErrorKind.AUTH, detail="access token unusable in a header", reason="secret_malformed")
         return {**BASE_HEADERS, "Authorization": f"Bearer {token}"}
 

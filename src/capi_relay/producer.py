@@ -111,7 +111,12 @@ class Message:
 
 
 def _encode(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """Compact JSON that SQS accepts as a message body: json.dumps escapes control characters; U+FFFE and
+    U+FFFF, outside SQS's allowed characters, are escaped too (the JSON means the same)."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if "\ufffe" in text or "\uffff" in text:
+        text = text.replace("\ufffe", "\\ufffe").replace("\uffff", "\\uffff")
+    return text
 
 
 def pack(
@@ -337,9 +342,9 @@ def run_send(args: Any, stdin: TextIO, stdout: TextIO) -> int:
     except SettingsError as exc:
         print(f"capi-relay: configuration error: {exc}", file=sys.stderr)
         return 2
-    import boto3  # noqa: PLC0415 -- only `send` needs AWS
+    from capi_relay.queues import cli_sqs_client  # noqa: PLC0415 -- only `send` needs AWS
 
-    client = cast(BatchSender, boto3.client("sqs"))  # its typed kwargs are a superset of the protocol's
+    client = cast(BatchSender, cli_sqs_client())  # its typed kwargs are a superset of the protocol's
     summary, code = send_events(
         source,
         client,

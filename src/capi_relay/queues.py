@@ -19,6 +19,22 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# The command-line tools (`capi-relay send`, `capi-relay dlq`) wait at most this long per SQS call attempt.
+CLI_CONNECT_TIMEOUT_S = 5
+CLI_READ_TIMEOUT_S = 20  # above ReceiveMessage's WaitTimeSeconds and a 256 KiB SendMessageBatch
+CLI_MAX_ATTEMPTS = 3
+
+
+def cli_sqs_client() -> SQSClient:
+    """An SQS client for the command-line tools: bounded connect/read timeouts and attempts (botocore's
+    defaults wait 60 s a read, five times)."""
+    import boto3  # noqa: PLC0415 -- only these commands need AWS (``check`` runs without it)
+    from botocore.config import Config  # noqa: PLC0415
+
+    config = Config(connect_timeout=CLI_CONNECT_TIMEOUT_S, read_timeout=CLI_READ_TIMEOUT_S,
+                    retries={"total_max_attempts": CLI_MAX_ATTEMPTS, "mode": "standard"})  # fmt: skip
+    return boto3.client("sqs", config=config)
+
 
 class QueueIO(Protocol):
     def send_dead_letters(self, queue_url: str, letters: Sequence[DeadLetter]) -> set[int]:

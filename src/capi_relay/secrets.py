@@ -77,12 +77,15 @@ def _clean(value: Any, where: str) -> str:
     return value.strip()
 
 
+def header_value_ok(value: str) -> bool:
+    """A value that can go into an HTTP header line: non-empty Latin-1 without control characters (C0, DEL, C1)."""
+    return bool(value) and all(0x20 <= ord(ch) <= 0xFF and not 0x7F <= ord(ch) <= 0x9F for ch in value)
+
+
 def _header_safe(token: str, where: str) -> str:
-    """A value that goes into the Authorization header: Latin-1 and no control characters."""
-    for ch in token:
-        code = ord(ch)
-        if code > 0xFF or code < 0x20 or 0x7F <= code <= 0x9F:
-            raise SecretError("secret_malformed", f"{where} has a character not allowed in an HTTP header")
+    """A value that goes into the Authorization header (the caller has checked it is non-empty)."""
+    if not header_value_ok(token):
+        raise SecretError("secret_malformed", f"{where} has a character not allowed in an HTTP header")
     return token
 
 

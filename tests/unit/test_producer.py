@@ -212,3 +212,16 @@ def test_fifo_entries_carry_group_and_content_deduplication_ids() -> None:
     entries = sqs.calls[0]
     assert {e["MessageGroupId"] for e in entries} == {"shop"}
     assert len({e["MessageDeduplicationId"] for e in entries}) == 2
+
+
+def test_bodies_hold_only_characters_sqs_accepts_and_mean_the_same() -> None:
+    # SQS allows #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF in a message body
+    event = make_event()
+    event["custom_data"] = {"content_name": "a\ufffeb\uffffc\u0001d\ud7ff\ue000\U0001f600"}
+    [message], unsendable = pack([(0, event)], Routing())
+    assert unsendable == []
+    allowed = {0x9, 0xA, 0xD}
+    assert all(ord(ch) in allowed or 0x20 <= ord(ch) <= 0xD7FF or 0xE000 <= ord(ch) <= 0xFFFD
+               or ord(ch) >= 0x10000 for ch in message.body)  # fmt: skip
+    assert json.loads(message.body)["data"] == [event]
+    assert message.size == len(message.body.encode())
