@@ -18,7 +18,7 @@ import time
 from typing import Any, TextIO
 
 from capi_relay import dlq
-from capi_relay.envelope import EnvelopeError, parse_body
+from capi_relay.envelope import MAX_MESSAGE_BYTES, EnvelopeError, parse_body
 from capi_relay.preflight import preflight
 from capi_relay.settings import SettingsError, normalization_settings_from_env
 
@@ -58,11 +58,12 @@ def check(
     return document, result.exit_code
 
 
-def _read(path: str, stdin: TextIO) -> str:
+def read_text(path: str, stdin: TextIO, limit: int) -> str:
+    """The file (``-``: stdin) as text, at most ``limit`` + 1 characters: enough to tell it is over ``limit``."""
     if path == "-":
-        return stdin.read()
+        return stdin.read(limit + 1)
     with open(path, encoding="utf-8") as handle:
-        return handle.read()
+        return handle.read(limit + 1)
 
 
 def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
 
         return run_send(args, stdin, stdout)
     try:
-        body = _read(args.file, stdin)
+        body = read_text(args.file, stdin, MAX_MESSAGE_BYTES)  # parse_body refuses more: message_too_large
         document, code = check(
             body,
             default_pixel_id=os.environ.get("PIXEL_ID") or None,

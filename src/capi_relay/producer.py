@@ -321,14 +321,11 @@ def send_events(
 def run_send(args: Any, stdin: TextIO, stdout: TextIO) -> int:
     """``capi-relay send``: exit 0 all sent, 1 events rejected (the rest sent), 2 unreadable input or
     configuration, 3 some messages could not be sent."""
+    from capi_relay.cli import read_text  # noqa: PLC0415 -- cli imports this module lazily (send only)
     from capi_relay.settings import SettingsError, normalization_settings_from_env  # noqa: PLC0415
 
     try:
-        if args.file == "-":
-            text = stdin.read(MAX_INPUT_BYTES + 1)
-        else:
-            with open(args.file, encoding="utf-8") as handle:
-                text = handle.read(MAX_INPUT_BYTES + 1)
+        text = read_text(args.file, stdin, MAX_INPUT_BYTES)
         if len(text) > MAX_INPUT_BYTES:
             raise InputError(f"the input is larger than {MAX_INPUT_BYTES} characters: split it")
         source = read_input(text)

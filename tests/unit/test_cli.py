@@ -185,3 +185,14 @@ def test_the_cli_imports_no_aws_or_http_library(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == []
+
+
+def test_check_reads_no_more_than_one_message_can_hold() -> None:
+    # Given stdin far over the 6 MiB a message body may hold
+    from capi_relay.envelope import MAX_MESSAGE_BYTES
+
+    stdin = io.StringIO('{"event_name": "' + "a" * (2 * MAX_MESSAGE_BYTES) + '"}')
+    out = io.StringIO()
+    # When checked, Then it is refused as too large having read only just over the cap
+    assert cli.main(["check", "-"], stdin=stdin, stdout=out) == 2
+    assert stdin.tell() <= MAX_MESSAGE_BYTES + 1
