@@ -703,7 +703,7 @@ def hash_value(field: str, value: Any, *, ctx: _Ctx) -> tuple[str, ...]:
     global _memo_bytes  # noqa: PLW0603
     if type(value) is not str or len(value) > MEMO_MAX_VALUE_CHARS or field in _UNMEMOIZED:
         return _hash_forms(field, value, ctx)
-    key = (field, value, ctx.country, ctx.region, ctx.date_order, ctx.today)
+    key = (field, value, ctx.country, ctx.date_order, ctx.today)  # region follows from country (and ph is not memoized)
     found = _memo.get(key)
     if found is None:
         try:
