@@ -120,11 +120,12 @@ def batches(letters: Iterable[DeadLetter]) -> Iterator[list[DeadLetter]]:
     batch: list[DeadLetter] = []
     size = 0
     for letter in letters:
-        if batch and (len(batch) >= MAX_BATCH_ENTRIES or size + letter.size > MAX_BATCH_BYTES):
+        letter_size = letter.size  # encodes the body: once per letter
+        if batch and (len(batch) >= MAX_BATCH_ENTRIES or size + letter_size > MAX_BATCH_BYTES):
             yield batch
             batch, size = [], 0
         batch.append(letter)
-        size += letter.size
+        size += letter_size
     if batch:
         yield batch
 

@@ -161,6 +161,10 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"GRAPH_API_URL must be an http(s) base URL without a query, got {url!r}")
     if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
         raise SettingsError("GRAPH_API_URL may use plain http only for a loopback stand-in")
+    fate_reserve_s = _float(env, "FATE_RESERVE", 3.0, 0.0, 60.0)
+    sqs_timeout_s = _float(env, "SQS_TIMEOUT", 2.0, 0.1, 30.0)
+    if fate_reserve_s < sqs_timeout_s:  # else a delivery that runs to its deadline leaves no time to quarantine
+        raise SettingsError(f"FATE_RESERVE ({fate_reserve_s} s) must be at least SQS_TIMEOUT ({sqs_timeout_s} s)")
     return Settings(
         pixel_id=pixel_id,
         access_token_secret_id=secret_id,
@@ -183,8 +187,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         max_receive_count=_int(env, "MAX_RECEIVE_COUNT", 5, 1, 1000),
         park_schedule_s=_schedule(env, "PARK_SCHEDULE", DEFAULT_PARK_SCHEDULE_S),
         queue_retention_s=_int(env, "QUEUE_RETENTION", 345_600, 60, 1_209_600),
-        fate_reserve_s=_float(env, "FATE_RESERVE", 3.0, 0.0, 60.0),
-        sqs_timeout_s=_float(env, "SQS_TIMEOUT", 2.0, 0.1, 30.0),
+        fate_reserve_s=fate_reserve_s,
+        sqs_timeout_s=sqs_timeout_s,
     )
 
 

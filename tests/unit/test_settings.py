@@ -73,3 +73,23 @@ def test_empty_values_are_unset() -> None:
     assert (s.pixel_id, s.graph_api_url, s.graph_api_version, s.test_event_code, s.stage) == (
         None, "https://graph.facebook.com", "v26.0", None, "dev",
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"FATE_RESERVE": "1", "SQS_TIMEOUT": "2"}, "FATE_RESERVE"),
+        ({"DLQ_URL": "not a url"}, "DLQ_URL"),
+        ({"PARK_SCHEDULE": "300,abc"}, "PARK_SCHEDULE"),
+        ({"SQS_TIMEOUT": "0"}, "SQS_TIMEOUT"),
+    ],
+)
+def test_fate_settings_refuse_bad_values_naming_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        settings_from_env(BASE | env)
+
+
+def test_fate_settings_read_their_values() -> None:
+    s = settings_from_env(BASE | {"FATE_RESERVE": "4", "SQS_TIMEOUT": "1.5", "PARK_SCHEDULE": "off"})
+    assert (s.fate_reserve_s, s.sqs_timeout_s) == (4.0, 1.5)
+    assert not s.park_schedule_s
