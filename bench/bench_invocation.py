@@ -14,14 +14,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any
 
-from bench.common import PIXEL, StaticTokens, control, fmt, machine_note, sqs_record, standin_process
+from bench.common import (
+    PIXEL,
+    StaticTokens,
+    control,
+    fmt,
+    machine_note,
+    peak_rss_mb,
+    reset_peak_rss,
+    sqs_record,
+    standin_process,
+)
 from tests.factories import make_event
 
 
@@ -37,25 +46,8 @@ def sqs_event(records: int) -> dict[str, Any]:
     return {"Records": out}
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak RSS. Linux keeps ``ru_maxrss`` across fork+exec (it would include the parent's
-    size), so read ``VmHWM``, which :func:`child` resets when it starts."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def child(url: str, records: int, concurrency: int) -> dict[str, Any]:
-    try:  # reset the peak-RSS mark inherited from the parent (Linux)
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
-            refs.write("5")
-    except OSError:
-        pass
+    reset_peak_rss()  # the mark inherited from the parent
     from capi_relay.app import build_relay
     from capi_relay.settings import settings_from_env
 
@@ -63,7 +55,7 @@ def child(url: str, records: int, concurrency: int) -> dict[str, Any]:
                                   "HTTP_CONCURRENCY": str(concurrency), "POWERTOOLS_LOG_LEVEL": "ERROR"})  # fmt: skip
     relay = build_relay(settings, StaticTokens())
     event = sqs_event(records)
-    rss_before = _peak_rss_mb()
+    rss_before = peak_rss_mb()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     summary = relay.process(event, lambda: 600_000)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
@@ -72,7 +64,7 @@ def child(url: str, records: int, concurrency: int) -> dict[str, Any]:
         "cpu_s": cpu,
         "requests": summary.delivery.requests,
         "failed": summary.records_failed,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "rss_before_mb": rss_before,
     }
 

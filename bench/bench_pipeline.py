@@ -65,7 +65,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import PIXEL, TOKEN, control, machine_note, sqs_record, standin_process
+from bench.common import PIXEL, TOKEN, control, machine_note, peak_rss_mb, reset_peak_rss, sqs_record, standin_process
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_NAME = "capi-relay/bench-pipeline-token"
@@ -332,19 +332,6 @@ def _floor_runner(use_orjson: bool) -> Runner:
 
 
 # ------------------------------------------------------------------------------------------ child
-def _reset_peak_rss() -> None:
-    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
-        refs.write("5")  # resets VmHWM to the current RSS (Linux)
-
-
-def _peak_rss_mb() -> float:
-    with contextlib.suppress(OSError), open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _threads_cpu_s() -> float:
     """CPU seconds (user + system) of every thread of this process except the main one (Linux)."""
     total = 0
@@ -374,7 +361,7 @@ class _GcClock:
 
 def child(contender: str, shape: str, events: int, seed: int, url: str, repeat: int) -> dict[str, Any]:
     """Import, warm up on other records, then time ``repeat`` invocations (each on fresh records)."""
-    _reset_peak_rss()
+    reset_peak_rss()
     runner: Runner
     if contender == "handler":
         runner = _handler_runner(budget_s=300.0)
@@ -408,7 +395,7 @@ def child(contender: str, shape: str, events: int, seed: int, url: str, repeat: 
         "threads_cpu_s": threads,
         "gc_cpu_s": collector,
         "failed": failed,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 

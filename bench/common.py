@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -87,3 +88,22 @@ def sqs_record(body: str, sent_ms: str, receipt_handle: str) -> dict[str, Any]:
         "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:capi-relay-events",
         "awsRegion": "us-east-1",
     }  # fmt: skip
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's peak-RSS mark (``VmHWM``) to its current RSS: a child started by fork+exec
+    inherits its parent's (Linux; elsewhere a no-op)."""
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+        refs.write("5")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS since start or :func:`reset_peak_rss`: ``VmHWM`` (Linux), else ``ru_maxrss``
+    (which Linux keeps across fork+exec, so it would include the parent's size)."""
+    with contextlib.suppress(OSError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -322,6 +322,7 @@ class EventSourceEmulator:
                 continue
             if self.pending() == 0:
                 return outcomes
+            time.sleep(0.05)  # messages in flight or delayed: let them come back rather than poll in a tight loop
         raise DrainTimeout(f"queue not drained after {timeout_s} s ({self.pending()} messages left)", outcomes)
 
 

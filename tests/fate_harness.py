@@ -98,8 +98,7 @@ class Harness:
             self.summaries.append(summary)
             return InvokeResult(summary.response)
 
-        return EventSourceEmulator(self.clients.sqs, self.queue_url, invoke, batch_size=batch_size,
-                                   queue_arn=self.queue_arn)  # fmt: skip
+        return self.esm_with(invoke, batch_size)
 
     def fates(self) -> Fates:
         fates = Fates()
