@@ -124,3 +124,13 @@ class QualityReader:
                 return PixelRead(pixel_id, error=reason, detail=detail, retry_after_s=exc.retry_after_s,
                                  fields_fallback="fields" in retried, attempts=attempts)  # fmt: skip
             return PixelRead(pixel_id, quality=parse(doc), fields_fallback="fields" in retried, attempts=attempts)
+
+
+class StaticTokens:
+    """One known credential for every pixel (the CLI's token from the environment)."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self._credentials = credentials
+
+    def get(self, pixel_id: str, *, force_refresh: bool = False) -> Credentials:
+        return self._credentials
