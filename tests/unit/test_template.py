@@ -702,7 +702,8 @@ def test_quality_role_reads_the_secret_and_writes_its_own_logs_nothing_else(temp
         assert by_action["logs:PutLogEvents"] == [{"Fn::GetAtt": ["QualityLogGroup", "Arn"]}]
         assert by_action.get("kms:Decrypt", [{"Ref": "SecretKmsKeyArn"}]) == [{"Ref": "SecretKmsKeyArn"}]
     # Metrics are EMF log lines: no cloudwatch:* at all, and no wildcard resource anywhere.
-    assert "cloudwatch:" not in str(role) and "'*'" not in str(role)
+    assert "cloudwatch:" not in str(role)
+    assert "'*'" not in str(role)
 
 
 def test_quality_alarms_notify_the_alarm_topic_and_watch_what_the_reader_publishes(template: dict[str, Any]) -> None:
@@ -717,7 +718,8 @@ def test_quality_alarms_notify_the_alarm_topic_and_watch_what_the_reader_publish
     assert metric["Dimensions"][0]["Value"] == "capi-relay"
     # The alarm is what quality/decide.py models (and its unit tests exercise).
     assert expr["Expression"] == decide.EMQ_ALARM_EXPRESSION.replace("emq", stat["Id"])
-    assert expr["ReturnData"] is True and stat["ReturnData"] is False
+    assert expr["ReturnData"] is True
+    assert stat["ReturnData"] is False
     assert stat["MetricStat"]["Period"] == decide.EMQ_ALARM_PERIOD_S
     assert emq["EvaluationPeriods"] == decide.EMQ_ALARM_WINDOW
     assert emq["EvaluationPeriods"] * stat["MetricStat"]["Period"] <= 86_400  # CloudWatch's alarm window limit
@@ -730,7 +732,8 @@ def test_quality_alarms_notify_the_alarm_topic_and_watch_what_the_reader_publish
     assert keys["Dimensions"] == [{"Name": "service", "Value": "capi-relay"}]
     assert (keys["Threshold"], keys["ComparisonOperator"], keys["DatapointsToAlarm"]) == (0, "GreaterThanThreshold", 2)
     for props in (emq, keys):
-        assert props["AlarmActions"] == TOPIC and props["OKActions"] == TOPIC
+        assert props["AlarmActions"] == TOPIC
+        assert props["OKActions"] == TOPIC
     # No alarm on QualityReadErrors: a token without the permission is one log line and one metric per read.
     assert "QualityReadErrors" not in str(alarm_metrics(template))
 
