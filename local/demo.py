@@ -322,7 +322,7 @@ def quality_read(stack: contextlib.ExitStack, resources: Resources, standin: Gra
     standin.state.quality_datasets = {DEMO_PIXEL_ID: DEMO_QUALITY}
     env = function_env(resources, standin.url, extra={"QUALITY_PIXEL_IDS": DEMO_PIXEL_ID})
     emulator = LambdaEmulator(str(ARTIFACT_DIR), env, handler="capi_relay.quality.handler.lambda_handler",
-                              timeout_s=60, memory_mb=256)  # fmt: skip
+                              timeout_s=60, memory_mb=512)  # fmt: skip
     stack.callback(emulator.stop)
     emulator.start()
     result, function_error, logs = emulator.invoke({"source": "aws.scheduler", "detail-type": "Scheduled Event"})

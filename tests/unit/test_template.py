@@ -646,6 +646,9 @@ def test_quality_config_accepts_the_template_defaults(template: dict[str, Any]) 
     assert config.events == (default(template, {"Ref": "QualityEventNames"}),)
     assert ",".join(config.match_keys) == default(template, {"Ref": "QualityMatchKeys"})
     assert config.key_coverage_floor_pct == default(template, {"Ref": "QualityKeyCoverageFloor"})
+    assert ",".join(sorted(config.families)) == ",".join(
+        sorted(default(template, {"Ref": "QualityMetrics"}).split(","))
+    )
 
 
 def test_quality_reader_is_on_by_default_and_one_parameter_removes_all_of_it(template: dict[str, Any]) -> None:
