@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from capi_relay.envelope import EnvelopeError
 from capi_relay.quality.config import quality_config_from_env
 from capi_relay.quality.dataset_quality import DatasetQuality, EventQuality
-from capi_relay.quality.publish import WHAT_TO_DO
+from capi_relay.quality.reasons import WHAT_TO_DO
 from capi_relay.secrets import Credentials, SecretError, parse_secret
 from capi_relay.settings import SettingsError
 

@@ -11,20 +11,9 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from capi_relay.quality.config import QualityConfig
 from capi_relay.quality.decide import Plan
 from capi_relay.quality.reader import PixelRead
+from capi_relay.quality.reasons import WHAT_TO_DO
 
 logger = logging.getLogger(__name__)
-
-# One clear line per failure reason; the operator's first step (docs/quality.md "Runbook").
-WHAT_TO_DO = {
-    "permission_missing": "the token may send events but not read dataset quality: give its (system) user "
-    "'Use events dataset' on the pixel and the app ads_read + ads_management or business_management "
-    "(docs/quality.md, Permission)",
-    "unknown_dataset": "Meta knows no dataset with this id (or the token cannot see it): check QUALITY_PIXEL_IDS",
-    "token_invalid": "Meta refused the access token even after a fresh secret read: rotate the secret",
-    "throttled": "Meta throttled the read; the next scheduled read tries again",
-    "version_retired": "the Graph API version is retired: raise GraphApiVersion",
-    "deadline": "the invocation ran out of time before this pixel: fewer pixels or a longer timeout",
-}
 
 
 def publish(config: QualityConfig, plan: Plan) -> None:
