@@ -751,3 +751,15 @@ def test_dashboard_shows_meta_quality_beside_the_relays_match_key_metrics(templa
     widgets = json.loads(re.sub(r"\$\{[A-Za-z:]+\}", "X", body))["widgets"]
     (coverage,) = [w for w in widgets if "MatchKeyCoverage" in json.dumps(w)]
     assert "MatchKeysPerEvent" in json.dumps(coverage)  # side by side in one widget
+
+
+def test_env_json_lets_sam_local_invoke_run_the_quality_reader(template: dict[str, Any]) -> None:
+    import json
+
+    from capi_relay.quality.config import quality_config_from_env
+
+    doc = json.loads((ROOT / "events" / "env.json").read_text())
+    assert set(function_properties(template, "QualityFunction")["Environment"]["Variables"]) <= set(
+        doc["QualityFunction"]
+    )
+    assert quality_config_from_env(doc["QualityFunction"]).pixel_ids == ("1234567890",)
