@@ -103,6 +103,12 @@ def test_hostile_shapes_are_skipped_and_counted_never_raised(doc: Any) -> None:
     assert quality.notes
 
 
+def test_numbers_too_large_for_a_float_and_odd_wrappers_are_skipped() -> None:
+    (parsed,) = parse({"web": [event(score=None, keys={"email": 10**400})]}).events
+    assert parsed.match_keys == {}
+    assert parse({"data": [{"web": 5}, {"web": "x"}, 3]}).events == ()
+
+
 def test_lists_and_texts_are_capped() -> None:
     many = {"web": [event(f"E{i}", 5.0, {f"k{j}": 1.0 for j in range(MAX_ITEMS + 10)}) for i in range(MAX_EVENTS + 5)]}
     many["web"][0]["event_match_quality"]["diagnostics"] = [{"name": "n" * 5000}]

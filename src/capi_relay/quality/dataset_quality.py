@@ -102,7 +102,10 @@ class DatasetQuality:
 def _number(value: Any, lo: float, hi: float) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
     return number if math.isfinite(number) and lo <= number <= hi else None
 
 
@@ -200,7 +203,10 @@ def parse(doc: Any) -> DatasetQuality:
     notes: Counter[str] = Counter()
     web: Any = doc.get("web") if isinstance(doc, dict) else None
     if web is None and isinstance(doc, dict) and isinstance(doc.get("data"), list):
-        web = [entry for item in doc["data"] if isinstance(item, dict) for entry in (item.get("web") or [])]
+        web = [
+            entry for item in doc["data"] if isinstance(item, dict) and isinstance(item.get("web"), list)
+            for entry in item["web"]
+        ]  # fmt: skip
     if web is None:
         notes["no_web_field"] += 1
         return DatasetQuality((), notes)
