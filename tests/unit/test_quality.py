@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from capi_relay.graph import ErrorKind, GraphError, classify
 from capi_relay.quality import decide
@@ -371,3 +373,26 @@ def test_bad_settings_name_the_variable(env: dict[str, str], name: str) -> None:
     base = {"ACCESS_TOKEN_SECRET_ID": "s"} if name != "ACCESS_TOKEN_SECRET_ID" else {}
     with pytest.raises(SettingsError, match=name):
         quality_config_from_env({**base, **env})
+
+
+# Any JSON Meta (or a proxy) could answer, including the documented keys with values of the wrong type.
+_KEYS = ["web", "data", "event_name", "event_match_quality", "composite_score", "match_key_feedback", "identifier",
+         "coverage", "percentage", "diagnostics", "name", "event_coverage", "dedupe_key_feedback", "dedupe_key",
+         "overall_browser_coverage_from_dedupe_key", "data_freshness", "upload_frequency",
+         "goal_percentage"]  # fmt: skip
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(_KEYS), children, max_size=5),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON)
+def test_parse_and_plan_never_raise_on_any_json(doc: Any) -> None:
+    quality = parse(doc)
+    read = PixelRead("1", quality=quality)
+    plan = decide.plan(config(events=("*",), families=frozenset({"emq", "keys", "coverage", "dedup", "freshness"})),
+                       [read])  # fmt: skip
+    for point in plan.points:
+        assert math.isfinite(point.value)
