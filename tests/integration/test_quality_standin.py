@@ -323,3 +323,33 @@ def test_the_cli_prints_metas_view_beside_the_relays_sample(
     assert "75%" in text
     standin.state.quality_denied_tokens = {token}
     assert main(["quality", "--pixel-id", PIXEL], stdout=io.StringIO()) == 1
+
+
+def test_the_handler_reads_the_secret_once_for_every_pixel(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], resources: Resources,
+    standin: GraphStandIn, token: str,
+) -> None:  # fmt: skip
+    pixels = [str(int(PIXEL) + i) for i in range(3)]
+    standin.state.quality_datasets = {p: [PURCHASE] for p in pixels}
+    env = {"ACCESS_TOKEN_SECRET_ID": resources.secret_id, "QUALITY_PIXEL_IDS": ",".join(pixels),
+           "GRAPH_API_URL": standin.url}  # fmt: skip
+    result, _ = run_handler(monkeypatch, env, capsys)
+    handler = sys.modules["capi_relay.quality.handler"]
+    assert result["read"] == 3
+    assert handler.reader._tokens.fetches == 1
+    assert [r.query["dataset_id"] for r in standin.requests] == [[p] for p in pixels]
+
+
+def test_an_app_secret_adds_appsecret_proof_to_the_query_never_the_token(standin: GraphStandIn, token: str) -> None:
+    import hashlib
+    import hmac
+
+    standin.state.app_secret = "s3cret"
+    cfg = QualityConfig(access_token_secret_id=None, pixel_ids=(PIXEL,), graph_api_url=standin.url)
+    client = GraphClient(standin.url, "v26.0")
+    reader = QualityReader(client, StaticTokens(Credentials(token, app_secret="s3cret")), cfg)
+    assert reader.read(PIXEL, time.monotonic() + 10).ok
+    (request,) = standin.requests
+    expected = hmac.new(b"s3cret", token.encode(), hashlib.sha256).hexdigest()
+    assert request.query["appsecret_proof"] == [expected]
+    assert "access_token" not in request.query
