@@ -18,6 +18,7 @@ from bench import (
     bench_invocation,
     bench_normalize,
     bench_pipeline,
+    bench_quality_coldstart,
 )
 
 
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         ("delivery wall time (issue 4)", lambda: bench_delivery.main(["--repeat", "1" if quick else "3"])),
         ("invocation (issue 5.2)", lambda: bench_invocation.main(["--repeat", "1"] if quick else [])),
         ("cold start (issue 5.3)", lambda: bench_coldstart.main(["--runs", "3"] if quick else [])),
+        (
+            "quality reader cold start (issue 20)",
+            lambda: bench_quality_coldstart.main(["--runs", "2" if quick else "5"]),
+        ),
         ("cost per million events (issue 5.4)", lambda: bench_cost.main([])),
         ("hostile inputs and 10,000 records under the RIE (issue 11)", lambda: bench_hostile.main([])),
     ]

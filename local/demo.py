@@ -10,6 +10,11 @@ What runs (all on 127.0.0.1, all stopped at the end, also on Ctrl-C or an error)
 * the SQS event-source emulator (``local.esm``): batch size 10, 1 s batching window, partial batch
   responses.
 
+Then one scheduled read of Meta's Dataset Quality API: the same artifact with the quality reader's handler
+(``capi_relay.quality.handler.lambda_handler``) under a second RIE, the token from the same secret in moto,
+the stand-in answering ``GET /v26.0/dataset_quality`` for the demo pixel (phone coverage collapsed to 12 %);
+the reader's EMF metrics and its log lines are printed.
+
 The function runs as the template configures it: ``DLQ_URL`` set (permanent rejections are quarantined by
 the relay, one DLQ message per rejected event, with its reason) and parking on (the schedule scaled down to
 3 s so the demo does not wait minutes).
@@ -47,7 +52,16 @@ from typing import Any
 from local.esm import BatchOutcome, EventSourceEmulator, emulator_invoker
 from local.graph_standin import GraphStandIn
 from local.samples import SAMPLES, RecordResult, find_raw_pii, identify, mismatches, publish, resolve
-from local.stack import Clients, MotoServer, Resources, drain_queue, dummy_token, function_env, provision
+from local.stack import (
+    DEMO_PIXEL_ID,
+    Clients,
+    MotoServer,
+    Resources,
+    drain_queue,
+    dummy_token,
+    function_env,
+    provision,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACT_DIR = ROOT / ".aws-sam" / "build" / "RelayFunction"
@@ -272,6 +286,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"\nINIT durations (ms): {emulator.init_durations_ms()}")
         problems = mismatches(results, quarantine=True) + fate_problems + dlq_check(results, sent, dlq)
         problems += leaks(token, standin, logs)
+        problems += quality_read(stack, resources, standin)
         print(f"\nelapsed {time.monotonic() - started:.1f} s")
         if problems:
             print("\nMISMATCH:", *problems, sep="\n  ", file=sys.stderr)
@@ -281,6 +296,61 @@ def run(args: argparse.Namespace) -> int:
             "holds exactly the quarantined events; no token or raw PII leaked"
         )
         return 0
+
+
+# The demo pixel as Meta's Dataset Quality API would describe it (shape: Meta's documented examples).
+DEMO_QUALITY = [
+    {"event_name": "Purchase",
+     "event_match_quality": {
+         "composite_score": 6.2,
+         "match_key_feedback": [{"identifier": "email", "coverage": {"percentage": 97.4}},
+                                {"identifier": "phone", "coverage": {"percentage": 12.0}},
+                                {"identifier": "ip_address", "coverage": {"percentage": 99.9}},
+                                {"identifier": "user_agent", "coverage": {"percentage": 100}}],
+         "diagnostics": [{"name": "Send phone numbers with a country code", "description": "",
+                          "solution": "Include the country code in ph.", "percentage": 88.0,
+                          "affected_event_count": 880, "total_event_count": 1000}]},
+     "event_coverage": {"percentage": 81.0, "goal_percentage": 75, "description": ""},
+     "data_freshness": {"upload_frequency": "real_time", "description": ""}},
+]  # fmt: skip
+
+
+def quality_read(stack: contextlib.ExitStack, resources: Resources, standin: GraphStandIn) -> list[str]:
+    """One scheduled quality read under the RIE; print what it published. Returns problems."""
+    from local.rie import LambdaEmulator
+
+    standin.state.quality_datasets = {DEMO_PIXEL_ID: DEMO_QUALITY}
+    env = function_env(resources, standin.url, extra={"QUALITY_PIXEL_IDS": DEMO_PIXEL_ID})
+    emulator = LambdaEmulator(str(ARTIFACT_DIR), env, handler="capi_relay.quality.handler.lambda_handler",
+                              timeout_s=60, memory_mb=512)  # fmt: skip
+    stack.callback(emulator.stop)
+    emulator.start()
+    result, function_error, logs = emulator.invoke({"source": "aws.scheduler", "detail-type": "Scheduled Event"})
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    rows = []
+    for line in lines:
+        for directive in line.get("_aws", {}).get("CloudWatchMetrics", []):
+            for metric in directive["Metrics"]:
+                dims = [d for d in directive["Dimensions"][0] if d != "service"]
+                value = line[metric["Name"]]
+                value = value[0] if isinstance(value, list) else value
+                rows.append([metric["Name"], f"{value:g}", ", ".join(f"{d}={line[d]}" for d in dims)])
+    print("\nOne scheduled read of Meta's Dataset Quality API (quality reader under the RIE):\n")
+    print(_table(["metric", "value", "dimensions"], rows))
+    for line in lines:
+        if line.get("level") in ("WARNING", "ERROR"):
+            extra = {k: line[k] for k in ("pixel_id", "event_name", "match_key", "coverage_pct", "reason") if k in line}
+            print(f"  {line['level'].lower()}: {line['message']} {json.dumps(extra)}")
+    print(f"  result: {json.dumps(result)}")
+    problems = []
+    if function_error or not isinstance(result, dict) or result.get("read") != 1:
+        problems.append(f"the quality read failed: {result}")
+    if not any(r[0] == "EmqComposite" and r[1] == "6.2" for r in rows):
+        problems.append("the quality read did not publish EmqComposite 6.2")
+    requests = [r for r in standin.requests if r.method == "GET"]
+    if not requests or any(r.token_in_url for r in requests):
+        problems.append("the quality read did not reach the stand-in with the token in a header")
+    return problems
 
 
 def _terminate(signum: int, frame: object) -> None:

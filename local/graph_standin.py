@@ -56,6 +56,8 @@ Sources for the bodies and headers (captured responses and Meta's documentation)
 * the SDK's request form: facebook_business ``EventRequest.get_params()`` / ``FacebookAdsApi.call()``
   (``_top_level_param_json_encode``, ``requests`` ``data=`` form encoding, session params in the query).
 
+``GET /{version}/dataset_quality`` (Meta's Dataset Quality API) is modelled in ``local.quality_standin``.
+
 Run: ``python -m local.graph_standin --port 8089 --token TOKEN [--pixel 123]``.
 """
 
@@ -83,6 +85,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from werkzeug.formparser import parse_form_data
+
+from local import quality_standin
 
 MAX_EVENTS = 1000
 # Meta's documented hashed keys, plus those Meta's Python SDK also sends hashed (UserData: f5first, f5last, fi,
@@ -408,6 +412,12 @@ class StandInState:
         self.requests: list[RequestLog] = []
         self.connections = 0
         self.rng = random.Random(1234)
+        # Dataset Quality API (local/quality_standin.py): per-pixel answers (default: Meta's documented examples
+        # merged, for every known pixel), tokens that may send events but not read quality (code 10), and
+        # fields made nonexisting.
+        self.quality_datasets: dict[str, list[dict[str, Any]]] = {}
+        self.quality_denied_tokens: set[str] = set()
+        self.quality_removed_fields: set[str] = set()
 
     def reset(self) -> None:
         with self.lock:
@@ -492,8 +502,55 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/_standin/state":
             self._send_json(200, self.server.state.snapshot())
+        elif quality_standin.QUALITY_PATH_RE.match(urlsplit(self.path).path):
+            self._dataset_quality()
         else:
             self._send_json(400, meta_error(2500, "Unknown path components", error_type="OAuthException"))
+
+    def _dataset_quality(self) -> None:
+        """``GET /{version}/dataset_quality`` (local/quality_standin.py models the answer)."""
+        state = self.server.state
+        parts = urlsplit(self.path)
+        query = parse_qs(parts.query)
+        parsed = parse_request(b"", None, query, self.headers.get("Authorization", ""))
+        params = {k: v[-1] for k, v in query.items()}
+        version_match = _VERSION_RE.match(parts.path)
+        version = version_match.group(1) if version_match else None
+        dataset_id = params.get("dataset_id")
+        with state.lock:
+            authorized = parsed.token is not None and parsed.token in state.tokens
+            denied = parsed.token in state.quality_denied_tokens
+            live = version in state.live_versions
+            latency = state.latency_ms
+            known = dataset_id is not None and (state.pixels is None or dataset_id in state.pixels)
+            dataset = state.quality_datasets.get(dataset_id or "")
+            removed = set(state.quality_removed_fields)
+        if dataset is None and known:
+            dataset = quality_standin.documented_dataset()
+        log = RequestLog(
+            dataset_id, version, 0, 0, [], authorized, "access_token" in query, None, params.get("appsecret_proof"),
+            None, path=self.path, method=self.command, query=query, headers=dict(self.headers.items()),
+            token_location=parsed.token_location, connection=self.connection_number,
+        )  # fmt: skip
+        fault = state.take_fault(dataset_id)
+        if latency:
+            time.sleep(latency / 1000)
+        if fault is not None and self._fault(fault, log):
+            return
+        if parsed.token is None:
+            status, body = 400, meta_error(104, "An access token is required to request this resource.")
+        elif not authorized:
+            status, body = 400, meta_error(190, "Invalid OAuth access token - Cannot parse access token")
+        elif version is not None and not live:
+            status, body = 400, meta_error(2635, "(#2635) You are calling a deprecated version of the Ads API. "
+                                                 f"Please update to the latest version: {LATEST_VERSION}.")  # fmt: skip
+        elif denied:
+            status, body = 400, meta_error(10, "(#10) Application does not have permission for this action")
+        else:
+            status, body = quality_standin.answer(params, dataset if known else None, removed)
+        log.status = status
+        self._record(log)
+        self._send_json(status, body, fault=fault)
 
     def _control(self, path: str) -> None:
         state = self.server.state
@@ -519,6 +576,12 @@ class _Handler(BaseHTTPRequestHandler):
                     state.app_secret = doc["app_secret"]
                 if "require_appsecret_proof" in doc:
                     state.require_appsecret_proof = bool(doc["require_appsecret_proof"])
+                if "quality_datasets" in doc:
+                    state.quality_datasets = dict(doc["quality_datasets"])
+                if "quality_denied_tokens" in doc:
+                    state.quality_denied_tokens = set(doc["quality_denied_tokens"])
+                if "quality_removed_fields" in doc:
+                    state.quality_removed_fields = set(doc["quality_removed_fields"])
         else:
             self._send_json(404, {"ok": False})
             return

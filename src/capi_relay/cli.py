@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from capi_relay import dlq
 from capi_relay.envelope import MAX_MESSAGE_BYTES, EnvelopeError, parse_body
 from capi_relay.preflight import preflight
+from capi_relay.quality import cli as quality_cli
 from capi_relay.settings import SettingsError, normalization_settings_from_env
 
 
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
     check_cmd = sub.add_parser("check", help="show what one message body would send, and what it rejects or drops")
     check_cmd.add_argument("file", help="a file holding one SQS message body, or - for standard input")
     dlq.add_parser(sub)
+    quality_cli.add_parser(sub)
     send_cmd = sub.add_parser("send", help="check events, pack them into <= 256 KiB messages and send them to SQS")
     send_cmd.add_argument("--queue-url", required=True, help="the relay's events queue (stack output EventsQueueUrl)")
     send_cmd.add_argument("--pixel-id", help="pixel (dataset) id for every message (else the relay's PIXEL_ID)")
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
     args = parser.parse_args(argv)
     if args.command == "dlq":
         return dlq.main(args, stdout)
+    if args.command == "quality":
+        return quality_cli.main(args, stdout, stdin)
     if args.command == "send":
         from capi_relay.producer import run_send  # noqa: PLC0415 -- boto3 only for send, never for check
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -404,8 +405,46 @@ class GraphClient:
             return GraphReply(received, trace if isinstance(trace, str) else None, latency_ms)
         raise classify(status, payload, _hold_s(response_headers))
 
+    def get_json(
+        self, path: str, query: dict[str, str], credentials: Credentials, timeout_s: float | None = None
+    ) -> Any:
+        """GET ``{base}/{version}/{path}?{query}`` with the Bearer token (never in the URL) and return the
+        parsed 2xx JSON body; a non-2xx answer raises the same typed :class:`GraphError` as :meth:`send`.
+        Same bounds as :meth:`send`: one wall-clock cap for the whole attempt, the body read up to
+        ``max_response_bytes``; a stale kept-alive connection is retried once at once. An ``app_secret`` in
+        the credentials adds ``appsecret_proof`` to the query (an HMAC of the token, not the token)."""
+        headers = {k: v for k, v in self.headers(credentials).items() if k != "Content-Type"}
+        params = dict(query)
+        proof = credentials.appsecret_proof
+        if proof:
+            params["appsecret_proof"] = proof
+        url = f"{self._prefix}/{path.lstrip('/')}?{urlencode(params)}"
+        cap = self._connect_timeout_s + self._read_timeout_s
+        if timeout_s is not None:
+            cap = max(0.05, min(cap, timeout_s))
+        started = time.perf_counter()
+        try:
+            status, data, response_headers = self._attempt(url, None, headers, cap, fresh=False, method="GET")
+        except _Stale:
+            remaining = cap - (time.perf_counter() - started)
+            if remaining < 0.05:
+                raise GraphError(ErrorKind.TRANSIENT, detail="stale connection, no time left") from None
+            try:
+                status, data, response_headers = self._attempt(url, None, headers, remaining, fresh=True, method="GET")
+            except _Stale:
+                raise GraphError(ErrorKind.TRANSIENT, detail="connection closed before an answer") from None
+        try:
+            payload: Any = json.loads(data) if data else None
+        except ValueError:
+            payload = None
+        if 200 <= status < 300:
+            if not isinstance(payload, dict):
+                raise GraphError(ErrorKind.TRANSIENT, http_status=status, detail="unreadable 2xx body")
+            return payload
+        raise classify(status, payload, _hold_s(response_headers))
+
     def _attempt(
-        self, url: str, body: bytes, headers: dict[str, str], cap: float, *, fresh: bool
+        self, url: str, body: bytes | None, headers: dict[str, str], cap: float, *, fresh: bool, method: str = "POST"
     ) -> tuple[int, bytes, Any]:
         """One bounded exchange: (status, body, headers). Raises :class:`_Stale` for a reused connection the
         server closed before any answer, :class:`GraphError` for everything else."""
@@ -419,7 +458,7 @@ class GraphClient:
         try:
             try:
                 response = self._pool.request(
-                    "POST", url, body=body, headers=headers, timeout=timeout, retries=False, preload_content=False
+                    method, url, body=body, headers=headers, timeout=timeout, retries=False, preload_content=False
                 )
             finally:
                 _current.attempt, _current.fresh = None, False

@@ -19,6 +19,9 @@ from tests.sam_cli import run_sam
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_PY = ROOT / "src" / "capi_relay" / "settings.py"
 TELEMETRY_PY = ROOT / "src" / "capi_relay" / "telemetry.py"
+QUALITY_DECIDE_PY = ROOT / "src" / "capi_relay" / "quality" / "decide.py"
+# The quality reader's alarms exist only with the reader (EnableQualityReader and a pixel): QualityReaderOn.
+QUALITY_ALARMS = {"QualityEmqDropAlarm", "QualityKeyCoverageAlarm"}
 
 # The variables settings.py reads (kept here on purpose: a change in settings.py must be mirrored).
 SETTINGS_ENV = {
@@ -359,6 +362,7 @@ def emitted_metric_names() -> set[str]:
     source = TELEMETRY_PY.read_text()
     names = set(re.findall(r'name="([A-Za-z]+)"', source))
     names |= set(re.findall(r'_by_dimension\(\s*metrics,\s*"([A-Za-z]+)"', source))
+    names |= set(re.findall(r'MetricPoint\(\s*"([A-Za-z]+)"', QUALITY_DECIDE_PY.read_text()))  # the quality reader
     return names
 
 
@@ -404,7 +408,7 @@ def test_custom_metric_alarms_watch_metrics_the_relay_emits(template: dict[str, 
             if namespace == "CapiRelay":
                 assert name in emitted, (aid, name)
                 dims = template["Resources"][aid]["Properties"].get("Dimensions")
-                if dims is not None:
+                if dims is not None and aid not in QUALITY_ALARMS:  # their dimensions: test_quality_* below
                     assert dims == [{"Name": "service", "Value": "capi-relay"}], aid
 
 
@@ -419,7 +423,8 @@ def test_every_alarm_notifies_the_topic_whatever_the_parameters(template: dict[s
     for conditions in condition_assignments(template):
         for aid, alarm in alarms.items():
             props = resolve_if(alarm["Properties"], conditions)
-            assert "Condition" not in alarm, aid  # every alarm exists in every deployment
+            # every alarm exists in every deployment, except the quality reader's, which exist with the reader
+            assert alarm.get("Condition") == ("QualityReaderOn" if aid in QUALITY_ALARMS else None), aid
             assert props["AlarmActions"] == TOPIC, (aid, conditions)
             assert props.get("OKActions", TOPIC) == TOPIC, (aid, conditions)
             assert ("OKActions" in props) == (aid not in PER_ARRIVAL), aid
@@ -605,3 +610,156 @@ def test_dashboard_shows_each_events_fate(template: dict[str, Any]) -> None:
         assert f'"{metric}"' in body, metric
         assert metric in emitted_metric_names()
     assert 'MetricName=\\"EventsQuarantined\\"' in body
+
+
+# ------------------------------------------------------------------------------------- quality reader
+QUALITY_RESOURCES = {"QualityLogGroup", "QualityFunctionRole", "QualityFunction", "QualitySchedulerRole",
+                     "QualitySchedule", *QUALITY_ALARMS}  # fmt: skip
+
+
+def test_quality_reader_ships_in_the_relays_artifact_with_its_own_handler(template: dict[str, Any]) -> None:
+    fn = function_properties(template, "QualityFunction")
+    assert fn["Handler"] == "capi_relay.quality.handler.lambda_handler"
+    assert fn["CodeUri"] == function_properties(template)["CodeUri"] == "src/"
+    assert (fn["Runtime"], fn["Architectures"]) == ("python3.13", ["arm64"])
+    assert template["Resources"]["QualityFunction"]["Metadata"]["BuildMethod"] == "makefile"
+    assert re.search(r"^build-QualityFunction\b.*:", (ROOT / "src" / "Makefile").read_text(), re.MULTILINE)
+    assert (ROOT / "src" / "capi_relay" / "quality" / "handler.py").is_file()
+    assert fn["Role"] == {"Fn::GetAtt": ["QualityFunctionRole", "Arn"]}
+    assert fn["LoggingConfig"] == {"LogGroup": {"Ref": "QualityLogGroup"}}
+    env = fn["Environment"]["Variables"]
+    assert env["ACCESS_TOKEN_SECRET_ID"] == {"Ref": "AccessTokenSecretArn"}  # the relay's own secret
+    assert env["QUALITY_PIXEL_IDS"] == {"Ref": "QualityPixelIds"}
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}
+
+
+def test_quality_config_accepts_the_template_defaults(template: dict[str, Any]) -> None:
+    from capi_relay.quality.config import quality_config_from_env
+
+    env = {name: str(default(template, value)) for name, value in
+           function_properties(template, "QualityFunction")["Environment"]["Variables"].items()
+           if value != {"Ref": "AccessTokenSecretArn"}}  # fmt: skip
+    env["ACCESS_TOKEN_SECRET_ID"] = "arn:aws:secretsmanager:us-east-1:123456789012:secret:capi-relay/token-AbCdEf"
+    env["PIXEL_ID"] = "123"  # the reader exists only with a pixel
+    config = quality_config_from_env(env)
+    assert config.pixel_ids == ("123",)
+    assert config.events == (default(template, {"Ref": "QualityEventNames"}),)
+    assert ",".join(config.match_keys) == default(template, {"Ref": "QualityMatchKeys"})
+    assert config.key_coverage_floor_pct == default(template, {"Ref": "QualityKeyCoverageFloor"})
+    assert ",".join(sorted(config.families)) == ",".join(
+        sorted(default(template, {"Ref": "QualityMetrics"}).split(","))
+    )
+
+
+def test_quality_reader_is_on_by_default_and_one_parameter_removes_all_of_it(template: dict[str, Any]) -> None:
+    assert template["Parameters"]["EnableQualityReader"]["Default"] == "true"
+    on = template["Conditions"]["QualityReaderOn"]["Fn::And"]
+    assert {"Fn::Equals": [{"Ref": "EnableQualityReader"}, "true"]} in on
+    for rid in QUALITY_RESOURCES:
+        assert template["Resources"][rid].get("Condition") == "QualityReaderOn", rid
+    others = {rid for rid, r in template["Resources"].items() if r.get("Condition") == "QualityReaderOn"}
+    assert others == QUALITY_RESOURCES
+    assert template["Outputs"]["QualityFunctionName"]["Condition"] == "QualityReaderOn"
+
+
+def test_quality_schedule_is_hourly_exact_and_invokes_only_the_reader(template: dict[str, Any]) -> None:
+    schedule = template["Resources"]["QualitySchedule"]
+    assert schedule["Type"] == "AWS::Scheduler::Schedule"
+    props = schedule["Properties"]
+    assert default(template, props["ScheduleExpression"]) == "rate(1 hour)"
+    pattern = template["Parameters"]["QualityScheduleExpression"]["AllowedPattern"]
+    for ok in ("rate(1 hour)", "rate(6 hours)", "rate(30 minutes)", "cron(0 * * * ? *)"):
+        assert re.fullmatch(pattern, ok), ok
+    for bad in ("rate(0 hours)", "every hour", "rate(1 day)"):
+        assert not re.fullmatch(pattern, bad), bad
+    assert props["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    assert props["State"] == "ENABLED"
+    target = props["Target"]
+    assert target["Arn"] == {"Fn::GetAtt": ["QualityFunction", "Arn"]}
+    assert target["RoleArn"] == {"Fn::GetAtt": ["QualitySchedulerRole", "Arn"]}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 0
+    role = template["Resources"]["QualitySchedulerRole"]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    (policy,) = role["Policies"]
+    assert policy["PolicyDocument"]["Statement"] == [
+        {"Sid": "InvokeQualityReader", "Effect": "Allow", "Action": "lambda:InvokeFunction",
+         "Resource": {"Fn::GetAtt": ["QualityFunction", "Arn"]}}
+    ]  # fmt: skip
+
+
+def test_quality_role_reads_the_secret_and_writes_its_own_logs_nothing_else(template: dict[str, Any]) -> None:
+    role = template["Resources"]["QualityFunctionRole"]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+    for conditions in condition_assignments(template):
+        by_action: dict[str, list[Any]] = {}
+        for policy in resolve_if(role["Policies"], conditions):
+            for st in policy["PolicyDocument"]["Statement"]:
+                assert st["Effect"] == "Allow"
+                for action in as_list(st["Action"]):
+                    by_action.setdefault(action, []).extend(as_list(st["Resource"]))
+        expected = {"secretsmanager:GetSecretValue", "logs:CreateLogStream", "logs:PutLogEvents"}
+        if conditions["HasSecretKmsKey"]:
+            expected.add("kms:Decrypt")
+        assert set(by_action) == expected, conditions
+        assert by_action["secretsmanager:GetSecretValue"] == [{"Ref": "AccessTokenSecretArn"}]
+        assert by_action["logs:PutLogEvents"] == [{"Fn::GetAtt": ["QualityLogGroup", "Arn"]}]
+        assert by_action.get("kms:Decrypt", [{"Ref": "SecretKmsKeyArn"}]) == [{"Ref": "SecretKmsKeyArn"}]
+    # Metrics are EMF log lines: no cloudwatch:* at all, and no wildcard resource anywhere.
+    assert "cloudwatch:" not in str(role)
+    assert "'*'" not in str(role)
+
+
+def test_quality_alarms_notify_the_alarm_topic_and_watch_what_the_reader_publishes(template: dict[str, Any]) -> None:
+    from capi_relay.quality import decide
+
+    emq = template["Resources"]["QualityEmqDropAlarm"]["Properties"]
+    (stat,) = [m for m in emq["Metrics"] if "MetricStat" in m]
+    (expr,) = [m for m in emq["Metrics"] if "Expression" in m]
+    metric = stat["MetricStat"]["Metric"]
+    assert metric["MetricName"] == "EmqComposite"
+    assert [d["Name"] for d in metric["Dimensions"]] == ["service", "pixel", "event_name"]
+    assert metric["Dimensions"][0]["Value"] == "capi-relay"
+    # The alarm is what quality/decide.py models (and its unit tests exercise).
+    assert expr["Expression"] == decide.EMQ_ALARM_EXPRESSION.replace("emq", stat["Id"])
+    assert expr["ReturnData"] is True
+    assert stat["ReturnData"] is False
+    assert stat["MetricStat"]["Period"] == decide.EMQ_ALARM_PERIOD_S
+    assert emq["EvaluationPeriods"] == decide.EMQ_ALARM_WINDOW
+    assert emq["EvaluationPeriods"] * stat["MetricStat"]["Period"] <= 86_400  # CloudWatch's alarm window limit
+    assert emq["DatapointsToAlarm"] == decide.EMQ_ALARM_DATAPOINTS
+    assert emq["Threshold"] == {"Ref": "QualityEmqDrop"}
+    assert emq["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert emq["TreatMissingData"] == "notBreaching"  # no read (reader off, permission missing) pages no one
+    keys = template["Resources"]["QualityKeyCoverageAlarm"]["Properties"]
+    assert keys["MetricName"] == "MatchKeysBelowFloor"
+    assert keys["Dimensions"] == [{"Name": "service", "Value": "capi-relay"}]
+    assert (keys["Threshold"], keys["ComparisonOperator"], keys["DatapointsToAlarm"]) == (0, "GreaterThanThreshold", 2)
+    for props in (emq, keys):
+        assert props["AlarmActions"] == TOPIC
+        assert props["OKActions"] == TOPIC
+    # No alarm on QualityReadErrors: a token without the permission is one log line and one metric per read.
+    assert "QualityReadErrors" not in str(alarm_metrics(template))
+
+
+def test_dashboard_shows_meta_quality_beside_the_relays_match_key_metrics(template: dict[str, Any]) -> None:
+    body = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
+    for name in ("EmqComposite", "MatchKeyCoverage", "MatchKeysPerEvent", "FieldsDroppedByReason", "EventCoverage",
+                 "DedupRate", "DataFreshness", "QualityReadErrors", "MatchKeysBelowFloor"):  # fmt: skip
+        assert name in body, name
+    import json
+
+    widgets = json.loads(re.sub(r"\$\{[A-Za-z:]+\}", "X", body))["widgets"]
+    (coverage,) = [w for w in widgets if "MatchKeyCoverage" in json.dumps(w)]
+    assert "MatchKeysPerEvent" in json.dumps(coverage)  # side by side in one widget
+
+
+def test_env_json_lets_sam_local_invoke_run_the_quality_reader(template: dict[str, Any]) -> None:
+    import json
+
+    from capi_relay.quality.config import quality_config_from_env
+
+    doc = json.loads((ROOT / "events" / "env.json").read_text())
+    assert set(function_properties(template, "QualityFunction")["Environment"]["Variables"]) <= set(
+        doc["QualityFunction"]
+    )
+    assert quality_config_from_env(doc["QualityFunction"]).pixel_ids == ("1234567890",)
