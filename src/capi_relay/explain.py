@@ -25,9 +25,10 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any
 
+from capi_relay._compat import UTC
 from capi_relay.model import Rejection
 from capi_relay.normalize import HASHED_FIELDS, Invalid, normalized_string, normalized_strings
 from capi_relay.settings import NormalizationSettings
@@ -117,7 +118,7 @@ def all_rejections(raw: Any, settings: NormalizationSettings, now: int) -> list[
 
 
 def _utc_today(now: int) -> date:
-    return datetime.fromtimestamp(now, timezone.utc).date()  # noqa: UP017 -- datetime.UTC is 3.11+ (kit: 3.10)
+    return datetime.fromtimestamp(now, UTC).date()
 
 
 def _event_country(user_data: dict[str, Any], settings: NormalizationSettings, today: date) -> str | None:
