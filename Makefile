@@ -91,7 +91,7 @@ local-stack: build ## moto + Graph stand-in + the packaged function (RIE), in th
 
 send: venv ## send FILE (JSON Lines of events, or one message body) to the local stack: make send FILE=...
 	@test -n "$(FILE)" || { echo 'usage: make send FILE=examples/first-events.jsonl [ARGS="--pixel-id ..."]' >&2; exit 2; }
-	AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_SESSION_TOKEN= AWS_PROFILE= \
+	env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local \
 	  $(VENV)/bin/capi-relay send --region us-east-1 --endpoint-url http://127.0.0.1:$(LOCAL_MOTO_PORT) \
 	  --queue-url $(LOCAL_QUEUE_URL) $(ARGS) $(FILE)
 

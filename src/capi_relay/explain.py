@@ -135,25 +135,30 @@ def _event_country(user_data: dict[str, Any], settings: NormalizationSettings, t
     return None
 
 
-def _changes(field: str, raw: Any, text: str, forms: list[str], region: str | None) -> list[str]:
+def _changes(field: str, raw: Any, forms: list[str], region: str | None) -> list[str]:
     """Why the string hashed differs from the input, as short phrases."""
     if not isinstance(raw, str):
-        return [f"{type(raw).__name__} read as text"]
+        out = [f"{type(raw).__name__} read as text"]
+    else:
+        out = _text_changes(field, raw, forms[0], region)
+    if len(forms) > 1:
+        out.append(f"also sent as {len(forms) - 1} variant(s) that Meta's other normalizers compute")
+    return out
+
+
+def _text_changes(field: str, raw: str, documented: str, region: str | None) -> list[str]:
     out: list[str] = []
-    if raw != raw.strip():
-        out.append("trimmed")
     stripped = raw.strip()
+    if raw != stripped:
+        out.append("trimmed")
     if unicodedata.normalize("NFC", stripped) != stripped:
         out.append("Unicode NFC-normalized")
-    documented = forms[0]
     if documented == stripped:
         return out or ["unchanged"]
     if documented == stripped.lower():
-        out.append("lower-cased")
-        return out
+        return [*out, "lower-cased"]
     if field == "ph":
-        digits = _NON_DIGIT_RE.sub("", stripped)
-        if stripped.lstrip().startswith(("+", "00")) or documented == digits:
+        if stripped.startswith(("+", "00")) or documented == _NON_DIGIT_RE.sub("", stripped):
             out.append("reduced to its digits")
         else:
             out.append(f"read as a national number of {region}, country code added")
@@ -161,8 +166,6 @@ def _changes(field: str, raw: Any, text: str, forms: list[str], region: str | No
         out.append("read as a date and written YYYYMMDD")
     else:
         out.append(RULES.get(field, "normalized"))
-    if len(forms) > 1:
-        out.append(f"also sent as {len(forms) - 1} variant(s) Meta's other normalizers compute")
     return out
 
 
@@ -188,7 +191,7 @@ def explain_value(field: str, raw: Any, settings: NormalizationSettings, country
     region = country.upper() if country else settings.default_phone_region
     entry["hashed"] = forms
     entry["sent"] = [hashlib.sha256(form.encode("utf-8")).hexdigest() for form in forms]
-    entry["why"] = _changes(field, raw, text or "", forms, region)
+    entry["why"] = _changes(field, raw, forms, region)
     if field == "db":
         order = settings.date_order
         other_order = "DMY" if order == "MDY" else "MDY"
