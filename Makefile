@@ -81,7 +81,7 @@ kit-test: venv ## install the producer kit on its oldest supported Python (KIT_P
 	@echo "kit-test: $$($(KIT_PYTHON) --version) ($(KIT_PYTHON))"
 	rm -rf .venv-kit && $(UV) venv -q --python $(KIT_PYTHON) .venv-kit
 	$(UV) pip install -q --python .venv-kit/bin/python . pytest
-	cd tests/kit && ../../.venv-kit/bin/python -m pytest -q -p no:cacheprovider .
+	CAPI_RELAY_KIT_TEST=1 .venv-kit/bin/python -m pytest -q -p no:cacheprovider -c /dev/null --rootdir tests/kit --confcutdir tests/kit tests/kit
 
 demo: build ## the whole flow locally (moto + Graph stand-in + packaged function), one outcome table
 	$(PY) -m local.demo

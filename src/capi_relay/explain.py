@@ -76,8 +76,10 @@ def _repair(event: dict[str, Any], reason: str, now: int) -> bool:
         user_data["external_id"] = _PLACEHOLDER_ID
     elif reason == "website_missing_event_source_url":
         event["event_source_url"] = "https://example.com/"
-    elif reason == "website_missing_user_agent" and isinstance(user_data, dict):
-        user_data["client_user_agent"] = "Mozilla/5.0"
+    elif reason == "website_missing_user_agent":
+        # Not a placeholder user agent: it would change which customer-information combination the event has.
+        # The website rules come last among those that depend on action_source, so it can change now.
+        event["action_source"] = "other"
     elif reason == "app_missing_app_data":
         event["app_data"] = {"advertiser_tracking_enabled": 0, "extinfo": ["i2"]}
     elif reason == "invalid_custom_data":
