@@ -92,9 +92,12 @@ def fate_lines(outcome: Any) -> list[str]:
             tail = ", parked" if mid in parked else ""
             lines.append(f"{head} back to SQS ({failed_reason.get(mid, 'failed')}){tail}")
             continue
+        if (mid, None) in quarantined:  # the whole body: unreadable, or no pixel
+            lines.append(f"{head} quarantined ({quarantined[(mid, None)]})")
+            continue
         ids = _event_ids(record["body"])
         if not ids:
-            lines.append(f"{head} quarantined ({quarantined.get((mid, None), 'unreadable body')})")
+            lines.append(f"{head} quarantined (unreadable body)")
             continue
         fates = []
         for index, event_id in enumerate(ids):
