@@ -15,13 +15,20 @@ export PYTHONDONTWRITEBYTECODE := 1
 # sam build needs python3.13 on PATH: put the project venv first.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv sam-cli build lint unit integration e2e test demo local-stack bench lock countries clean
+# Local stack ports (events/env.json names 5000 and 8089; on macOS, where AirPlay holds 5000: LOCAL_MOTO_PORT=5001).
+LOCAL_MOTO_PORT ?= 5000
+LOCAL_GRAPH_PORT ?= 8089
+LOCAL_QUEUE_URL = http://127.0.0.1:$(LOCAL_MOTO_PORT)/123456789012/capi-relay-local-events
+# The producer kit's oldest supported Python (pyproject.toml requires-python), tested by `make kit-test`.
+# The first that runs of: python3.10 on PATH, a pyenv 3.10, python3.11, a pyenv 3.11, python3.12, python3.
+KIT_PYTHON ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10 python3.11 \
+  $$HOME/.pyenv/versions/3.11*/bin/python3.11 python3.12 python3; do \
+  $$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
 
-help:
-	@echo "make demo   - run the whole flow locally (moto + Graph stand-in + Lambda RIE), print outcomes"
-	@echo "make test   - lint, type-check and run every test (unit, integration, end-to-end)"
-	@echo "make bench  - benchmarks that print numbers"
-	@echo "make build  - sam build (the Lambda artifact in .aws-sam/build)"
+.PHONY: help venv sam-cli sam build lint unit integration e2e test kit-test demo local-stack send bench lock countries clean
+
+help: ## list every target with what it does (generated from these comments after each target)
+	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
 
 # requirements-dev.lock pins every test/dev dependency (regenerate: make lock).
 $(VENV)/.stamp: pyproject.toml requirements-dev.lock
@@ -31,7 +38,7 @@ $(VENV)/.stamp: pyproject.toml requirements-dev.lock
 	$(UV) pip install -q --python $(PY) --no-deps -e .
 	touch $@
 
-venv: $(VENV)/.stamp
+venv: $(VENV)/.stamp ## the project venv (.venv: dev tools, editable install, capi-relay on its PATH)
 
 $(SAM_VENV)/.stamp:
 	$(PYTHON_BOOT) -m venv $(SAM_VENV)
@@ -39,46 +46,64 @@ $(SAM_VENV)/.stamp:
 	$(SAM_VENV)/bin/uv pip install -q --python $(SAM_VENV)/bin/python 'aws-sam-cli==$(SAM_CLI_VERSION)'
 	touch $@
 
-sam-cli: $(SAM_VENV)/.stamp
+sam-cli: $(SAM_VENV)/.stamp ## the pinned AWS SAM CLI in .venv-sam (use it through `make sam ARGS=...`)
 
-build: venv sam-cli
+sam: sam-cli ## run the pinned SAM CLI: make sam ARGS="deploy --guided"
+	$(SAM) $(ARGS)
+
+build: venv sam-cli ## sam build: the Lambda artifact in .aws-sam/build
 	$(SAM) build --template-file template.yaml
 
-lint: venv sam-cli
+lint: venv sam-cli ## ruff, ruff format, mypy (strict), actionlint, the 3.10 check, sam validate --lint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/actionlint .github/workflows/*.yml
+	$(PY) scripts/check_kit_syntax.py
 	$(PY) -m pytest tests/unit -q -m sam
 
 # Unit tests need no SAM CLI: the template lint test (marked `sam`) runs in `make lint`.
-unit: venv
+unit: venv ## unit tests (no network, no SAM CLI)
 	$(PY) -m pytest tests/unit -q -n 2 -m "not sam"
 
-integration: venv
+integration: venv ## integration tests: moto server and Graph stand-in on real sockets
 	$(PY) -m pytest tests/integration -q
 
-e2e: build
+e2e: build ## end-to-end tests: the packaged function under the Lambda RIE
 	$(PY) -m pytest tests/e2e -q
 
-test: lint unit integration e2e
+test: lint unit integration e2e kit-test ## everything CI runs: lint, unit, integration, e2e, the producer kit on its oldest Python
 
-demo: build
+# The producer kit (check, send, dlq) installed with `pip install .` on the oldest Python it supports, in a
+# venv of its own, and its CLI tests run there (no AWS, no SAM CLI).
+kit-test: venv ## install the producer kit on its oldest supported Python (KIT_PYTHON) and run its CLI tests
+	@test -n "$(KIT_PYTHON)" || { echo "kit-test: no python3.10/3.11 found" >&2; exit 1; }
+	@echo "kit-test: $$($(KIT_PYTHON) --version) ($(KIT_PYTHON))"
+	rm -rf .venv-kit && $(UV) venv -q --python $(KIT_PYTHON) .venv-kit
+	$(UV) pip install -q --python .venv-kit/bin/python . pytest
+	CAPI_RELAY_KIT_TEST=1 .venv-kit/bin/python -m pytest -q -p no:cacheprovider -c /dev/null --rootdir tests/kit --confcutdir tests/kit tests/kit
+
+demo: build ## the whole flow locally (moto + Graph stand-in + packaged function), one outcome table
 	$(PY) -m local.demo
 
-# moto on :5000 + Graph stand-in on :8089 in the foreground, for `sam local invoke --env-vars events/env.json`
-local-stack: venv
-	$(PY) -m local.serve
+local-stack: build ## moto + Graph stand-in + the packaged function (RIE), in the foreground; Ctrl-C stops
+	$(PY) -m local.serve --moto-port $(LOCAL_MOTO_PORT) --graph-port $(LOCAL_GRAPH_PORT) $(ARGS)
 
-bench: build
+send: venv ## send FILE (JSON Lines of events, or one message body) to the local stack: make send FILE=...
+	@test -n "$(FILE)" || { echo 'usage: make send FILE=examples/first-events.jsonl [ARGS="--pixel-id ..."]' >&2; exit 2; }
+	env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local \
+	  $(VENV)/bin/capi-relay send --region us-east-1 --endpoint-url http://127.0.0.1:$(LOCAL_MOTO_PORT) \
+	  --queue-url $(LOCAL_QUEUE_URL) $(ARGS) $(FILE)
+
+bench: build ## benchmarks that print numbers
 	$(PY) -m bench.run_all
 
-lock: venv
+lock: venv ## regenerate requirements-dev.lock from pyproject.toml
 	$(UV) pip compile pyproject.toml --extra dev --python-version $(PY_VERSION) -o requirements-dev.lock -q
 
-countries: venv
+countries: venv ## regenerate the country tables (src/capi_relay/_countries.py, _country_names.py)
 	$(PY) scripts/gen_countries.py > src/capi_relay/_countries.py
 	$(PY) scripts/gen_country_names.py > src/capi_relay/_country_names.py
 
-clean:
-	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache
+clean: ## remove build output and caches
+	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache .venv-kit

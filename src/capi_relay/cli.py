@@ -6,6 +6,8 @@ check stdout: ``{"data": [events as they would be POSTed], "rejected": [{"index"
 "dropped": [{"index", "field", "reason"}], "adjusted": [{"index", "note"}], "warnings": [{"index",
 "warning"}], "pixel_id", "test_event_code"}`` plus the request-level fields the message carries.
 exit: 0 nothing rejected, 1 something rejected, 2 input unreadable. Diagnostics go to stderr.
+``send`` exits 3 when it could not send (no region, no credentials, a queue it cannot reach); errors are one
+line on stderr, never a traceback. A closed output pipe (``check ... | head``) ends the command quietly (141).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import Any, TextIO
 
 from capi_relay import dlq
 from capi_relay.envelope import MAX_MESSAGE_BYTES, EnvelopeError, parse_body
+from capi_relay.explain import all_rejections, ambiguity_warnings, conversions, explain_event
 from capi_relay.preflight import preflight
 from capi_relay.quality import cli as quality_cli
-from capi_relay.settings import SettingsError, normalization_settings_from_env
+from capi_relay.settings import NormalizationSettings, SettingsError, normalization_settings_from_env
 
 
 def check(
@@ -30,6 +33,8 @@ def check(
     *,
     default_pixel_id: str | None = None,
     default_test_event_code: str | None = None,
+    settings: NormalizationSettings | None = None,
+    explain: bool = False,
 ) -> tuple[dict[str, Any], int]:
     """Return the check document and the exit code for one message body. Raises EnvelopeError.
 
@@ -39,13 +44,23 @@ def check(
     ``pixel_id`` / ``test_event_code`` are what the relay would use: the message's, else the defaults
     (the relay's ``PIXEL_ID`` / ``TEST_EVENT_CODE``).
     """
-    settings = normalization_settings_from_env()
+    settings = settings or normalization_settings_from_env()
     message = parse_body(body)
     now = int(time.time()) if now is None else now
     pixel_id = message.pixel_id or default_pixel_id
     result = preflight(message.events, settings, now, pixel_id=pixel_id)
-    for line in result.details:
-        print(f"capi-relay: {line}", file=sys.stderr)
+    rejected_at = {int(r["index"]) for r in result.rejected}
+    for index in sorted(rejected_at):  # every reason of a rejected event at once, not only the first
+        for rejection in all_rejections(message.events[index], settings, now):
+            print(f"capi-relay: event {index} rejected: {rejection.reason}: {rejection.detail}", file=sys.stderr)
+    for item in result.accepted:
+        result.adjusted.extend(
+            {"index": item.index, **c} for c in conversions(item.raw, item.prepared.event, item.prepared.notes)
+        )
+    for index, raw in enumerate(message.events):
+        result.warnings.extend({"index": index, **w} for w in ambiguity_warnings(raw, settings, now))
+    result.adjusted.sort(key=lambda a: int(a["index"]))
+    result.warnings.sort(key=lambda w: -1 if w["index"] is None else int(w["index"]))
     document: dict[str, Any] = {
         "pixel_id": pixel_id,
         "test_event_code": message.test_event_code or default_test_event_code,
@@ -56,6 +71,8 @@ def check(
         "adjusted": result.adjusted,
         "warnings": result.warnings,
     }
+    if explain:
+        document["explain"] = [explain_event(i, raw, settings, now) for i, raw in enumerate(message.events)]
     return document, result.exit_code
 
 
@@ -67,22 +84,99 @@ def read_text(path: str, stdin: TextIO, limit: int) -> str:
         return handle.read(limit + 1)
 
 
-def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
-    stdin = stdin or sys.stdin
-    stdout = stdout or sys.stdout
-    parser = argparse.ArgumentParser(prog="capi-relay", description=__doc__.splitlines()[0] if __doc__ else None)
-    sub = parser.add_subparsers(dest="command", required=True)
-    check_cmd = sub.add_parser("check", help="show what one message body would send, and what it rejects or drops")
+DESCRIPTION = """\
+capi-relay: the producer kit of the SQS -> Lambda -> Meta Conversions API relay.
+
+  check FILE   show what one message body would POST to Meta, and what it rejects, drops or converts
+  send FILE    check events, pack them into messages of at most 256 KiB and send them to the relay's queue
+  dlq          count the dead-letter queue's messages by rejection reason (deletes nothing)
+  quality      Meta's Event Match Quality for a pixel (Dataset Quality API), beside a sample's match keys
+
+Exit codes: 0 nothing rejected; 1 some events rejected (the rest were checked or sent); 2 unreadable input
+or configuration; 3 send could not send (no region, no credentials, a queue it cannot reach).
+"""
+
+CHECK_EPILOG = """\
+--explain adds, per event: every rule it breaks (not only the first), each user_data value before and after
+normalization with the SHA-256 sent and why it changed, and warnings for values read by a convention (a date
+of birth that reads differently day-first and month-first; a national phone number read in the default
+region because the event has no country). The values stay on your terminal: the relay never logs them.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="capi-relay", description=DESCRIPTION, formatter_class=formatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{check,send,dlq,quality}")
+    check_cmd = sub.add_parser(
+        "check", help="show what one message body would send, and what it rejects, drops or converts",
+        description="Show what one message body would POST to Meta, and what it rejects, drops or converts. "
+        "Needs no AWS account, secret or network.", epilog=CHECK_EPILOG, formatter_class=formatter,
+    )  # fmt: skip
     check_cmd.add_argument("file", help="a file holding one SQS message body, or - for standard input")
+    check_cmd.add_argument("--explain", action="store_true", help="show each value before hashing and why it changed")
+    _normalization_flags(check_cmd)
     dlq.add_parser(sub)
     quality_cli.add_parser(sub)
-    send_cmd = sub.add_parser("send", help="check events, pack them into <= 256 KiB messages and send them to SQS")
+    send_cmd = sub.add_parser(
+        "send", help="check events, pack them into <= 256 KiB messages and send them to SQS",
+        description="Check events, pack the accepted ones into messages of at most 256 KiB and send them "
+        "to the relay's queue with SendMessageBatch. Needs AWS credentials allowing sqs:SendMessage.",
+    )  # fmt: skip
     send_cmd.add_argument("--queue-url", required=True, help="the relay's events queue (stack output EventsQueueUrl)")
+    send_cmd.add_argument("--region", help="AWS region (default: from the queue URL, else AWS_REGION or the profile)")
+    send_cmd.add_argument(
+        "--endpoint-url", help="SQS endpoint, e.g. a local stack (default: AWS_ENDPOINT_URL, else the queue "
+        "URL's host when it is not an AWS host)",
+    )  # fmt: skip
     send_cmd.add_argument("--pixel-id", help="pixel (dataset) id for every message (else the relay's PIXEL_ID)")
     send_cmd.add_argument("--test-event-code", help="Events Manager test code for every message")
     send_cmd.add_argument("--message-group-id", default="capi-relay", help="MessageGroupId on a FIFO queue")
     send_cmd.add_argument("file", nargs="?", default="-", help="JSON Lines of events or one message body; - = stdin")
-    args = parser.parse_args(argv)
+    _normalization_flags(send_cmd)
+    return parser
+
+
+def _normalization_flags(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--date-order", type=str.upper, choices=("MDY", "DMY"),
+        help="how to read an ambiguous date of birth like 05/03/1990 (default: DATE_ORDER, else MDY); "
+        "use the relay's DateOrder setting",
+    )  # fmt: skip
+    cmd.add_argument(
+        "--phone-region", type=str.upper, metavar="CC",
+        help="region of national phone numbers in events without country (default: DEFAULT_PHONE_REGION, "
+        "else US); use the relay's DefaultPhoneRegion setting",
+    )  # fmt: skip
+
+
+def settings_from_args(args: argparse.Namespace) -> NormalizationSettings:
+    """The relay's environment variables, overridden by ``--date-order`` / ``--phone-region``. Raises
+    SettingsError for a malformed value."""
+    env = dict(os.environ)
+    if getattr(args, "date_order", None):
+        env["DATE_ORDER"] = args.date_order
+    if getattr(args, "phone_region", None):
+        env["DEFAULT_PHONE_REGION"] = args.phone_region
+    return normalization_settings_from_env(env)
+
+
+def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    """The ``capi-relay`` command. A closed output pipe (``check ... | head``) ends it quietly with 141."""
+    out = stdout or sys.stdout
+    try:
+        code = _main(argv, stdin or sys.stdin, out)
+        out.flush()
+    except BrokenPipeError:
+        if out is sys.stdout:  # the interpreter flushes stdout again at exit: point it at /dev/null first
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command ended by a closed pipe
+    return code
+
+
+def _main(argv: list[str] | None, stdin: TextIO, stdout: TextIO) -> int:
+    args = _parser().parse_args(argv)
     if args.command == "dlq":
         return dlq.main(args, stdout)
     if args.command == "quality":
@@ -92,11 +186,14 @@ def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: Tex
 
         return run_send(args, stdin, stdout)
     try:
+        settings = settings_from_args(args)
         body = read_text(args.file, stdin, MAX_MESSAGE_BYTES)  # parse_body refuses more: message_too_large
         document, code = check(
             body,
             default_pixel_id=os.environ.get("PIXEL_ID") or None,
             default_test_event_code=os.environ.get("TEST_EVENT_CODE") or None,
+            settings=settings,
+            explain=args.explain,
         )
     except (OSError, UnicodeDecodeError) as exc:
         print(f"capi-relay: cannot read {args.file}: {exc.__class__.__name__}", file=sys.stderr)

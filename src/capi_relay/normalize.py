@@ -13,10 +13,11 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from functools import cache, partial
 from typing import Any
 
+from capi_relay._compat import UTC
 from capi_relay.model import Drop
 from capi_relay.settings import NormalizationSettings
 

@@ -187,6 +187,42 @@ def plan_calls(
 
 
 # ----------------------------------------------------------------------------------------------- sending
+# Errors no retry can cure: the queue, the credentials, the region or the endpoint are wrong. botocore has
+# already retried connection errors and throttles (queues.CLI_MAX_ATTEMPTS) before an exception reaches us.
+FATAL_EXCEPTIONS = frozenset(
+    {"NoCredentialsError", "PartialCredentialsError", "NoRegionError", "EndpointConnectionError",
+     "ConnectTimeoutError", "InvalidEndpointError", "ParamValidationError", "SSLError", "UnknownServiceError",
+     "ProfileNotFound", "TokenRetrievalError", "SSOTokenLoadError", "UnauthorizedSSOTokenError"}
+)  # fmt: skip
+FATAL_CODES = frozenset(
+    {"AccessDenied", "AccessDeniedException", "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist",
+     "InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch", "ExpiredToken",
+     "ExpiredTokenException", "InvalidAddress", "InvalidSecurity", "KMS.AccessDeniedException",
+     "KmsAccessDenied", "KmsDisabled", "KmsNotFound", "KmsInvalidState", "KmsInvalidKeyUsage",
+     "RequestExpired", "AuthFailure", "OptInRequired"}
+)  # fmt: skip
+
+
+def error_code(exc: BaseException) -> str:
+    """botocore's error code of a ClientError (``QueueDoesNotExist``), else the exception's class name."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        if isinstance(code, str) and code:
+            return code
+    return type(exc).__name__
+
+
+def is_fatal(exc: BaseException) -> bool:
+    return type(exc).__name__ in FATAL_EXCEPTIONS or error_code(exc) in FATAL_CODES
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line: the error code and botocore's message (which names no secret), cut to 300 characters."""
+    text = " ".join(str(exc).split())
+    return f"{error_code(exc)}: {text}"[:300]
+
+
 class BatchSender(Protocol):
     """The one SQS call used (boto3's SQS client satisfies it)."""
 
@@ -199,6 +235,7 @@ class SendReport:
     failed: list[tuple[Message, str]] = field(default_factory=list)  # (message, error code)
     calls: int = 0
     retries: int = 0
+    error: str | None = None  # the fatal error that stopped sending (one line), None if none
 
 
 class Sender:
@@ -239,6 +276,9 @@ class Sender:
         report = SendReport()
         for call in calls:
             pending = dict(enumerate(call))
+            if report.error is not None:  # a fatal error: no later call can succeed, none is tried
+                report.failed.extend((m, "not_attempted") for m in pending.values())
+                continue
             for attempt in range(self._attempts):
                 if attempt:
                     report.retries += 1
@@ -248,9 +288,14 @@ class Sender:
                 try:
                     response = self._client.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
                 except Exception as exc:  # botocore has already retried transport errors and throttles
-                    last_error = type(exc).__name__
+                    last_error = error_code(exc)
+                    if is_fatal(exc):  # retrying cannot help: stop here, report, do not try the rest
+                        report.error = describe_error(exc)
+                        report.failed.extend((m, last_error) for m in pending.values())
+                        break
                     if attempt + 1 == self._attempts:
                         report.failed.extend((m, last_error) for m in pending.values())
+                        report.error = describe_error(exc)
                     continue
                 for ok in response.get("Successful", []):
                     message = pending.pop(int(ok["Id"]), None)
@@ -311,6 +356,7 @@ def send_events(
         ],
         "rejected": sorted(rejected, key=lambda r: int(r["index"])),
         "failed": [{"indexes": list(m.indexes), "code": code} for m, code in report.failed],
+        "error": report.error,
         "dropped": checked.dropped,
         "warnings": checked.warnings,
     }
@@ -321,15 +367,15 @@ def send_events(
 def run_send(args: Any, stdin: TextIO, stdout: TextIO) -> int:
     """``capi-relay send``: exit 0 all sent, 1 events rejected (the rest sent), 2 unreadable input or
     configuration, 3 some messages could not be sent."""
-    from capi_relay.cli import read_text  # noqa: PLC0415 -- cli imports this module lazily (send only)
-    from capi_relay.settings import SettingsError, normalization_settings_from_env  # noqa: PLC0415
+    from capi_relay.cli import read_text, settings_from_args  # noqa: PLC0415 -- cli imports this module lazily
+    from capi_relay.settings import SettingsError  # noqa: PLC0415
 
     try:
         text = read_text(args.file, stdin, MAX_INPUT_BYTES)
         if len(text) > MAX_INPUT_BYTES:
             raise InputError(f"the input is larger than {MAX_INPUT_BYTES} characters: split it")
         source = read_input(text)
-        settings = normalization_settings_from_env()
+        settings = settings_from_args(args)
     except (OSError, UnicodeDecodeError) as exc:
         print(f"capi-relay: cannot read {args.file}: {exc.__class__.__name__}", file=sys.stderr)
         return 2
@@ -339,9 +385,11 @@ def run_send(args: Any, stdin: TextIO, stdout: TextIO) -> int:
     except SettingsError as exc:
         print(f"capi-relay: configuration error: {exc}", file=sys.stderr)
         return 2
-    from capi_relay.queues import cli_sqs_client  # noqa: PLC0415 -- only `send` needs AWS
-
-    client = cast(BatchSender, cli_sqs_client())  # its typed kwargs are a superset of the protocol's
+    try:
+        client = cast(BatchSender, sqs_client_for(args.queue_url, args.region, args.endpoint_url))
+    except SendSetupError as exc:
+        print(f"capi-relay: cannot send: {exc}", file=sys.stderr)
+        return 3
     summary, code = send_events(
         source,
         client,
@@ -355,4 +403,82 @@ def run_send(args: Any, stdin: TextIO, stdout: TextIO) -> int:
     )
     json.dump(summary, stdout, ensure_ascii=False, indent=2)
     stdout.write("\n")
+    if summary["failed"]:
+        failed = sum(len(f["indexes"]) for f in summary["failed"])
+        why = summary["error"] or ", ".join(sorted({f["code"] for f in summary["failed"]}))
+        print(f"capi-relay: could not send {failed} events: {why}", file=sys.stderr)
     return code
+
+
+# --------------------------------------------------------------------------------- the client for `send`
+class SendSetupError(Exception):
+    """No region, no credentials or a malformed endpoint: nothing can be sent (one line, no traceback)."""
+
+
+_AWS_HOST_SUFFIXES = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
+
+
+def region_from_queue_url(queue_url: str) -> str | None:
+    """``https://sqs.eu-west-1.amazonaws.com/123/q`` (or the legacy ``https://eu-west-1.queue.amazonaws.com``)
+    -> ``eu-west-1``; None for any other host (a local endpoint)."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    try:
+        host = (urlsplit(queue_url).hostname or "").lower()
+    except ValueError:
+        return None
+    if not host.endswith(_AWS_HOST_SUFFIXES):
+        return None
+    labels = host.split(".")
+    if labels[0] == "sqs" and len(labels) > 2 and labels[1] != "amazonaws":
+        return labels[1] if labels[1] != "fips" else None
+    if len(labels) > 1 and labels[1] == "queue":
+        return labels[0]
+    return None
+
+
+def endpoint_from_queue_url(queue_url: str) -> str | None:
+    """The queue URL's scheme and host when it is not an AWS host (a local SQS such as moto), else None."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    try:
+        parts = urlsplit(queue_url)
+        host = (parts.hostname or "").lower()
+    except ValueError:
+        return None
+    if parts.scheme not in {"http", "https"} or not host or host.endswith(_AWS_HOST_SUFFIXES):
+        return None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def sqs_client_for(queue_url: str, region: str | None, endpoint_url: str | None, session: Any = None) -> Any:
+    """The SQS client ``send`` uses. Region: ``--region``, else the queue URL's, else boto3's (``AWS_REGION``,
+    ``AWS_DEFAULT_REGION``, the profile). Endpoint: ``--endpoint-url``, else ``AWS_ENDPOINT_URL[_SQS]``, else the
+    queue URL's host when it is not AWS's. Fails fast (:class:`SendSetupError`) without a region or
+    credentials, instead of botocore's retries and traceback."""
+    import os  # noqa: PLC0415
+
+    import boto3  # noqa: PLC0415 -- only `send` needs AWS
+
+    from capi_relay.queues import cli_sqs_client  # noqa: PLC0415
+
+    try:
+        session = session or boto3.session.Session()
+        region = region or region_from_queue_url(queue_url) or session.region_name
+        if not region:
+            raise SendSetupError(
+                "no AWS region: pass --region, use the queue URL AWS gives (sqs.<region>.amazonaws.com), "
+                "or set AWS_REGION"
+            )
+        if endpoint_url is None and not (os.environ.get("AWS_ENDPOINT_URL_SQS") or os.environ.get("AWS_ENDPOINT_URL")):
+            endpoint_url = endpoint_from_queue_url(queue_url)
+        if session.get_credentials() is None:
+            raise SendSetupError(
+                "no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                "or run `aws configure` / `aws sso login`"
+            )
+        return cli_sqs_client(region=region, endpoint_url=endpoint_url, session=session)
+    except SendSetupError:
+        raise
+    except Exception as exc:  # botocore: a profile that does not exist, a malformed endpoint, an expired SSO token
+        raise SendSetupError(describe_error(exc)) from None

@@ -25,15 +25,17 @@ CLI_READ_TIMEOUT_S = 20  # above ReceiveMessage's WaitTimeSeconds and a 256 KiB 
 CLI_MAX_ATTEMPTS = 3
 
 
-def cli_sqs_client() -> SQSClient:
+def cli_sqs_client(*, region: str | None = None, endpoint_url: str | None = None, session: Any = None) -> SQSClient:
     """An SQS client for the command-line tools: bounded connect/read timeouts and attempts (botocore's
-    defaults wait 60 s a read, five times)."""
+    defaults wait 60 s a read, five times). ``region`` / ``endpoint_url`` None: boto3's own resolution
+    (``AWS_REGION``, the profile, ``AWS_ENDPOINT_URL``)."""
     import boto3  # noqa: PLC0415 -- only these commands need AWS (``check`` runs without it)
     from botocore.config import Config  # noqa: PLC0415
 
     config = Config(connect_timeout=CLI_CONNECT_TIMEOUT_S, read_timeout=CLI_READ_TIMEOUT_S,
                     retries={"total_max_attempts": CLI_MAX_ATTEMPTS, "mode": "standard"})  # fmt: skip
-    return boto3.client("sqs", config=config)
+    session = session or boto3.session.Session()
+    return session.client("sqs", config=config, region_name=region, endpoint_url=endpoint_url)  # type: ignore[no-any-return]
 
 
 class QueueIO(Protocol):

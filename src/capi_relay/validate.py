@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from capi_relay._compat import UTC
 from capi_relay.model import Drop, Prepared, Rejection, encode_event
 from capi_relay.normalize import is_fb_cookie, normalize_user_data
 from capi_relay.settings import NormalizationSettings

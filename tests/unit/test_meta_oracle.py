@@ -12,7 +12,7 @@ through the code the Lambda runs (normalize_user_data, which prepare_event calls
 - ``not_a_user_data_field``: the library's own keys the relay does not have (currency, f5first, dobd ...).
 
 A pair that fits none of them fails the test: nothing is skipped silently. The counts per field and outcome
-are printed (and stated in README).
+are printed (and stated in docs/normalization-rules.md).
 """
 
 from __future__ import annotations

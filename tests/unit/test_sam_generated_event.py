@@ -3,7 +3,7 @@ here wrote, against the relay and against our own doubles of it: the samples in 
 event-source emulator (``local/esm.py``) build records of the same shape, and the relay takes SAM's event
 as it is.
 
-Two things a user meets with SAM's generator, pinned here so the README's advice stays true: ``--body`` is
+Two things a user meets with SAM's generator, pinned here so docs/local-development.md stays true: ``--body`` is
 pasted into the template unescaped, so a JSON body must be given JSON-string-escaped; and the record's
 ``SentTimestamp`` is fixed at 2018-04-09, so an event without its own ``event_time`` takes that time and is
 too old for Meta.
@@ -64,7 +64,7 @@ def test_the_relay_takes_sams_generated_sqs_event_as_it_is() -> None:
 
 
 def test_sams_unescaped_json_body_is_refused_by_sam_itself() -> None:
-    # A JSON body given as it is breaks SAM's template (the README says to escape it)
+    # A JSON body given as it is breaks SAM's template (docs/local-development.md says to escape it)
     out = generate(json.dumps(purchase()))
     assert out.returncode != 0
     assert "Expecting" in out.stderr
