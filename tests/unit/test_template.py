@@ -651,3 +651,19 @@ def test_alarms_watch_no_metric_per_reason_value(template: dict[str, Any]) -> No
     for aid, alarm in resources(template, "AWS::CloudWatch::Alarm").items():
         dims = [d["Name"] for d in alarm["Properties"].get("Dimensions", [])]
         assert "reason" not in dims, aid
+
+
+def test_idle_stack_costs_at_most_three_dollars_a_month_at_the_defaults(template: dict[str, Any]) -> None:
+    # README's promise (issue 21), priced by bench.bench_cost from the resources a default deployment creates
+    from bench.bench_cost import idle_costs
+
+    items = {item: cost for item, cost, _ in idle_costs(template)}
+    alarms = resources(template, "AWS::CloudWatch::Alarm")
+    assert items["CloudWatch alarms"] >= 0.10 * len(alarms)  # every alarm is counted (and kept)
+    assert items["CloudWatch custom metrics"] == 0  # nothing is published while nothing happens
+    assert items["KMS keys"] == 0
+    assert items["CloudWatch dashboards"] == 0
+    assert sum(items.values()) <= 3.00, items
+    opted_in = {i: c for i, c, _ in idle_costs(template, {"AlarmTopicEncryption": "kms", "CreateDashboard": "true"})}
+    assert opted_in["KMS keys"] == 1.00
+    assert opted_in["CloudWatch dashboards"] == 3.00
