@@ -21,8 +21,7 @@ relay = build_relay(settings)
 copy_config_to_registered_loggers(source_logger=logger, include={"capi_relay"})
 
 
-# No ColdStart metric: it would be one more custom metric billed every hour the function starts; Lambda's REPORT
-# lines carry each cold start's Init Duration for free (README runbook, Logs Insights "cold starts").
+# No ColdStart metric ($0.30 a month): Lambda's REPORT lines give each Init Duration.
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -1,16 +1,8 @@
 """BatchSummary -> CloudWatch metrics (EMF through Powertools) and structured log lines.
 
-Metric names are a contract with the template's alarms and dashboard (see README, "Metrics").
-
-Cost rules (issue 21; CloudWatch bills each custom metric for every hour it receives data):
-
-* a count is published only when it is not zero (:func:`put_count`, the one way to publish a count). Every alarm
-  on a custom metric treats missing data as not breaching, and its rate alarms FILL missing data with 0
-  (tests/unit/test_template.py), so a zero adds nothing an alarm needs and would cost a metric-hour;
-* breakdowns by reason are log lines (``reason count``: one per metric and reason, only when non-zero) queried
-  with CloudWatch Logs Insights (README runbook), not one metric per reason value;
-* values that are not counts (a gauge such as a number of days left) must be published whatever their value
-  with ``metrics.add_metric``: ``put_count`` would drop a zero.
+Metric names are a contract with the template's alarms and dashboard (README, "Metrics"). Counts go out only
+when non-zero (put_count: the alarms read missing data as 0) and reasons as log lines, not metrics
+(docs/performance.md, "Idle cost"). A gauge whose 0 matters must use ``metrics.add_metric``.
 """
 
 from __future__ import annotations
@@ -30,13 +22,13 @@ REASON_LINE = "reason count"  # the message of the per-reason log lines (README'
 
 
 def put_count(metrics: Metrics, name: str, value: float, unit: MetricUnit = MetricUnit.Count) -> None:
-    """Publish ``value`` under ``name`` unless it is zero (nothing is published for zero)."""
+    """Publish a count unless it is zero."""
     if value:
         metrics.add_metric(name=name, unit=unit, value=value)
 
 
 def log_reasons(metric: str, counts: Mapping[str, int]) -> None:
-    """One ``reason count`` INFO line per non-zero reason: ``{"metric": ..., "reason": ..., "value": n}``."""
+    """One ``reason count`` line per non-zero reason (fields metric, reason, value)."""
     for reason, value in counts.items():
         if value:
             logger.info(REASON_LINE, extra={"metric": metric, "reason": reason, "value": value})
@@ -88,7 +80,7 @@ def _publish(metrics: Metrics, summary: BatchSummary, production_test_code: bool
         metrics.add_metric(name="MatchKeysPerEvent", unit=MetricUnit.Count, value=round(mean, 3))
     if production_test_code:
         count("TestEventCodeInProduction", 1)
-    # Breakdowns by reason: log lines (Logs Insights), one metric per reason value would cost $0.30 a month each.
+    # By reason: log lines for Logs Insights (a metric per reason value costs $0.30 a month).
     log_reasons("RecordFailuresByReason", summary.failures)
     log_reasons("EventsRejectedByReason", summary.events_rejected)
     log_reasons("EventsQuarantinedByReason", summary.quarantined)
