@@ -10,9 +10,15 @@ CPU = fixed + per_event x records. Then, for Lambda memory M (CPU share M / 1,76
     duration = (fixed + per_event x B) x max(1, 1769 / M) + requests(B) x graph_latency
     cost/event = (M / 1024 x duration x GB-s price + request price) / B + SQS requests per event x price
 
-Prints the assumptions, the measured numbers and a table; asserts nothing.
+Then the stack's month (issue 21): the fixed monthly items of the resources a default deployment of the
+template creates (alarms and the metrics they read, dashboards, KMS keys, the token's secret, the event
+source's idle polling), for an idle stack and for ``--events-per-month`` packed events (plus the custom metrics
+a healthy invocation publishes, billed per hour with data, Lambda, SQS and Logs).
+
+Prints the assumptions, the measured numbers and tables; asserts nothing.
 
     python -m bench.bench_cost [--latency-ms 150] [--memory 128 256 512 1024 1769] [--batch 10 100 500 1000]
+                               [--events-per-month 1e6] [--template template.yaml]
 """
 
 from __future__ import annotations
