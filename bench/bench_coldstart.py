@@ -13,7 +13,7 @@ code, the emulator's ``INIT REPORT``), the first invoke's duration (it reads the
 lazily there) and a warm invoke. Secrets Manager is a moto server and the Graph API the stand-in, both on
 loopback. Also prints the artifact size and the slowest imports (``python -X importtime``). The emulator
 runs at full CPU; Lambda at MemorySize M gets M / 1,769 MB of a vCPU, so scale accordingly. Target: INIT
-median <= 350 ms (pyc). Asserts nothing.
+median <= 200 ms (pyc). Asserts nothing.
 
     python -m bench.bench_coldstart [--runs 7] [--build] [--top 15]
 """

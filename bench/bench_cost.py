@@ -10,9 +10,15 @@ CPU = fixed + per_event x records. Then, for Lambda memory M (CPU share M / 1,76
     duration = (fixed + per_event x B) x max(1, 1769 / M) + requests(B) x graph_latency
     cost/event = (M / 1024 x duration x GB-s price + request price) / B + SQS requests per event x price
 
-Prints the assumptions, the measured numbers and a table; asserts nothing.
+Then the stack's month (issue 21): the fixed monthly items of the resources a default deployment of the
+template creates (alarms and the metrics they read, dashboards, KMS keys, the token's secret, the event
+source's idle polling), for an idle stack and for ``--events-per-month`` packed events (plus the custom metrics
+a healthy invocation publishes, billed per hour with data, Lambda, SQS and Logs).
+
+Prints the assumptions, the measured numbers and tables; asserts nothing.
 
     python -m bench.bench_cost [--latency-ms 150] [--memory 128 256 512 1024 1769] [--batch 10 100 500 1000]
+                               [--events-per-month 1e6] [--template template.yaml]
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import sys
 import time
 from typing import Any
 
-from bench.cfn import default_sizing
+from bench.cfn import TEMPLATE, default_sizing, deployed_resources, load_template
 from bench.common import PIXEL, StaticTokens, control, sqs_record, standin_process
 from capi_relay.settings import settings_from_env
 
@@ -45,6 +51,17 @@ LAMBDA_PLATFORM_LOG_BYTES = 350  # START / END / REPORT lines per invocation, ab
 SUMMARY_LOG_BYTES = 450  # the relay's "batch done" JSON line, about (logging is disabled in this bench)
 CONCURRENCY = settings_from_env({"ACCESS_TOKEN_SECRET_ID": "bench"}).http_concurrency  # default
 FULL_VCPU_MB = 1769  # Lambda: 1,769 MB of memory = one vCPU's worth of CPU time
+# Fixed monthly prices (us-east-1 list prices, no free tier):
+CW_ALARM_METRIC_MONTH = 0.10  # standard-resolution alarm, per metric it reads (a metric-math alarm of 2 pays 2)
+CW_DASHBOARD_MONTH = 3.00  # per dashboard (an account's first 3, up to 50 metrics each, are free)
+KMS_KEY_MONTH = 1.00  # per customer managed key (requests extra, $0.03 per 10,000: alarms publish rarely)
+SECRET_MONTH = 0.40  # per Secrets Manager secret (the token's: a stack parameter, counted because the relay needs it)
+HOURS_PER_MONTH = 730
+# The event source mapping long-polls the events queue even when it is empty, and SQS bills those ReceiveMessage
+# calls. AWS does not document how many pollers an idle mapping keeps; assumed: 5 (the batches Lambda starts
+# with, "five batches at a time") each holding a 20 s long poll.
+ESM_IDLE_POLLERS = 5
+ESM_LONG_POLL_S = 20
 MAX_EVENTS_PER_REQUEST = 1000  # Meta: events per POST
 
 
@@ -165,6 +182,58 @@ def packed_figures(events: list[dict[str, Any]], batch_size: int) -> tuple[int, 
     return per_message, size, requests_per_message / per_message, min(batch_size, len(fits)) * per_message
 
 
+# ------------------------------------------------------------------------------------------ monthly
+def idle_costs(template: dict[str, Any], overrides: dict[str, Any] | None = None) -> list[tuple[str, float, str]]:
+    """(item, $ per month, how it was counted) of a deployed stack that receives nothing, from the resources a
+    deployment with the parameters' defaults (and ``overrides``) creates."""
+    resources = deployed_resources(template, overrides)
+
+    def of(kind: str) -> dict[str, dict[str, Any]]:
+        return {rid: r for rid, r in resources.items() if r["Type"] == kind}
+
+    alarms = of("AWS::CloudWatch::Alarm")
+    alarm_metrics = sum(
+        max(1, sum(1 for m in a["Properties"].get("Metrics", []) if "MetricStat" in m)) for a in alarms.values()
+    )
+    dashboards, keys = of("AWS::CloudWatch::Dashboard"), of("AWS::KMS::Key")
+    secrets = set()  # secrets the function may read (created by the stack or passed as a parameter)
+    for role in of("AWS::IAM::Role").values():
+        for policy in role["Properties"].get("Policies", []):
+            for st in policy["PolicyDocument"]["Statement"]:
+                actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+                if "secretsmanager:GetSecretValue" in actions:
+                    secrets.add(json.dumps(st["Resource"], sort_keys=True))
+    sqs_sources = [
+        e for fn in of("AWS::Serverless::Function").values() for e in fn["Properties"].get("Events", {}).values()
+        if e.get("Type") == "SQS"
+    ]  # fmt: skip
+    polls = len(sqs_sources) * ESM_IDLE_POLLERS * HOURS_PER_MONTH * 3600 / ESM_LONG_POLL_S
+    return [
+        ("CloudWatch alarms", alarm_metrics * CW_ALARM_METRIC_MONTH,
+         f"{len(alarms)} alarms reading {alarm_metrics} metrics x ${CW_ALARM_METRIC_MONTH:.2f}"),
+        ("CloudWatch dashboards", len(dashboards) * CW_DASHBOARD_MONTH,
+         f"{len(dashboards)} x ${CW_DASHBOARD_MONTH:.2f}"),
+        ("KMS keys", len(keys) * KMS_KEY_MONTH, f"{len(keys)} x ${KMS_KEY_MONTH:.2f} ({', '.join(keys) or 'none'})"),
+        ("Secrets Manager", len(secrets) * SECRET_MONTH, f"{len(secrets)} secret x ${SECRET_MONTH:.2f}"),
+        ("SQS: idle event source polling", polls * SQS_REQUEST,
+         f"{len(sqs_sources)} mapping x {ESM_IDLE_POLLERS} pollers x a {ESM_LONG_POLL_S} s long poll = "
+         f"{polls / 1e6:.2f}M ReceiveMessage (assumed)"),
+        ("CloudWatch custom metrics", 0.0, "0: no invocation, no EMF line (billed per metric-hour with data)"),
+    ]  # fmt: skip
+
+
+def hours_with_data(invocations: float) -> float:
+    """Hours of a month with at least one invocation when ``invocations`` arrive at random (Poisson): a custom
+    metric is billed for every hour it receives a datapoint."""
+    return HOURS_PER_MONTH * (1 - math.exp(-invocations / HOURS_PER_MONTH))
+
+
+def published_metric_count(emf_text: str) -> int:
+    """Custom metrics one invocation publishes: its EMF metrics, plus ColdStart if the handler captures it."""
+    handler_py = (TEMPLATE.parent / "src" / "capi_relay" / "handler.py").read_text(encoding="utf-8")
+    return len(emf_metrics(emf_text)) + ("capture_cold_start_metric=True" in handler_py)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--latency-ms", type=float, default=150.0, help="Graph API round trip assumed per request")
@@ -172,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[10, 100, 500, 1000, 2000])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500, 1000], help="batch sizes measured")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--events-per-month", type=float, default=1e6, help="volume of the monthly row")
+    parser.add_argument("--template", default=str(TEMPLATE), help="template to price (default: this repo's)")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     sizing = default_sizing()
@@ -240,23 +311,58 @@ def main(argv: list[str] | None = None) -> None:
 
     clean = emf_metrics(emf[max(emf)])
     names = sorted({name for name, _ in clean})
+    published = published_metric_count(emf[max(emf)])
     emf_bytes = len(emf[batch].encode()) if batch in emf else len(emf[max(emf)].encode())
     log_bytes = emf_bytes + SUMMARY_LOG_BYTES + LAMBDA_PLATFORM_LOG_BYTES
     logs_per_m = 1e6 / batch * log_bytes / 1024**3 * CW_LOGS_INGEST_GB
-    print(f"\nCloudWatch (${CW_METRIC_MONTH:.2f} per custom metric-month, ${CW_LOGS_INGEST_GB:.2f} per GB of logs):")
-    fixed_month = (len(clean) + 1) * CW_METRIC_MONTH
-    print(f"  a clean batch emits {len(clean)} metrics ({len(names)} names, dimension service; the function adds "
-          f"ColdStart with function_name): ${fixed_month:.2f} per month whatever the volume")  # fmt: skip
-    print(
-        "  each distinct value of a by-reason dimension seen in a month adds one metric "
-        "(RecordFailuresByReason, EventsRejectedByReason, GraphErrorsByCode, EventAdjustments, "
-        f"FieldsDroppedByReason): e.g. 30 more = ${30 * CW_METRIC_MONTH:.2f} per month"
-    )
+    print(f"\nCloudWatch (${CW_METRIC_MONTH:.2f} per custom metric-month, billed per hour with data; "
+          f"${CW_LOGS_INGEST_GB:.2f} per GB of logs):")  # fmt: skip
+    print(f"  a clean invocation publishes {published} custom metrics ({', '.join(names)}"
+          f"{'; + ColdStart' if published > len(clean) else ''}): ${published * CW_METRIC_MONTH:.2f} per month when "
+          "every hour has an invocation, nothing in an hour without one")  # fmt: skip
     print(
         f"  logs per invocation of {batch} records: {emf_bytes} B EMF + ~{SUMMARY_LOG_BYTES} B summary + "
         f"~{LAMBDA_PLATFORM_LOG_BYTES} B Lambda lines = ${logs_per_m:.4f} per 1M events ingested (INFO level; "
         "DEBUG adds a line per record)"
     )
+
+    # ------------------------------------------------------------------ the stack's month: idle and at volume
+    template = load_template(args.template)
+    idle = idle_costs(template)
+    volume = args.events_per_month
+    messages = volume / per_message
+    window = sizing["MaximumBatchingWindowInSeconds"]
+    invocations = min(messages, HOURS_PER_MONTH * 3600 / window)  # at most one invocation per batching window
+    per_invocation = volume / invocations
+    lam_inv, _ = lambda_cost_per_event(mem, max(1, round(per_invocation)), fixed_s, per_event_s, latency_s)
+    hours = hours_with_data(invocations)
+    at_volume = {
+        "Lambda": (lam_inv * volume, f"{invocations:,.0f} invocations of ~{per_invocation:.0f} events"),
+        "SQS: messages": (sqs_packed * SQS_REQUEST * volume,
+                          f"{messages:,.0f} packed messages sent, received, deleted"),
+        "CloudWatch custom metrics": (published * CW_METRIC_MONTH * hours / HOURS_PER_MONTH,
+                                      f"{published} metrics x ${CW_METRIC_MONTH:.2f} x {hours:.0f} of "
+                                      f"{HOURS_PER_MONTH} hours with an invocation"),
+        "CloudWatch Logs": (invocations * log_bytes / 1024**3 * CW_LOGS_INGEST_GB,
+                            f"{invocations:,.0f} x ~{log_bytes} B"),
+    }  # fmt: skip
+    print(f"\nmonthly cost of a deployed stack ({args.template.rsplit('/', 1)[-1]}, parameter defaults; "
+          "us-east-1 list prices, no free tier):")  # fmt: skip
+    print(f"  {'item':<32} {'idle':>8} {f'{volume / 1e6:g}M events':>12}  how")
+    print("  " + "-" * 110)
+    idle_total = volume_total = 0.0
+    for item, cost, how in idle:
+        extra, extra_how = at_volume.pop(item, (0.0, ""))
+        idle_total += cost
+        volume_total += cost + extra
+        print(f"  {item:<32} {cost:>8.2f} {cost + extra:>12.2f}  {extra_how or how}")
+    for item, (cost, how) in at_volume.items():
+        volume_total += cost
+        print(f"  {item:<32} {0.0:>8.2f} {cost:>12.2f}  {how}")
+    print("  " + "-" * 110)
+    print(f"  {'total per month':<32} {idle_total:>8.2f} {volume_total:>12.2f}  "
+          f"(events packed by capi-relay send, {per_message} per message; one message per invocation at this "
+          "rate)")  # fmt: skip
 
 
 if __name__ == "__main__":

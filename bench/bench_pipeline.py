@@ -65,7 +65,17 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import PIXEL, TOKEN, control, machine_note, peak_rss_mb, reset_peak_rss, sqs_record, standin_process
+from bench.common import (
+    PIXEL,
+    TOKEN,
+    control,
+    load_note,
+    machine_note,
+    peak_rss_mb,
+    reset_peak_rss,
+    sqs_record,
+    standin_process,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_NAME = "capi-relay/bench-pipeline-token"
@@ -643,7 +653,8 @@ def main(argv: list[str] | None = None) -> int:
           "per (run, shape, contender), one warm-up invocation on other records first; Graph stand-in and moto "
           "(Secrets Manager) in their own processes")  # fmt: skip
     measure(args, contenders)
-    print("\nnote: on a shared machine every figure moves with the load (a busy sibling vCPU slows all code alike);"
+    print(f"\nat the end: {load_note()}")
+    print("note: on a shared machine every figure moves with the load (a busy sibling vCPU slows all code alike);"
           " compare contenders within one run, and read the min as the least disturbed")  # fmt: skip
     return 0
 

@@ -97,3 +97,62 @@ def default_sizing(template: dict[str, Any] | None = None) -> dict[str, int]:
         "MaximumBatchingWindowInSeconds": int(parameter_default(template, sqs["MaximumBatchingWindowInSeconds"])),
         "MaximumConcurrency": int(parameter_default(template, sqs["ScalingConfig"]["MaximumConcurrency"])),
     }
+
+
+# ------------------------------------------------------------------------------------ conditions
+def parameter_values(template: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every parameter's value: its Default (None when it has none), then ``overrides``."""
+    values = {name: p.get("Default") for name, p in template.get("Parameters", {}).items()}
+    values.update(overrides or {})
+    return values
+
+
+def _evaluate(template: dict[str, Any], node: Any, params: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
+    if isinstance(node, dict) and len(node) == 1:
+        ((fn, arg),) = node.items()
+        if fn == "Ref":
+            return params.get(arg, arg)
+        if fn == "Condition":
+            if arg in seen:
+                raise ValueError(f"condition cycle through {arg}")
+            return _evaluate(template, template["Conditions"][arg], params, (*seen, arg))
+        if fn == "Fn::Equals":
+            left, right = (_evaluate(template, a, params, seen) for a in arg)
+            return str(left) == str(right)
+        if fn == "Fn::Not":
+            return not _evaluate(template, arg[0], params, seen)
+        if fn == "Fn::And":
+            return all(_evaluate(template, a, params, seen) for a in arg)
+        if fn == "Fn::Or":
+            return any(_evaluate(template, a, params, seen) for a in arg)
+    return node
+
+
+def condition_values(template: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, bool]:
+    """Each condition of the template evaluated with the parameters' defaults and ``overrides``."""
+    params = parameter_values(template, overrides)
+    return {name: bool(_evaluate(template, {"Condition": name}, params)) for name in template.get("Conditions", {})}
+
+
+def resolve_if(value: Any, conditions: dict[str, bool]) -> Any:
+    """Evaluate Fn::If under ``conditions``; AWS::NoValue (and list items that are) disappear as None."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::If"}:
+            name, when_true, when_false = value["Fn::If"]
+            return resolve_if(when_true if conditions[name] else when_false, conditions)
+        if value == {"Ref": "AWS::NoValue"}:
+            return None
+        return {k: r for k, r in ((k, resolve_if(v, conditions)) for k, v in value.items()) if r is not None}
+    if isinstance(value, list):
+        return [r for r in (resolve_if(v, conditions) for v in value) if r is not None]
+    return value
+
+
+def deployed_resources(template: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The resources a deployment with these parameters creates (their Condition true), Fn::If resolved."""
+    conditions = condition_values(template, overrides)
+    out = {}
+    for rid, resource in template.get("Resources", {}).items():
+        if conditions.get(resource.get("Condition", ""), True):
+            out[rid] = resolve_if(resource, conditions)
+    return out

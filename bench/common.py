@@ -70,8 +70,18 @@ def fmt(values: list[float], scale: float = 1000.0) -> str:
     return f"{med:8.0f} [{min(values) * scale:.0f}-{max(values) * scale:.0f}]"
 
 
+def load_note() -> str:
+    """The machine's load averages (1, 5, 15 min): others' work on a shared machine slows every figure."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average unknown"
+    return f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min) on {os.cpu_count()} CPUs"
+
+
 def machine_note() -> str:
-    return f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}"
+    return (f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}; "
+            f"{load_note()}")  # fmt: skip
 
 
 def sqs_record(body: str, sent_ms: str, receipt_handle: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     benches: list[tuple[str, Callable[[], object]]] = [
         ("per-event CPU (issue 3 / 5.1)", lambda: bench_normalize.main(["--runs", "2" if quick else "5"])),
         (
-            "whole job: handler vs SDK vs floor (issue 14)",
+            "whole job: handler vs SDK vs floors (issues 14, 21)",
             lambda: bench_pipeline.main(["--runs", "1" if quick else "5"]),
         ),
         ("delivery wall time (issue 4)", lambda: bench_delivery.main(["--repeat", "1" if quick else "3"])),

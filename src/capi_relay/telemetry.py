@@ -1,36 +1,41 @@
-"""BatchSummary -> CloudWatch metrics (EMF through Powertools) and one summary log line.
+"""BatchSummary -> CloudWatch metrics (EMF through Powertools) and structured log lines.
 
-Metric names are a contract with the template's alarms and dashboard (see README, "Metrics").
-Per-reason counts go out as ``single_metric`` blobs with a ``reason`` (or ``field``) dimension.
+Metric names are a contract with the template's alarms and dashboard (README, "Metrics"). Counts go out only
+when non-zero (put_count: the alarms read missing data as 0) and reasons as log lines, not metrics
+(docs/performance.md, "Idle cost"). A gauge whose 0 matters must use ``metrics.add_metric``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 
 from aws_lambda_powertools import Metrics
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 
 from capi_relay.relay import BatchSummary
 
 logger = logging.getLogger(__name__)
 
+REASON_LINE = "reason count"  # the message of the per-reason log lines (README's Logs Insights queries)
 
-def _by_dimension(metrics: Metrics, name: str, dimension: str, counts: Counter[str]) -> None:
-    for value, count in counts.items():
-        with single_metric(
-            name=name,
-            unit=MetricUnit.Count,
-            value=count,
-            namespace=metrics.namespace,
-            default_dimensions=metrics.default_dimensions,
-        ) as metric:
-            metric.add_dimension(name=dimension, value=value)
+
+def put_count(metrics: Metrics, name: str, value: float, unit: MetricUnit = MetricUnit.Count) -> None:
+    """Publish a count unless it is zero."""
+    if value:
+        metrics.add_metric(name=name, unit=unit, value=value)
+
+
+def log_reasons(metric: str, counts: Mapping[str, int]) -> None:
+    """One ``reason count`` line per non-zero reason (fields metric, reason, value)."""
+    for reason, value in counts.items():
+        if value:
+            logger.info(REASON_LINE, extra={"metric": metric, "reason": reason, "value": value})
 
 
 def publish(metrics: Metrics, summary: BatchSummary, *, production_test_code: bool = False) -> None:
-    """Emit the batch's metrics and summary line. Never raises: telemetry must not fail a delivered batch."""
+    """Emit the batch's metrics and summary lines. Never raises: telemetry must not fail a delivered batch."""
     try:
         _publish(metrics, summary, production_test_code)
     except Exception:
@@ -39,52 +44,51 @@ def publish(metrics: Metrics, summary: BatchSummary, *, production_test_code: bo
 
 def _publish(metrics: Metrics, summary: BatchSummary, production_test_code: bool) -> None:
     d = summary.delivery
-    add = metrics.add_metric
-    add(name="RecordsReceived", unit=MetricUnit.Count, value=summary.records)
-    add(name="RecordsDelivered", unit=MetricUnit.Count, value=summary.records_delivered)
-    add(name="RecordsFailed", unit=MetricUnit.Count, value=summary.records_failed)
-    add(name="EventsPrepared", unit=MetricUnit.Count, value=summary.events_prepared)
-    add(name="EventsRejected", unit=MetricUnit.Count, value=sum(summary.events_rejected.values()))
-    add(name="EventsAccepted", unit=MetricUnit.Count, value=d.delivered_events)
-    add(name="GraphRequests", unit=MetricUnit.Count, value=d.requests)
-    add(name="GraphErrors", unit=MetricUnit.Count, value=sum(d.graph_errors.values()))
-    add(name="GraphRetries", unit=MetricUnit.Count, value=d.retries)
-    add(name="GraphThrottles", unit=MetricUnit.Count, value=d.throttles)
-    add(name="AuthRefreshes", unit=MetricUnit.Count, value=d.auth_refreshes)
-    add(name="BisectSplits", unit=MetricUnit.Count, value=d.splits)
-    add(name="BatchSize", unit=MetricUnit.Count, value=summary.records)
-    add(name="FieldsDropped", unit=MetricUnit.Count, value=sum(summary.fields_dropped.values()))
+
+    def count(name: str, value: float) -> None:
+        put_count(metrics, name, value)
+
+    count("RecordsReceived", summary.records)
+    count("RecordsDelivered", summary.records_delivered)
+    count("RecordsFailed", summary.records_failed)
+    count("EventsPrepared", summary.events_prepared)
+    count("EventsRejected", sum(summary.events_rejected.values()))
+    count("EventsAccepted", d.delivered_events)
+    count("GraphRequests", d.requests)
+    count("GraphErrors", sum(d.graph_errors.values()))
+    count("GraphRetries", d.retries)
+    count("GraphThrottles", d.throttles)
+    count("AuthRefreshes", d.auth_refreshes)
+    count("BisectSplits", d.splits)
+    count("FieldsDropped", sum(summary.fields_dropped.values()))
     auth_failures = sum(n for r, n in summary.failures.items() if r.startswith("graph_auth") or r == "secret_malformed")
-    add(name="AuthFailures", unit=MetricUnit.Count, value=auth_failures)
-    # Each event's fate: quarantined by the relay (total here, by reason below), records parked after a
+    count("AuthFailures", auth_failures)
+    # Each event's fate: quarantined by the relay (total here, by reason in the logs), records parked after a
     # throttle/transient failure, events SQS moves to the DLQ on their next receive, events POSTed twice.
-    add(name="EventsQuarantined", unit=MetricUnit.Count, value=sum(summary.quarantined.values()))
-    add(name="RecordsParked", unit=MetricUnit.Count, value=summary.records_parked)
-    add(name="EventsDeadLettered", unit=MetricUnit.Count, value=summary.events_dead_lettered)
-    add(name="EventsResent", unit=MetricUnit.Count, value=d.resent_events)
+    count("EventsQuarantined", sum(summary.quarantined.values()))
+    count("RecordsParked", summary.records_parked)
+    count("EventsDeadLettered", summary.events_dead_lettered)
+    count("EventsResent", d.resent_events)
     # Request-level Graph errors (code 100 without an event subcode) and a retired Graph API version (2635).
-    add(name="GraphRequestErrors", unit=MetricUnit.Count,
-        value=sum(n for r, n in d.graph_errors.items() if r.startswith("graph_request")))  # fmt: skip
-    add(name="GraphApiVersionRetired", unit=MetricUnit.Count, value=d.graph_errors.get("graph_config_2635", 0))
+    count("GraphRequestErrors", sum(n for r, n in d.graph_errors.items() if r.startswith("graph_request")))
+    count("GraphApiVersionRetired", d.graph_errors.get("graph_config_2635", 0))
     for latency in d.latencies_ms[:100]:
-        add(name="GraphLatency", unit=MetricUnit.Milliseconds, value=round(latency, 1))
+        metrics.add_metric(name="GraphLatency", unit=MetricUnit.Milliseconds, value=round(latency, 1))
     events = sum(summary.match_keys.values())
     if events:
         mean = sum(k * n for k, n in summary.match_keys.items()) / events
-        add(name="MatchKeysPerEvent", unit=MetricUnit.Count, value=round(mean, 3))
+        metrics.add_metric(name="MatchKeysPerEvent", unit=MetricUnit.Count, value=round(mean, 3))
     if production_test_code:
-        add(name="TestEventCodeInProduction", unit=MetricUnit.Count, value=1)
-    _by_dimension(metrics, "RecordFailuresByReason", "reason", summary.failures)
-    _by_dimension(metrics, "EventsRejectedByReason", "reason", summary.events_rejected)
-    _by_dimension(metrics, "EventsQuarantined", "reason", summary.quarantined)
-    _by_dimension(metrics, "GraphErrorsByCode", "reason", d.graph_errors)
+        count("TestEventCodeInProduction", 1)
+    # By reason: log lines for Logs Insights (a metric per reason value costs $0.30 a month).
+    log_reasons("RecordFailuresByReason", summary.failures)
+    log_reasons("EventsRejectedByReason", summary.events_rejected)
+    log_reasons("EventsQuarantinedByReason", summary.quarantined)
+    log_reasons("GraphErrorsByCode", d.graph_errors)
     # Events the relay adjusted rather than rejected: event_time_ms (milliseconds converted to seconds),
-    # event_time_clamped (<= 5 min in the future), event_time_defaulted, fbc_derived.
-    _by_dimension(metrics, "EventAdjustments", "note", summary.notes)
-    _by_dimension(
-        metrics, "FieldsDroppedByReason", "field_reason",
-        Counter({f"{f}:{r}": n for (f, r), n in summary.fields_dropped.items()}),
-    )  # fmt: skip
+    # event_time_clamped (<= 5 min in the future), event_time_defaulted, event_time_iso, fbc_derived.
+    log_reasons("EventAdjustments", summary.notes)
+    log_reasons("FieldsDroppedByReason", Counter({f"{f}:{r}": n for (f, r), n in summary.fields_dropped.items()}))
     logger.info(
         "batch done",
         extra={

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import sys
 import time
 from types import ModuleType
@@ -22,7 +23,13 @@ def load_handler(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     sys.modules.pop("capi_relay.handler", None)
-    return importlib.import_module("capi_relay.handler")
+    module = importlib.import_module("capi_relay.handler")
+    # Powertools reuses the service's logging.Logger, whose StreamHandler still holds the sys.stdout of the first
+    # test that imported the handler: point it at this test's (captured) stdout.
+    for handler in logging.getLogger("capi_relay").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.stream = sys.stdout  # not setStream: it flushes the old, closed, stream
+    return module
 
 
 def test_malformed_record_is_reported_with_metrics_and_no_exception(
@@ -67,7 +74,9 @@ def test_adjusted_events_are_counted_by_note(
     handler.relay._deliverer.deliver = lambda events, deadline, **_: (list(events), DeliveryReport())[1]
     # When the handler prepares it (delivery stubbed: this test is about the metric)
     handler.lambda_handler({"Records": [{"messageId": "m1", "body": json.dumps(body)}]}, FakeLambdaContext(30))
-    # Then the conversion is counted
-    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
-    notes = {line.get("note"): line.get("EventAdjustments") for line in emf if "EventAdjustments" in line}
-    assert notes == {"event_time_ms": [1.0]}
+    # Then the conversion is counted in a "reason count" log line (Logs Insights), not in a metric per note
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    notes = {line["reason"]: line["value"] for line in lines
+             if line.get("message") == "reason count" and line.get("metric") == "EventAdjustments"}  # fmt: skip
+    assert notes == {"event_time_ms": 1}
+    assert not any("EventAdjustments" in line for line in lines if "_aws" in line)

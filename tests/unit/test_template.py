@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from bench.cfn import function_properties, load_template, parameter_default, sqs_event_properties
+from bench.cfn import (
+    condition_values,
+    function_properties,
+    load_template,
+    parameter_default,
+    resolve_if,
+    sqs_event_properties,
+)
 from tests.sam_cli import run_sam
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,34 +58,25 @@ def default(template: dict[str, Any], value: Any) -> Any:
     return parameter_default(template, value)
 
 
-def resolve_if(value: Any, conditions: dict[str, bool]) -> Any:
-    """Evaluate Fn::If under a truth assignment; AWS::NoValue becomes None."""
-    if isinstance(value, dict):
-        if set(value) == {"Fn::If"}:
-            name, when_true, when_false = value["Fn::If"]
-            return resolve_if(when_true if conditions[name] else when_false, conditions)
-        if value == {"Ref": "AWS::NoValue"}:
-            return None
-        return {k: resolve_if(v, conditions) for k, v in value.items()}
-    if isinstance(value, list):
-        return [r for r in (resolve_if(v, conditions) for v in value) if r is not None]
-    return value
-
-
-# Conditions that are the negation of another: only consistent assignments are enumerated.
-NEGATIONS = {"NoKmsKey": "HasKmsKey"}
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if set(node) == {"Ref"}:
+            yield node["Ref"]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
 
 
 def condition_assignments(template: dict[str, Any]) -> Iterator[dict[str, bool]]:
-    conditions = template.get("Conditions", {})
-    for name, negated in NEGATIONS.items():
-        assert conditions[name] == {"Fn::Equals": [{"Ref": "KmsKeyArn"}, ""]}, name
-        assert conditions[negated] == {"Fn::Not": [conditions[name]]}, negated
-    names = sorted(n for n in conditions if n not in NEGATIONS)
-    for values in itertools.product([False, True], repeat=len(names)):
-        assignment = dict(zip(names, values, strict=True))
-        assignment.update({name: not assignment[negated] for name, negated in NEGATIONS.items()})
-        yield assignment
+    """The conditions' values for every combination of the parameters they read (each parameter's AllowedValues,
+    else empty and non-empty): only assignments a deployment can really have."""
+    params = template["Parameters"]
+    names = sorted(set(_refs(template.get("Conditions", {}))) & set(params))
+    choices = [[str(v) for v in params[n].get("AllowedValues", ["", "x"])] for n in names]
+    for values in itertools.product(*choices):
+        yield condition_values(template, dict(zip(names, values, strict=True)))
 
 
 def statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -358,10 +356,10 @@ def test_env_json_for_sam_local_invoke_matches_the_function(template: dict[str, 
 
 # ------------------------------------------------------------------------------------ alarms, metrics
 def emitted_metric_names() -> set[str]:
-    """Metric names telemetry.py emits (add_metric name=... and the per-reason single metrics)."""
+    """Metric names telemetry.py emits (``count("Name", ...)``, ``put_count(metrics, "Name", ...)`` and
+    ``add_metric(name="Name", ...)``)."""
     source = TELEMETRY_PY.read_text()
-    names = set(re.findall(r'name="([A-Za-z]+)"', source))
-    names |= set(re.findall(r'_by_dimension\(\s*metrics,\s*"([A-Za-z]+)"', source))
+    names = set(re.findall(r'(?:name=|count\(|put_count\(\s*metrics,\s*)"([A-Za-z]+)"', source))
     names |= set(re.findall(r'MetricPoint\(\s*"([A-Za-z]+)"', QUALITY_DECIDE_PY.read_text()))  # the quality reader
     return names
 
@@ -402,7 +400,7 @@ def test_required_alarms_exist(template: dict[str, Any]) -> None:
 
 def test_custom_metric_alarms_watch_metrics_the_relay_emits(template: dict[str, Any]) -> None:
     emitted = emitted_metric_names()
-    assert {"RecordsReceived", "AuthFailures", "EventsRejected", "RecordFailuresByReason"} <= emitted
+    assert {"RecordsReceived", "AuthFailures", "EventsRejected", "GraphLatency"} <= emitted
     for aid, found in alarm_metrics(template).items():
         for namespace, name in found:
             if namespace == "CapiRelay":
@@ -430,16 +428,25 @@ def test_every_alarm_notifies_the_topic_whatever_the_parameters(template: dict[s
             assert ("OKActions" in props) == (aid not in PER_ARRIVAL), aid
 
 
-def test_the_alarm_topic_always_exists_encrypted_with_a_key_cloudwatch_may_use(template: dict[str, Any]) -> None:
+def test_the_alarm_topic_always_exists_with_no_key_or_one_cloudwatch_may_use(template: dict[str, Any]) -> None:
     topic = template["Resources"]["AlarmTopic"]
     assert "Condition" not in topic
     key = template["Resources"]["AlarmTopicKey"]
     assert key["Type"] == "AWS::KMS::Key"
-    assert key["Condition"] == "NoKmsKey"
-    for conditions in condition_assignments(template):
-        key_id = resolve_if(topic["Properties"]["KmsMasterKeyId"], conditions)
-        # never alias/aws/sns: the AWS managed key's policy cannot let CloudWatch publish
-        assert key_id == ({"Ref": "KmsKeyArn"} if conditions["HasKmsKey"] else {"Fn::GetAtt": ["AlarmTopicKey", "Arn"]})
+    assert key["Condition"] == "CreateAlarmTopicKey"
+    for kms_key in ("", "arn:aws:kms:us-east-1:123456789012:key/abc"):
+        for encryption in ("sns", "kms"):
+            conditions = condition_values(template, {"KmsKeyArn": kms_key, "AlarmTopicEncryption": encryption})
+            key_id = resolve_if(topic["Properties"], conditions).get("KmsMasterKeyId")
+            # never alias/aws/sns: the AWS managed key's policy cannot let CloudWatch publish
+            if kms_key:
+                assert key_id == {"Ref": "KmsKeyArn"}
+            elif encryption == "kms":
+                assert key_id == {"Fn::GetAtt": ["AlarmTopicKey", "Arn"]}
+            else:
+                assert key_id is None  # SNS's own at-rest encryption; no key, no $1 a month
+            assert conditions["CreateAlarmTopicKey"] == (not kms_key and encryption == "kms")
+    assert template["Parameters"]["AlarmTopicEncryption"]["Default"] == "sns"
     statements = key["Properties"]["KeyPolicy"]["Statement"]
     cloudwatch = [st for st in statements if st.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}]
     assert len(cloudwatch) == 1
@@ -527,8 +534,12 @@ def test_dashboard_shows_flow_reasons_latency_and_dlq(template: dict[str, Any]) 
     for metric in ("RecordsReceived", "RecordsDelivered", "RecordsFailed", "GraphLatency",
                    "ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"):  # fmt: skip
         assert f'"{metric}"' in body, metric
-    assert "SEARCH(" in body
-    assert "RecordFailuresByReason" in body
+    # reasons come from the relay's "reason count" log lines (Logs Insights), not one metric per reason value
+    assert "SEARCH(" not in body
+    for metric in ("RecordFailuresByReason", "EventsRejectedByReason", "GraphErrorsByCode",
+                   "EventsQuarantinedByReason"):  # fmt: skip
+        assert f'metric = \\"{metric}\\"' in body, metric
+    assert body.count("SOURCE '${LogGroup}' | filter message = \\\"reason count\\\"") == 3
     assert '"stat": "p50"' in body
     assert '"stat": "p99"' in body
     names_in_body = set(re.findall(r'\["\$\{Ns\}", "([A-Za-z]+)"', body))
@@ -540,6 +551,8 @@ def test_outputs(template: dict[str, Any]) -> None:
     for key in ("EventsQueueUrl", "EventsQueueArn", "EventsDLQUrl", "EventsDLQArn", "RelayFunctionName",
                 "DashboardName", "DashboardUrl"):  # fmt: skip
         assert key in outputs, key
+    for key in ("DashboardName", "DashboardUrl"):
+        assert outputs[key]["Condition"] == template["Resources"]["Dashboard"]["Condition"], key
     assert outputs["EventsDLQArn"]["Value"] == {"Fn::GetAtt": ["EventsDLQ", "Arn"]}
 
 
@@ -609,7 +622,7 @@ def test_dashboard_shows_each_events_fate(template: dict[str, Any]) -> None:
     for metric in ("EventsQuarantined", "RecordsParked", "EventsDeadLettered", "EventsResent"):
         assert f'"{metric}"' in body, metric
         assert metric in emitted_metric_names()
-    assert 'MetricName=\\"EventsQuarantined\\"' in body
+    assert 'metric = \\"EventsQuarantinedByReason\\"' in body
 
 
 # ------------------------------------------------------------------------------------- quality reader
@@ -763,3 +776,57 @@ def test_env_json_lets_sam_local_invoke_run_the_quality_reader(template: dict[st
         doc["QualityFunction"]
     )
     assert quality_config_from_env(doc["QualityFunction"]).pixel_ids == ("1234567890",)
+
+
+# ------------------------------------------------------------------------- idle cost (issue 21)
+def test_every_alarm_is_quiet_without_data_and_rate_alarms_fill_missing_values(template: dict[str, Any]) -> None:
+    # The relay publishes no zero (telemetry.put_count): a quiet stack sends no datapoint at all. Every alarm
+    # must read that as "nothing happened" (not breaching), and a metric-math alarm must FILL each custom
+    # metric with 0, or one missing term (nothing prepared because everything was rejected) leaves no value.
+    # The quality EMQ alarm is the exception: an hour without a read is no EMQ at all, and a filled 0 would
+    # read as a collapse against the 24-hour mean; missing hours stay missing (not breaching).
+    for aid, alarm in resources(template, "AWS::CloudWatch::Alarm").items():
+        props = alarm["Properties"]
+        assert props["TreatMissingData"] == "notBreaching", aid
+        if aid in QUALITY_ALARMS:
+            continue
+        ids = [m["Id"] for m in props.get("Metrics", []) if "MetricStat" in m]
+        for m in props.get("Metrics", []):
+            if "Expression" in m:
+                bare = re.sub(r"FILL\((\w+), 0\)", "", m["Expression"])
+                for metric_id in ids:
+                    assert not re.search(rf"\b{metric_id}\b", bare), (aid, metric_id, m["Expression"])
+                    assert f"FILL({metric_id}, 0)" in m["Expression"], (aid, metric_id)
+
+
+def test_dashboard_is_optional_and_off_by_default(template: dict[str, Any]) -> None:
+    dashboard = template["Resources"]["Dashboard"]
+    assert dashboard["Condition"] == "CreateDashboardResource"
+    assert template["Parameters"]["CreateDashboard"]["Default"] == "false"
+    assert not condition_values(template)["CreateDashboardResource"]
+    assert condition_values(template, {"CreateDashboard": "true"})["CreateDashboardResource"]
+
+
+def test_alarms_watch_no_metric_per_reason_value(template: dict[str, Any]) -> None:
+    for aid, found in alarm_metrics(template).items():
+        for _, name in found:
+            assert not name.endswith(("ByReason", "ByCode")), (aid, name)
+    for aid, alarm in resources(template, "AWS::CloudWatch::Alarm").items():
+        dims = [d["Name"] for d in alarm["Properties"].get("Dimensions", [])]
+        assert "reason" not in dims, aid
+
+
+def test_idle_stack_costs_at_most_three_dollars_a_month_at_the_defaults(template: dict[str, Any]) -> None:
+    # README's promise (issue 21), priced by bench.bench_cost from the resources a default deployment creates
+    from bench.bench_cost import idle_costs
+
+    items = {item: cost for item, cost, _ in idle_costs(template)}
+    alarms = resources(template, "AWS::CloudWatch::Alarm")
+    assert items["CloudWatch alarms"] >= 0.10 * len(alarms)  # every alarm is counted (and kept)
+    assert items["CloudWatch custom metrics"] == 0  # nothing is published while nothing happens
+    assert items["KMS keys"] == 0
+    assert items["CloudWatch dashboards"] == 0
+    assert sum(items.values()) <= 3.00, items
+    opted_in = {i: c for i, c, _ in idle_costs(template, {"AlarmTopicEncryption": "kms", "CreateDashboard": "true"})}
+    assert opted_in["KMS keys"] == 1.00
+    assert opted_in["CloudWatch dashboards"] == 3.00
