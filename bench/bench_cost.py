@@ -25,18 +25,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import logging
 import math
 import platform
+import re
 import resource
 import statistics
 import sys
 import time
 from typing import Any
 
-from bench.cfn import TEMPLATE, default_sizing, deployed_resources, load_template
+from bench.cfn import (
+    TEMPLATE,
+    condition_values,
+    default_sizing,
+    deployed_resources,
+    load_template,
+    parameter_default,
+    parameter_values,
+)
 from bench.common import PIXEL, StaticTokens, control, sqs_record, standin_process
 from capi_relay.settings import settings_from_env
 
@@ -62,6 +72,14 @@ HOURS_PER_MONTH = 730
 # with, "five batches at a time") each holding a 20 s long poll.
 ESM_IDLE_POLLERS = 5
 ESM_LONG_POLL_S = 20
+SCHEDULER_INVOCATION = 1.00 / 1_000_000  # EventBridge Scheduler, $ per invocation (no free tier counted)
+SECRET_API_CALL = 0.05 / 10_000  # Secrets Manager, $ per API call
+# A scheduled quality read: one secret read and one Dataset Quality GET per pixel, a cold start each time; billed
+# time assumed 3 s (Init 0.42 s + first read 0.41 s at a full vCPU, bench.bench_quality_coldstart, stretched by
+# 512 MB's share of a vCPU: docs/quality.md), at the function's MemorySize.
+QUALITY_READ_BILLED_S = 3.0
+# The pixel the README's deploy sets: a deployment with a default pixel creates the quality reader.
+WITH_PIXEL = {"PixelId": "123456789012345"}
 MAX_EVENTS_PER_REQUEST = 1000  # Meta: events per POST
 
 
@@ -208,6 +226,7 @@ def idle_costs(template: dict[str, Any], overrides: dict[str, Any] | None = None
         if e.get("Type") == "SQS"
     ]  # fmt: skip
     polls = len(sqs_sources) * ESM_IDLE_POLLERS * HOURS_PER_MONTH * 3600 / ESM_LONG_POLL_S
+    runs, run_cost = scheduled_runs(template, resources)
     return [
         ("CloudWatch alarms", alarm_metrics * CW_ALARM_METRIC_MONTH,
          f"{len(alarms)} alarms reading {alarm_metrics} metrics x ${CW_ALARM_METRIC_MONTH:.2f}"),
@@ -218,8 +237,52 @@ def idle_costs(template: dict[str, Any], overrides: dict[str, Any] | None = None
         ("SQS: idle event source polling", polls * SQS_REQUEST,
          f"{len(sqs_sources)} mapping x {ESM_IDLE_POLLERS} pollers x a {ESM_LONG_POLL_S} s long poll = "
          f"{polls / 1e6:.2f}M ReceiveMessage (assumed)"),
-        ("CloudWatch custom metrics", 0.0, "0: no invocation, no EMF line (billed per metric-hour with data)"),
+        ("Scheduled quality reads", runs * run_cost,
+         f"{runs:,.0f} reads (Lambda ~{QUALITY_READ_BILLED_S:g} s, Scheduler, one secret read each)"
+         if runs else "none (no quality reader deployed)"),
+        ("CloudWatch custom metrics", 0.0, "0: no invocation, no EMF line (billed per metric-hour with data); "
+         "the quality reader publishes series only while Meta reports events for the pixel"),
     ]  # fmt: skip
+
+
+def scheduled_runs(template: dict[str, Any], resources: dict[str, dict[str, Any]]) -> tuple[float, float]:
+    """(runs per month, $ per run) of the stack's EventBridge Scheduler schedules (the quality reader): the
+    schedule's ``rate(N hours|minutes)`` (a ``cron(...)`` is counted hourly), the target function's MemorySize."""
+    runs = cost = 0.0
+    for schedule in (r for r in resources.values() if r["Type"] == "AWS::Scheduler::Schedule"):
+        props = schedule["Properties"]
+        expression = str(parameter_default(template, props["ScheduleExpression"]))
+        match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours)\)", expression)
+        per_hour = (
+            1.0 if match is None else (60 / int(match[1]) if match[2].startswith("minute") else 1 / int(match[1]))
+        )
+        target = props["Target"]["Arn"]["Fn::GetAtt"][0]
+        fn = resources[target]["Properties"]
+        memory = int(parameter_default(template, fn.get("MemorySize", default_sizing(template)["MemorySize"])))
+        per_run = memory / 1024 * QUALITY_READ_BILLED_S * LAMBDA_ARM64_GB_S + LAMBDA_REQUEST
+        per_run += SCHEDULER_INVOCATION + SECRET_API_CALL
+        n = per_hour * HOURS_PER_MONTH
+        runs += n
+        cost += n * per_run
+    return runs, (cost / runs if runs else 0.0)
+
+
+def quality_series(template: dict[str, Any], overrides: dict[str, Any] | None = None) -> int:
+    """Metric series the quality reader publishes each read while Meta reports data for the watched events
+    (0 when it is not deployed): per event, the families' series (``emq`` 1, ``keys`` one per watched key,
+    ``coverage`` 1, ``dedup`` 1, ``freshness`` 1), capped as the reader caps them."""
+    from capi_relay.quality.config import QualityConfig
+
+    cap = next(f.default for f in dataclasses.fields(QualityConfig) if f.name == "max_metrics")
+    assert isinstance(cap, int)
+    if not condition_values(template, overrides).get("QualityReaderOn", False):
+        return 0
+    values = parameter_values(template, overrides)
+    events = [e for e in str(values["QualityEventNames"]).split(",") if e.strip()]
+    keys = [k for k in str(values["QualityMatchKeys"]).split(",") if k.strip()]
+    families = [f.strip() for f in str(values["QualityMetrics"]).split(",") if f.strip()]
+    per_event = sum(len(keys) if family == "keys" else 1 for family in families)
+    return min(len(events) * per_event, cap)
 
 
 def hours_with_data(invocations: float) -> float:
@@ -329,6 +392,8 @@ def main(argv: list[str] | None = None) -> None:
     # ------------------------------------------------------------------ the stack's month: idle and at volume
     template = load_template(args.template)
     idle = idle_costs(template)
+    with_pixel = idle_costs(template, WITH_PIXEL)
+    series = quality_series(template, WITH_PIXEL)
     volume = args.events_per_month
     messages = volume / per_message
     window = sizing["MaximumBatchingWindowInSeconds"]
@@ -363,6 +428,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  {'total per month':<32} {idle_total:>8.2f} {volume_total:>12.2f}  "
           f"(events packed by capi-relay send, {per_message} per message; one message per invocation at this "
           "rate)")  # fmt: skip
+    extra = sum(c for _, c, _ in with_pixel) - idle_total
+    quality_metrics = series * CW_METRIC_MONTH
+    at_volume_total = volume_total + extra + quality_metrics
+    print(f"\nwith a default pixel (PixelId set, as README's deploy does) the quality reader is deployed too: "
+          f"+${extra:.2f} idle (its 2 alarms and hourly reads): idle ${idle_total + extra:.2f}; while Meta reports "
+          f"events for the pixel its {series} series add ${quality_metrics:.2f}: "
+          f"{volume / 1e6:g}M events ${at_volume_total:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

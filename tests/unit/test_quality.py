@@ -270,8 +270,7 @@ def test_plan_publishes_watched_events_and_keys_only_most_useful_first() -> None
         ("MatchKeyCoverage", 95.0, (*dims, ("match_key", "email"))),
         ("MatchKeyCoverage", 91.0, (*dims, ("match_key", "phone"))),
         ("EventCoverage", 80.0, dims),
-        ("MatchKeysBelowFloor", 0.0, ()),
-    ]
+    ]  # no MatchKeysBelowFloor for zero collapsed keys: its alarm reads a missing datapoint as not breaching
     assert plan.capped == 0
 
 
@@ -322,6 +321,13 @@ def test_read_errors_publish_one_metric_by_reason_and_nothing_else() -> None:
 def test_a_healthy_read_publishes_no_error_metric() -> None:
     plan = decide.plan(config(), [ok("1", event())])
     assert "QualityReadErrors" not in [p.name for p in plan.points]
+
+
+def test_a_read_without_collapsed_keys_publishes_no_zero_for_the_collapse_alarm() -> None:
+    # An idle stack pays for no series that only ever says 0 (issue 21): the key-coverage alarm treats a
+    # missing datapoint as not breaching, so the zero carried no information.
+    plan = decide.plan(config(match_keys=("email",)), [ok("1", event("Purchase", 8.0, {"email": 95}))])
+    assert "MatchKeysBelowFloor" not in [p.name for p in plan.points]
 
 
 # ---------------------------------------------------------------------- the EMQ-drop alarm (model)

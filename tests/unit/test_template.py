@@ -535,11 +535,11 @@ def test_dashboard_shows_flow_reasons_latency_and_dlq(template: dict[str, Any]) 
                    "ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"):  # fmt: skip
         assert f'"{metric}"' in body, metric
     # reasons come from the relay's "reason count" log lines (Logs Insights), not one metric per reason value
-    assert "SEARCH(" not in body
+    assert not re.search(r"SEARCH\([^)]*(ByReason|ByCode)", body)  # Meta's quality series may be searched
     for metric in ("RecordFailuresByReason", "EventsRejectedByReason", "GraphErrorsByCode",
                    "EventsQuarantinedByReason"):  # fmt: skip
         assert f'metric = \\"{metric}\\"' in body, metric
-    assert body.count("SOURCE '${LogGroup}' | filter message = \\\"reason count\\\"") == 3
+    assert body.count("SOURCE '${LogGroup}' | filter message = \\\"reason count\\\"") == 4
     assert '"stat": "p50"' in body
     assert '"stat": "p99"' in body
     names_in_body = set(re.findall(r'\["\$\{Ns\}", "([A-Za-z]+)"', body))
@@ -830,3 +830,19 @@ def test_idle_stack_costs_at_most_three_dollars_a_month_at_the_defaults(template
     opted_in = {i: c for i, c, _ in idle_costs(template, {"AlarmTopicEncryption": "kms", "CreateDashboard": "true"})}
     assert opted_in["KMS keys"] == 1.00
     assert opted_in["CloudWatch dashboards"] == 3.00
+
+
+def test_idle_stack_with_a_default_pixel_and_its_quality_reader_stays_under_three_dollars(
+    template: dict[str, Any],
+) -> None:
+    # README's deploy sets PixelId, which also deploys the quality reader: its alarms and its hourly reads are
+    # counted, and a read that finds nothing to report publishes nothing.
+    from bench.bench_cost import WITH_PIXEL, idle_costs, quality_series
+
+    items = {item: cost for item, cost, _ in idle_costs(template, WITH_PIXEL)}
+    assert items["CloudWatch alarms"] == pytest.approx(0.10 * (15 + 2))  # 13 relay alarms (15 metrics) + 2 quality
+    assert 0 < items["Scheduled quality reads"] < 0.10  # 730 reads a month
+    assert sum(items.values()) <= 3.00, items
+    assert quality_series(template, WITH_PIXEL) == 4  # Purchase: EMQ, email and phone coverage, event coverage
+    assert quality_series(template) == 0  # no pixel, no reader
+    assert quality_series(template, {**WITH_PIXEL, "EnableQualityReader": "false"}) == 0

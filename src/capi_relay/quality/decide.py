@@ -88,14 +88,14 @@ def _series(config: QualityConfig, reads: Sequence[PixelRead]) -> list[MetricPoi
 
 def plan(config: QualityConfig, reads: Sequence[PixelRead]) -> Plan:
     """What one scheduled read publishes: per-pixel series up to ``max_metrics``; ``MatchKeysBelowFloor``
-    (one series) whenever a pixel was read; ``QualityReadErrors`` by reason only when a read failed (so a
-    healthy reader pays nothing for it)."""
+    (one series) only when a read found a collapsed key, and ``QualityReadErrors`` by reason only when a read
+    failed (a healthy reader pays for neither; their alarms read a missing datapoint as not breaching)."""
     result = Plan()
     series = _series(config, reads)
     result.points = series[: config.max_metrics]
     result.capped = len(series) - len(result.points)
     result.collapses = collapses(config, reads)
-    if any(r.ok for r in reads):
+    if result.collapses:
         result.points.append(MetricPoint("MatchKeysBelowFloor", float(len(result.collapses)), "Count"))
     result.errors = Counter(r.error for r in reads if r.error is not None)
     for reason, count in sorted(result.errors.items()):
