@@ -628,14 +628,32 @@ _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 _IPV4_RE = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 
 
+# capi-param-builder's client_ip_address is ``<ip>.<appendix>``: the IP, a dot, and the builder's appendix, a
+# 2-character language token or an 8-character v2 appendix, base64url (facebook/capi-param-builder@b0b6f0b,
+# nodejs/capi-param-builder/src/ParamBuilder.js _getClientIp / _removeLanguageToken, src/model/Constants.js
+# SUPPORTED_PARAM_BUILDER_LANGUAGES_TOKEN "AQ Ag Aw BA BQ Bg", tests/getClientIp.test.js: "8.8.8.8.AQQAAQAA",
+# "2001:4860:4860::8888.AQQCAQAA"). Its README tells integrators to send it as it is. A language token is one byte
+# in base64url (its second character is A, Q, g or w) and an appendix is not all digits, so a dotted run of
+# numbers ("1.2.3.4.56") is never read as an IP with an appendix.
+_IP_APPENDIX_RE = re.compile(r"[A-Za-z0-9_-][AQgw]|(?![0-9]{8})[A-Za-z0-9_-]{8}")
+
+
 def _plain_ip(value: str) -> str:
-    if _IPV4_RE.fullmatch(value):
+    """A valid IPv4/IPv6 address, or one followed by capi-param-builder's appendix: sent verbatim."""
+    if _IPV4_RE.fullmatch(value) or _is_ip(value):
         return value
+    ip, dot, appendix = value.rpartition(".")
+    if dot and _IP_APPENDIX_RE.fullmatch(appendix) and (_IPV4_RE.fullmatch(ip) or _is_ip(ip)):
+        return value
+    raise Invalid("invalid_ip")
+
+
+def _is_ip(text: str) -> bool:
     try:
-        ipaddress.ip_address(value)
+        ipaddress.ip_address(text)
     except ValueError:
-        raise Invalid("invalid_ip") from None
-    return value
+        return False
+    return True
 
 
 def _plain_fb_cookie(value: str) -> str:
@@ -644,10 +662,22 @@ def _plain_fb_cookie(value: str) -> str:
     return value
 
 
+# lead_id: the id Meta's Lead Ads gave the lead, 15 or 16 digits (conversion leads integration, M-CIP; Meta's
+# answer to another value is 2804036, meta-capi.md A8). An integer or a string of digits, sent as given.
+_LEAD_ID_RE = re.compile(r"[0-9]{15,16}")
+
+
+def _plain_lead_id(value: str) -> str:
+    if not _LEAD_ID_RE.fullmatch(value):
+        raise Invalid("invalid_lead_id")
+    return value
+
+
 _PLAIN_CHECKS: dict[str, Callable[[str], str]] = {
     "client_ip_address": _plain_ip,
     "fbc": _plain_fb_cookie,
     "fbp": _plain_fb_cookie,
+    "lead_id": _plain_lead_id,
 }
 
 
@@ -871,7 +901,11 @@ def _plain_value(field: str, value: Any) -> Any:
     if isinstance(value, bool):
         raise Invalid("bad_type")
     check = _PLAIN_CHECKS.get(field)
-    if isinstance(value, int) and check is None and field != "client_user_agent":
+    if isinstance(value, int) and field != "client_user_agent":
+        if check is not None and field == "lead_id":
+            check(str(value))
+        elif check is not None:
+            raise Invalid("bad_type")
         return value  # fb_login_id / lead_id / page_id ... are integers in Meta's docs: sent as given
     if not isinstance(value, str):
         raise Invalid("bad_type")
