@@ -327,9 +327,12 @@ def _check_app_data(event: dict[str, Any], source: str, drops: list[Drop]) -> No
 
 # Business messaging (M-BM, https://developers.facebook.com/documentation/ads-commerce/conversions-api/
 # business-messaging): action_source business_messaging with messaging_channel whatsapp, messenger or instagram, and
-# the user_data ids of that channel. Meta answers a missing one with 2804116 (3P, meta-capi.md A8).
+# the user_data ids of that channel. Meta answers a missing one with 2804116 (3P, meta-capi.md A8). WhatsApp needs the
+# click id only: Meta's own automatic-events example sends user_data {"ctwa_clid"} alone (WA-AE,
+# https://developers.facebook.com/documentation/business-messaging/whatsapp/embedded-signup/automatic-events-api);
+# whatsapp_business_account_id / page_id are sent when given.
 MESSAGING_IDS = {
-    "whatsapp": ("whatsapp_business_account_id", "ctwa_clid"),
+    "whatsapp": ("ctwa_clid",),
     "messenger": ("page_id", "page_scoped_user_id"),
     "instagram": ("ig_account_id", "ig_sid"),
 }

@@ -103,6 +103,7 @@ def _regions_with_trunk_zero() -> list[str]:
 @pytest.mark.parametrize("region", _regions_with_trunk_zero())
 def test_every_countrys_example_number_written_with_its_trunk_zero_after_the_code_is_its_e164(region: str) -> None:
     example = phonenumbers.example_number(region)  # libphonenumber's own valid number for the region
+    assert example is not None
     national = phonenumbers.national_significant_number(example)
     written = f"+{example.country_code} 0{national}"
     expected = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)[1:]

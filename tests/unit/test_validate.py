@@ -121,7 +121,7 @@ REJECTIONS: dict[str, list[Callable[[], Any]]] = {
                                   lambda: _messaging(["whatsapp"])],
     "business_messaging_missing_ids": [
         lambda: _messaging("whatsapp", ctwa_clid=...),
-        lambda: _messaging("whatsapp", whatsapp_business_account_id=...),
+        lambda: _messaging("whatsapp", ctwa_clid=..., page_id="1122334455"),
         lambda: _messaging("messenger", whatsapp_business_account_id=..., ctwa_clid=..., page_id="1122334455"),
         lambda: _messaging("instagram", ig_account_id="17841400000000000"),
     ],
@@ -477,7 +477,7 @@ def test_extinfo_as_metas_sdk_writes_it_is_accepted_with_missing_values_as_empty
 
 @pytest.mark.parametrize(
     ("channel", "ids"),
-    [("whatsapp", WHATSAPP_IDS), (" WhatsApp ", WHATSAPP_IDS),
+    [("whatsapp", WHATSAPP_IDS), (" WhatsApp ", WHATSAPP_IDS), ("whatsapp", {"ctwa_clid": "ARAkLkA8rmlFeiCk"}),
      ("messenger", {"page_id": "1122334455", "page_scoped_user_id": "7788990011"}),
      ("instagram", {"ig_account_id": "17841400000000000", "ig_sid": "1234567890"})],
 )  # fmt: skip
