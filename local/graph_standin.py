@@ -116,8 +116,12 @@ _REJECTED_SETS = (
 
 _PATH_RE = re.compile(r"^/(v\d+\.\d+)/(\d+)/events$")
 _VERSION_RE = re.compile(r"^/(v\d+\.\d+)(?:/|$)")
-LIVE_VERSIONS = frozenset({"v21.0", "v22.0", "v23.0", "v24.0", "v25.0", "v26.0"})  # v20.0 expired 2026-09-24
-LATEST_VERSION = "v26.0"
+# Meta's Graph API changelog: v20.0 expired 2026-09-24, v21.0 lasts until 2027-01-21, v27.0 was released 2026-11-04.
+LIVE_VERSIONS = frozenset({"v21.0", "v22.0", "v23.0", "v24.0", "v25.0", "v26.0", "v27.0"})
+LATEST_VERSION = "v27.0"
+# The newest version this stand-in has been checked against with Meta's own SDK (facebook-business 26.0.3 speaks
+# v26.0; tests/integration/test_standin_oracle.py asserts it): the template's default GraphApiVersion.
+CHECKED_VERSION = "v26.0"
 DEFAULT_IDLE_TIMEOUT_S = 60.0
 
 # Meta's bodies for the fault codes: (message, type, is_transient as Meta sends it -- None: absent).

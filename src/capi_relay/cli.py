@@ -15,12 +15,14 @@ import json
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from capi_relay import dlq
 from capi_relay.envelope import MAX_MESSAGE_BYTES, EnvelopeError, parse_body
+from capi_relay.graph_versions import version_warning
 from capi_relay.preflight import preflight
-from capi_relay.settings import SettingsError, normalization_settings_from_env
+from capi_relay.settings import DEFAULT_GRAPH_API_VERSION, SettingsError, normalization_settings_from_env
 
 
 def check(
@@ -45,6 +47,11 @@ def check(
     result = preflight(message.events, settings, now, pixel_id=pixel_id)
     for line in result.details:
         print(f"capi-relay: {line}", file=sys.stderr)
+    warnings = list(result.warnings)
+    version = os.environ.get("GRAPH_API_VERSION") or DEFAULT_GRAPH_API_VERSION
+    if version_alert := version_warning(version, datetime.fromtimestamp(now, UTC).date()):
+        warnings.append(version_alert)  # the relay's Graph API version expires within 90 days
+        print(f"capi-relay: GRAPH_API_VERSION {version} expires in {version_alert['days_left']} days", file=sys.stderr)
     document: dict[str, Any] = {
         "pixel_id": pixel_id,
         "test_event_code": message.test_event_code or default_test_event_code,
@@ -53,7 +60,7 @@ def check(
         "rejected": result.rejected,
         "dropped": result.dropped,
         "adjusted": result.adjusted,
-        "warnings": result.warnings,
+        "warnings": warnings,
     }
     return document, result.exit_code
 

@@ -40,7 +40,7 @@ from facebook_business.session import FacebookSession
 from capi_relay import __version__
 from capi_relay.graph import ErrorKind, GraphClient, GraphError
 from capi_relay.secrets import Credentials
-from local.graph_standin import GraphStandIn
+from local.graph_standin import CHECKED_VERSION, GraphStandIn
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def test_metas_sdk_request_is_accepted(graph: GraphStandIn, monkeypatch: pytest.
     assert response.events_received == 3
     (log,) = graph.requests
     assert log.status == 200
-    assert (log.version, log.pixel_id, log.test_event_code) == ("v26.0", PIXEL, "TEST42")
+    assert (log.version, log.pixel_id, log.test_event_code) == (CHECKED_VERSION, PIXEL, "TEST42")
     assert log.body_form == "form"
     assert log.token_location == "query"  # the SDK's session puts the token in the URL
     assert log.headers["User-Agent"].startswith("fbbizsdk-python-")

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from bench.cfn import function_properties, load_template, parameter_default, sqs_event_properties
+from capi_relay.settings import DEFAULT_GRAPH_API_VERSION
+from local.graph_standin import CHECKED_VERSION
 from tests.sam_cli import run_sam
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -321,7 +323,8 @@ def test_function_environment_matches_settings(template: dict[str, Any]) -> None
     env = function_properties(template)["Environment"]["Variables"]
     assert env["POWERTOOLS_SERVICE_NAME"] == "capi-relay"
     assert env["ACCESS_TOKEN_SECRET_ID"] == {"Ref": "AccessTokenSecretArn"}
-    assert default(template, env["GRAPH_API_VERSION"]) == "v26.0"
+    # the newest version the Graph stand-in has been checked against with Meta's SDK (test_standin_oracle)
+    assert default(template, env["GRAPH_API_VERSION"]) == CHECKED_VERSION == DEFAULT_GRAPH_API_VERSION
     assert default(template, env["TEST_EVENT_CODE"]) == ""
     assert default(template, env["POWERTOOLS_METRICS_NAMESPACE"]) == "CapiRelay"
     assert template["Parameters"]["Stage"]["AllowedValues"] == ["dev", "prod"]
@@ -339,7 +342,7 @@ def test_the_settings_accept_the_template_defaults(template: dict[str, Any]) -> 
         if value == {"Ref": "EventsDLQ"}:  # a queue's Ref is its URL
             env[name] = "https://sqs.us-east-1.amazonaws.com/123456789012/capi-relay-EventsDLQ-AbC"
     settings = settings_from_env(env)
-    assert settings.graph_api_version == "v26.0"
+    assert settings.graph_api_version == CHECKED_VERSION
     assert settings.pixel_id is None  # the PixelId default is empty: messages name their pixel
     assert not settings.is_production
 
@@ -605,3 +608,24 @@ def test_dashboard_shows_each_events_fate(template: dict[str, Any]) -> None:
         assert f'"{metric}"' in body, metric
         assert metric in emitted_metric_names()
     assert 'MetricName=\\"EventsQuarantined\\"' in body
+
+
+def test_the_default_graph_api_version_is_live_at_the_stand_in_and_not_expiring() -> None:
+    from datetime import date
+
+    from capi_relay.graph_versions import WARN_DAYS, days_left
+    from local.graph_standin import LIVE_VERSIONS
+
+    assert CHECKED_VERSION in LIVE_VERSIONS
+    assert days_left(CHECKED_VERSION, date(2026, 12, 6)) > WARN_DAYS
+
+
+def test_an_alarm_fires_90_days_before_the_graph_api_version_expires(template: dict[str, Any]) -> None:
+    from capi_relay.graph_versions import WARN_DAYS
+
+    assert "GraphApiVersionDaysLeft" in emitted_metric_names()
+    alarm = template["Resources"]["GraphApiVersionExpiringAlarm"]["Properties"]
+    assert (alarm["MetricName"], alarm["Statistic"]) == ("GraphApiVersionDaysLeft", "Minimum")
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (WARN_DAYS, "LessThanThreshold")
+    assert alarm["Period"] <= 86_400
+    assert alarm["AlarmActions"] == TOPIC
