@@ -692,18 +692,19 @@ class _Ctx:
     """What normalizing one event's values depends on: its country (phone region, date order, ZIP rule), the
     configured defaults and today's date; ``notes`` collects the adjustments worth showing (the date order used)."""
 
-    __slots__ = ("country", "date_order", "notes", "region", "today", "year_last_note", "year_last_order")
+    __slots__ = ("country", "date_order", "notes", "region", "today", "year_last_by_country", "year_last_order")
 
     def __init__(self, settings: NormalizationSettings, country: str | None, today: date,
                  notes: list[str] | None = None) -> None:  # fmt: skip
         self.country: str | None = None
         self.region = settings.default_phone_region
         self.date_order = settings.date_order  # the configured DATE_ORDER (part of the memo key)
-        self.year_last_order: str = settings.date_order
-        self.year_last_note = f"db_read_{settings.date_order.lower()}_by_default"
+        self.year_last_order: str = settings.date_order  # how a year-last date with day and month <= 12 is read
+        self.year_last_by_country = False
         self.today = today
         self.notes: list[str] = [] if notes is None else notes
-        self.set_country(country)
+        if country:
+            self.set_country(country)
 
     def set_country(self, country: str | None) -> None:
         if country:
@@ -712,9 +713,21 @@ class _Ctx:
             # A year-first country (CLDR: cn, jp, kr, hu, se ...) says nothing about a date written year last:
             # DATE_ORDER decides those.
             order = _date_orders().get(country)
-            if order in ("DMY", "MDY"):
+            if order == "DMY" or order == "MDY":  # noqa: PLR1714 -- two compares beat a tuple's
                 self.year_last_order = order
-                self.year_last_note = f"db_read_{order.lower()}_by_country"
+                self.year_last_by_country = True
+
+    @property
+    def year_last_note(self) -> str:
+        """The adjustment noted when the order decided a date: db_read_{dmy|mdy}_by_{country|default}."""
+        return _DB_ORDER_NOTES[self.year_last_order, self.year_last_by_country]
+
+
+_DB_ORDER_NOTES = {
+    (order, by_country): f"db_read_{order.lower()}_by_{'country' if by_country else 'default'}"
+    for order in ("DMY", "MDY")
+    for by_country in (True, False)
+}
 
 
 _RULES: dict[str, Callable[[str, _Ctx], str]] = {

@@ -155,7 +155,6 @@ def _integer(raw: Any) -> int | None:
 # (the SDK refuses anything but float/int), num_items an integer, contents[] objects with id, quantity (integer),
 # item_price (number) and delivery_category, delivery_category one of three values. A numeric string is
 # converted. A value that fails is dropped (field "custom_data.<key>"), except Purchase's required value.
-_NUMBER_KEYS = ("value", "predicted_ltv", "net_revenue")
 DELIVERY_CATEGORIES = frozenset({"in_store", "curbside", "home_delivery"})
 
 
@@ -167,18 +166,16 @@ def _custom_data(raw: Any, event_name: str, drops: list[Drop]) -> dict[str, Any]
     if not isinstance(raw, dict):
         raise _Reject("invalid_custom_data", "custom_data must be an object")
     out = dict(raw)
-    for key in _NUMBER_KEYS:
-        if out.get(key) is None:
-            continue
-        number = _number(out[key])
-        if number is not None:
-            out[key] = number
-        elif key == "value" and event_name == "Purchase":
+    if out.get("value") is not None:
+        value = _number(out["value"])
+        if value is not None:
+            out["value"] = value
+        elif event_name == "Purchase":
             raise _Reject("invalid_value", "custom_data.value must be numeric")
         else:
-            del out[key]
-            drops.append(Drop(f"custom_data.{key}", "not_a_number"))
-    if event_name == "Purchase" and out.get("value") is None:
+            del out["value"]
+            drops.append(Drop("custom_data.value", "not_a_number"))
+    elif event_name == "Purchase":
         raise _Reject("missing_value", "Purchase needs custom_data.value")
     currency = out.get("currency")
     if currency is not None:
@@ -188,6 +185,26 @@ def _custom_data(raw: Any, event_name: str, drops: list[Drop]) -> dict[str, Any]
         out["currency"] = code
     elif event_name == "Purchase":
         raise _Reject("missing_currency", "Purchase needs custom_data.currency")
+    if (
+        "contents" in out
+        or "num_items" in out
+        or "delivery_category" in out
+        or "predicted_ltv" in out
+        or ("net_revenue" in out)
+    ):  # the rarer typed keys: one check in the usual case
+        _typed_custom_data(out, drops)
+    return out
+
+
+def _typed_custom_data(out: dict[str, Any], drops: list[Drop]) -> None:
+    for key in ("predicted_ltv", "net_revenue"):
+        if out.get(key) is not None:
+            number = _number(out[key])
+            if number is None:
+                del out[key]
+                drops.append(Drop(f"custom_data.{key}", "not_a_number"))
+            else:
+                out[key] = number
     if out.get("num_items") is not None:
         count = _integer(out["num_items"])
         if count is None or count < 0:
@@ -203,7 +220,6 @@ def _custom_data(raw: Any, event_name: str, drops: list[Drop]) -> dict[str, Any]
             drops.append(Drop("custom_data.contents", "invalid_contents"))
         else:
             out["contents"] = contents
-    return out
 
 
 def _delivery_category(holder: dict[str, Any], field: str, drops: list[Drop]) -> None:
@@ -487,8 +503,10 @@ def _prepare(  # noqa: PLR0917 -- the private body of prepare_event, same argume
         raise _Reject("missing_user_data", "user_data is required")
     if not isinstance(event["user_data"], dict):
         raise _Reject("missing_user_data", "user_data must be an object")
-    _event_source_url(event, source, drops)
-    _opt_out(event, drops)
+    if source == "website" or "event_source_url" in event:
+        _event_source_url(event, source, drops)
+    if "opt_out" in event:
+        _opt_out(event, drops)
     today = _today(now)
     date_notes: list[str] = []
     user_data, field_drops = normalize_user_data(event["user_data"], settings, today, date_notes)
@@ -500,8 +518,10 @@ def _prepare(  # noqa: PLR0917 -- the private body of prepare_event, same argume
 
     if source == "website" and "client_user_agent" not in user_data:
         raise _Reject("website_missing_user_agent", "website events need user_data.client_user_agent")
-    _check_app_data(event, source, drops)
-    _messaging(event, source, user_data, drops)
+    if source == "app" or "app_data" in event:
+        _check_app_data(event, source, drops)
+    if source == "business_messaging" or "messaging_channel" in event:
+        _messaging(event, source, user_data, drops)
 
     if not user_data:
         raise _Reject("no_usable_identifier", "no user_data value survived normalization")
