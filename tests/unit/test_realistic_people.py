@@ -33,11 +33,11 @@ from faker import Faker
 from capi_relay.normalize import normalize_user_data
 from capi_relay.settings import NormalizationSettings
 
-# 30 locales, 6 continents; Faker's phone, postcode and name providers for each.
+# 34 locales, 6 continents; Faker's phone, postcode and name providers for each.
 LOCALES = (
     "en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "es_MX", "it_IT", "pt_BR", "pt_PT", "nl_NL", "pl_PL", "ru_RU",
     "tr_TR", "ja_JP", "ko_KR", "zh_CN", "hi_IN", "en_IN", "id_ID", "fi_FI", "sv_SE", "da_DK", "cs_CZ", "hu_HU",
-    "ro_RO", "uk_UA", "el_GR", "th_TH", "en_AU", "de_AT",
+    "ro_RO", "uk_UA", "el_GR", "th_TH", "en_AU", "de_AT", "ar_EG", "fa_IR", "bn_BD", "ne_NP",
 )  # fmt: skip
 PER_LOCALE = 40
 TODAY = date(2026, 9, 21)
