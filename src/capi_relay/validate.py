@@ -296,6 +296,7 @@ def _opt_out(event: dict[str, Any], drops: list[Drop]) -> None:
 # SDK writes null for an unset one, turned into ""), the rest strings or numbers (the SDK sends screen sizes, cores
 # and disk sizes as integers).
 EXTINFO_LENGTH = 16
+_TRACKING_STRINGS = {"0": 0, "1": 1, "false": 0, "true": 1}
 EXTINFO_VERSIONS = frozenset({"a2", "i2"})
 
 
@@ -304,6 +305,8 @@ def _app_data(raw: Any) -> dict[str, Any] | None:
     if not isinstance(raw, dict):
         return None
     tracking = raw.get("advertiser_tracking_enabled")
+    if isinstance(tracking, str):  # "1", "true": Graph reads booleans from strings; sent as Meta documents it, 0/1
+        tracking = _TRACKING_STRINGS.get(tracking.strip().lower(), tracking)
     if not isinstance(tracking, bool) and (not isinstance(tracking, int) or tracking not in (0, 1)):
         return None
     extinfo = raw.get("extinfo")
@@ -319,7 +322,7 @@ def _app_data(raw: Any) -> dict[str, Any] | None:
             values.append(value)
         else:
             return None
-    return {**raw, "extinfo": values}
+    return {**raw, "advertiser_tracking_enabled": tracking, "extinfo": values}
 
 
 def _check_app_data(event: dict[str, Any], source: str, drops: list[Drop]) -> None:

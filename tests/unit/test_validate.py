@@ -116,7 +116,8 @@ REJECTIONS: dict[str, list[Callable[[], Any]]] = {
                          lambda: _app(extinfo=["i2"] + [""] * 14 + [True]),
                          lambda: _app(extinfo="a2,com.example"),
                          lambda: _app(advertiser_tracking_enabled=2),
-                         lambda: _app(advertiser_tracking_enabled="yes")],
+                         lambda: _app(advertiser_tracking_enabled="yes"),
+                         lambda: _app(advertiser_tracking_enabled=None)],
     "invalid_messaging_channel": [lambda: _messaging(None), lambda: _messaging("sms"),
                                   lambda: _messaging(["whatsapp"])],
     "business_messaging_missing_ids": [
@@ -510,3 +511,10 @@ def test_an_ambiguous_date_of_birth_notes_the_order_it_was_read_in() -> None:
     # a list of dates notes each order once
     both = prepared(with_user_data(make_event(), db=["03/04/1990", "05/06/1991"], country="DE"))
     assert both.notes == ["db_read_dmy_by_country"]
+
+
+@pytest.mark.parametrize(("given", "sent"), [(1, 1), (0, 0), (True, True), ("1", 1), (" true ", 1), ("False", 0)])
+def test_advertiser_tracking_enabled_is_sent_as_meta_documents_it(given: Any, sent: Any) -> None:
+    result = prepared(_app(advertiser_tracking_enabled=given))
+    assert result.event["app_data"]["advertiser_tracking_enabled"] == sent
+    assert type(result.event["app_data"]["advertiser_tracking_enabled"]) is type(sent)
