@@ -80,6 +80,7 @@ countries: venv
 	$(PY) scripts/gen_countries.py > src/capi_relay/_countries.py
 	$(PY) scripts/gen_country_names.py > src/capi_relay/_country_names.py
 	$(PY) scripts/gen_date_orders.py > src/capi_relay/_date_orders.py
+	$(PY) scripts/gen_trunk_prefixes.py > src/capi_relay/_trunk_prefixes.py
 
 clean:
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache

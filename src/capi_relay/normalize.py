@@ -211,28 +211,22 @@ def _international(digits: str) -> str:
     prefix written after the country code (``+358 01 4839834``, ``+62 (021) 957 3779``) is removed where that
     country's numbering plan has one (libphonenumber's metadata: Finland's and Indonesia's ``0``; Italy has none and
     keeps its ``0``), and only when what is left is a valid number: never someone else's number. Otherwise the
-    digits are sent as written. phonenumbers is consulted only when the digits after the country code start with
-    that country's trunk prefix."""
-    for size in (1, 2, 3):  # country codes are prefix-free: at most one of these is one
-        trunk = _trunk_prefixes().get(digits[:size])
+    digits are sent as written. phonenumbers is loaded only when the digits after the country code start with that
+    country's trunk prefix (the generated table _trunk_prefixes.py says which)."""
+    prefixes = _trunk_prefixes()
+    for size in (1, 2, 3):  # country codes are prefix-free: at most one of these is a code with a trunk prefix
+        trunk = prefixes.get(digits[:size])
         if trunk is not None:
-            if digits.startswith(trunk, size):
-                return _without_trunk_prefix(digits)
-            break
+            return _without_trunk_prefix(digits) if digits.startswith(trunk, size) else digits
     return digits
 
 
 @cache
 def _trunk_prefixes() -> dict[str, str]:
-    """Country code -> the national (trunk) prefix of its main region, for the codes whose plan has one."""
-    import phonenumbers  # noqa: PLC0415 -- lazy, see _parse_national
+    """Country calling code -> its trunk prefix (generated from phonenumbers, scripts/gen_trunk_prefixes.py)."""
+    from capi_relay._trunk_prefixes import PREFIXES  # noqa: PLC0415 -- generated table, loaded on first use
 
-    out: dict[str, str] = {}
-    for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-        metadata = phonenumbers.PhoneMetadata.metadata_for_region(phonenumbers.region_code_for_country_code(code))
-        if metadata is not None and metadata.national_prefix:
-            out[str(code)] = metadata.national_prefix
-    return out
+    return PREFIXES
 
 
 def _without_trunk_prefix(digits: str) -> str:

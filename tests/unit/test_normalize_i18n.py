@@ -155,3 +155,36 @@ def test_an_ip_with_capi_param_builders_appendix_is_sent_verbatim(value: str) ->
 def test_an_ip_part_that_does_not_parse_or_another_suffix_is_dropped(value: str) -> None:
     with pytest.raises(Invalid):
         _plain_ip(value)
+
+
+def test_the_trunk_prefix_table_equals_the_generator_output_from_the_installed_phonenumbers() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    from capi_relay import _trunk_prefixes
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("gen_trunk_prefixes", root / "scripts" / "gen_trunk_prefixes.py")
+    assert spec is not None
+    assert spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.build() == _trunk_prefixes.PREFIXES
+    shipped = (root / "src" / "capi_relay" / "_trunk_prefixes.py").read_text(encoding="utf-8")
+    assert shipped == gen.render(gen.build())
+    assert {k: _trunk_prefixes.PREFIXES.get(k) for k in ("358", "62", "44", "39", "7", "36")} == {
+        "358": "0", "62": "0", "44": "0", "39": None, "7": "8", "36": "06",
+    }  # fmt: skip
+
+
+def test_a_number_written_internationally_without_a_trunk_prefix_loads_no_phone_metadata() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from capi_relay.normalize import normalized_string; from capi_relay.settings import "
+        "NormalizationSettings as N; assert normalized_string('ph', '+44 20 7946 0958', N()) == '442079460958'; "
+        "print(any(m.startswith('phonenumbers') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
