@@ -104,6 +104,8 @@ lock: venv ## regenerate requirements-dev.lock from pyproject.toml
 countries: venv ## regenerate the country tables (src/capi_relay/_countries.py, _country_names.py)
 	$(PY) scripts/gen_countries.py > src/capi_relay/_countries.py
 	$(PY) scripts/gen_country_names.py > src/capi_relay/_country_names.py
+	$(PY) scripts/gen_date_orders.py > src/capi_relay/_date_orders.py
+	$(PY) scripts/gen_trunk_prefixes.py > src/capi_relay/_trunk_prefixes.py
 
 clean: ## remove build output and caches
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache .venv-kit

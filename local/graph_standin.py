@@ -120,8 +120,12 @@ _REJECTED_SETS = (
 
 _PATH_RE = re.compile(r"^/(v\d+\.\d+)/(\d+)/events$")
 _VERSION_RE = re.compile(r"^/(v\d+\.\d+)(?:/|$)")
-LIVE_VERSIONS = frozenset({"v21.0", "v22.0", "v23.0", "v24.0", "v25.0", "v26.0"})  # v20.0 expired 2026-09-24
-LATEST_VERSION = "v26.0"
+# Meta's Graph API changelog: v20.0 expired 2026-09-24, v21.0 lasts until 2027-01-21, v27.0 was released 2026-11-04.
+LIVE_VERSIONS = frozenset({"v21.0", "v22.0", "v23.0", "v24.0", "v25.0", "v26.0", "v27.0"})
+LATEST_VERSION = "v27.0"
+# The newest version this stand-in has been checked against with Meta's own SDK (facebook-business 26.0.3 speaks
+# v26.0; tests/integration/test_standin_oracle.py asserts it): the template's default GraphApiVersion.
+CHECKED_VERSION = "v26.0"
 DEFAULT_IDLE_TIMEOUT_S = 60.0
 
 # Meta's bodies for the fault codes: (message, type, is_transient as Meta sends it -- None: absent).
@@ -384,6 +388,79 @@ def check_event(event: Any, now: float) -> None:
         raise EventRejected(2804050, "Insufficient Customer Information", "too little customer information")
     if source == "website" and (not event.get("event_source_url") or "client_user_agent" not in user_data):
         raise EventRejected(2804001, "Missing Parameter", "website events need event_source_url and UA")
+    _check_documented_parameters(event, source, user_data)
+
+
+# Parameters as Meta documents them (issue 18). Each rule names its page; the stand-in shares no code with the
+# relay's validate.py. Where Meta's documentation gives a rule but no error subcode, 2804001 (invalid parameter).
+# Not modelled, because no source says Meta refuses it: an opt_out that is not a boolean (Graph reads booleans from
+# strings), a malformed client_ip_address (Meta documents no error for it).
+_URL_RE = re.compile(r"^https?://[^\s/?#]", re.IGNORECASE)
+_NUMBER_RE = re.compile(r"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*$", re.ASCII)
+_INT_RE = re.compile(r"^\s*[+-]?\d+\s*$", re.ASCII)
+_LEAD_ID_RE = re.compile(r"^\d{15,16}$", re.ASCII)
+DELIVERY_CATEGORIES = frozenset({"in_store", "curbside", "home_delivery"})  # M-CD; SDK delivery_category.py
+# M-BM: the channel and the user_data ids each needs (WhatsApp: the click id; Meta's automatic-events example, WA-AE,
+# sends it alone).
+MESSAGING_CHANNEL_IDS = {
+    "whatsapp": ("ctwa_clid",),
+    "messenger": ("page_id", "page_scoped_user_id"),
+    "instagram": ("ig_account_id", "ig_sid"),
+}
+
+
+def _is_number(value: Any, integer: bool = False) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int) or (isinstance(value, float) and not integer):
+        return True
+    return isinstance(value, str) and bool((_INT_RE if integer else _NUMBER_RE).match(value))
+
+
+def _check_documented_parameters(event: dict[str, Any], source: str, user_data: dict[str, Any]) -> None:
+    url = event.get("event_source_url")
+    if source == "website" and not (isinstance(url, str) and _URL_RE.match(url)):
+        # M-SE: "The URL must begin with http:// or https://"
+        raise EventRejected(2804001, "Invalid Parameter", "event_source_url must begin with http:// or https://")
+    if source == "app":
+        # M-APP: extinfo is required, all 16 values in order, version a2 (Android) or i2 (iOS)
+        app_data = event.get("app_data")
+        app_data = app_data if isinstance(app_data, dict) else {}
+        extinfo = app_data.get("extinfo")
+        if not isinstance(extinfo, list) or len(extinfo) != 16 or extinfo[0] not in ("a2", "i2"):
+            raise EventRejected(2804001, "Invalid Parameter", "app_data.extinfo must have 16 values (a2/i2 first)")
+        if "advertiser_tracking_enabled" not in app_data:
+            raise EventRejected(2804001, "Missing Parameter", "app_data.advertiser_tracking_enabled is required")
+    custom = event.get("custom_data")
+    if isinstance(custom, dict):
+        # M-CD: value, predicted_ltv, net_revenue numbers; num_items an integer; delivery_category an enum
+        for key in ("value", "predicted_ltv", "net_revenue"):
+            if custom.get(key) is not None and not _is_number(custom[key]):
+                raise EventRejected(2804001, "Invalid Parameter", f"custom_data.{key} must be a number")
+        if custom.get("num_items") is not None and not _is_number(custom["num_items"], integer=True):
+            raise EventRejected(2804001, "Invalid Parameter", "custom_data.num_items must be an integer")
+        categories = [custom.get("delivery_category")]
+        contents = custom.get("contents")
+        for item in contents if isinstance(contents, list) else []:
+            if not isinstance(item, dict) or not item.get("id") or not _is_number(item.get("quantity"), integer=True):
+                raise EventRejected(2804001, "Invalid Parameter", "contents items need id and an integer quantity")
+            if item.get("item_price") is not None and not _is_number(item["item_price"]):
+                raise EventRejected(2804001, "Invalid Parameter", "contents item_price must be a number")
+            categories.append(item.get("delivery_category"))
+        if any(c is not None and c not in DELIVERY_CATEGORIES for c in categories):
+            raise EventRejected(2804001, "Invalid Parameter", "delivery_category: in_store, curbside, home_delivery")
+    if source == "business_messaging":
+        # M-BM; 2804116 as observed for a business messaging event without its ids (meta-capi.md A8, 3P)
+        channel = event.get("messaging_channel")
+        ids = MESSAGING_CHANNEL_IDS.get(channel) if isinstance(channel, str) else None
+        if ids is None:
+            raise EventRejected(2804001, "Invalid Parameter", "messaging_channel: whatsapp, messenger or instagram")
+        if any(key not in user_data for key in ids):
+            raise EventRejected(2804116, "Missing Parameter", f"business messaging events need {', '.join(ids)}")
+    lead_id = user_data.get("lead_id")
+    if lead_id is not None and not _LEAD_ID_RE.match(str(lead_id)):
+        # Conversion leads: Meta's 15-16 digit lead id; 2804036 as observed (meta-capi.md A8, 3P)
+        raise EventRejected(2804036, "Invalid Parameter", "lead_id must be the 15 or 16 digit Lead Ads id")
 
 
 # ------------------------------------------------------------------------------------------- server

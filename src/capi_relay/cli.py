@@ -17,14 +17,22 @@ import json
 import os
 import sys
 import time
+from datetime import datetime
 from typing import Any, TextIO
 
 from capi_relay import dlq
+from capi_relay._compat import UTC
 from capi_relay.envelope import MAX_MESSAGE_BYTES, EnvelopeError, parse_body
 from capi_relay.explain import all_rejections, ambiguity_warnings, conversions, explain_event
+from capi_relay.graph_versions import version_warning
 from capi_relay.preflight import preflight
 from capi_relay.quality import cli as quality_cli
-from capi_relay.settings import NormalizationSettings, SettingsError, normalization_settings_from_env
+from capi_relay.settings import (
+    DEFAULT_GRAPH_API_VERSION,
+    NormalizationSettings,
+    SettingsError,
+    normalization_settings_from_env,
+)
 
 
 def check(
@@ -61,6 +69,11 @@ def check(
         result.warnings.extend({"index": index, **w} for w in ambiguity_warnings(raw, settings, now))
     result.adjusted.sort(key=lambda a: int(a["index"]))
     result.warnings.sort(key=lambda w: -1 if w["index"] is None else int(w["index"]))
+    warnings = result.warnings
+    version = os.environ.get("GRAPH_API_VERSION") or DEFAULT_GRAPH_API_VERSION
+    if version_alert := version_warning(version, datetime.fromtimestamp(now, UTC).date()):
+        warnings.append(version_alert)  # the relay's Graph API version expires within 90 days
+        print(f"capi-relay: GRAPH_API_VERSION {version} expires in {version_alert['days_left']} days", file=sys.stderr)
     document: dict[str, Any] = {
         "pixel_id": pixel_id,
         "test_event_code": message.test_event_code or default_test_event_code,
@@ -69,7 +82,7 @@ def check(
         "rejected": result.rejected,
         "dropped": result.dropped,
         "adjusted": result.adjusted,
-        "warnings": result.warnings,
+        "warnings": warnings,
     }
     if explain:
         document["explain"] = [explain_event(i, raw, settings, now) for i, raw in enumerate(message.events)]

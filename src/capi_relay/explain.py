@@ -194,16 +194,36 @@ def explain_value(field: str, raw: Any, settings: NormalizationSettings, country
     entry["hashed"] = forms
     entry["sent"] = [hashlib.sha256(form.encode("utf-8")).hexdigest() for form in forms]
     entry["why"] = _changes(field, raw, forms, region)
-    if field == "db":
-        order = settings.date_order
-        other_order = "DMY" if order == "MDY" else "MDY"
-        other = _reading("db", raw, replace(settings, date_order=other_order), country, today)  # type: ignore[arg-type]
-        if other is not None and other != forms[0]:
-            first = "month" if order == "MDY" else "day"
+    if field == "db" and (ambiguity := _date_ambiguity(raw, settings, country, today)) is not None:
+        order, by, other = ambiguity
+        first = "month" if order == "MDY" else "day"
+        if by == "DATE_ORDER":
+            other_order = "DMY" if order == "MDY" else "MDY"
             entry["why"].append(
                 f"ambiguous: read {first} first by the date order {order}; --date-order {other_order} reads {other}"
             )
+        else:
+            entry["why"].append(
+                f"ambiguous: read {first} first as the event's country {country} writes dates ({order}); "
+                f"the other order reads {other}"
+            )
     return entry
+
+
+def _date_ambiguity(
+    raw: Any, settings: NormalizationSettings, country: str | None, today: date
+) -> tuple[str, str, str] | None:
+    """(order used, what decided it: ``country`` or ``DATE_ORDER``, the other reading) for a date of birth
+    whose day and month could be swapped; None when the value itself decides (a part > 12, a hint, a name)."""
+    mdy = _reading("db", raw, replace(settings, date_order="MDY"), None, today)
+    dmy = _reading("db", raw, replace(settings, date_order="DMY"), None, today)
+    read = _reading("db", raw, settings, country, today)
+    if mdy is None or dmy is None or mdy == dmy or read not in (mdy, dmy):
+        return None
+    order, other = ("MDY", dmy) if read == mdy else ("DMY", mdy)
+    other_order = "DMY" if settings.date_order == "MDY" else "MDY"
+    by_setting = _reading("db", raw, replace(settings, date_order=other_order), country, today) != read  # type: ignore[arg-type]
+    return order, "DATE_ORDER" if by_setting else "country", other
 
 
 def _reading(field: str, raw: Any, settings: NormalizationSettings, country: str | None, today: date) -> str | None:
@@ -216,8 +236,8 @@ def _reading(field: str, raw: Any, settings: NormalizationSettings, country: str
 def ambiguity_warnings(raw_event: Any, settings: NormalizationSettings, now: int) -> list[dict[str, Any]]:
     """Values the relay read by a convention, not by the value itself (no values in the result):
 
-    * ``date_read_by_convention`` (``db``): the date reads differently day-first and month-first, and the
-      setting ``DATE_ORDER`` / ``--date-order`` decided;
+    * ``date_read_by_convention`` (``db``): the date reads differently day-first and month-first; the event's
+      country decided (``decided_by: country``), or without one the setting ``DATE_ORDER`` / ``--date-order``;
     * ``phone_region_assumed`` (``ph``): a national-format number (no ``+`` / ``00``) whose reading depends on
       the region, in an event without ``country``: ``DEFAULT_PHONE_REGION`` / ``--phone-region`` decided.
     """
@@ -227,14 +247,12 @@ def ambiguity_warnings(raw_event: Any, settings: NormalizationSettings, now: int
     today = _utc_today(now)
     country = _event_country(user_data, settings, today)
     out: list[dict[str, Any]] = []
-    other_order = "DMY" if settings.date_order == "MDY" else "MDY"
     for raw in _values(user_data.get("db")):
         if isinstance(raw, str) and _SHA256_RE.fullmatch(raw.strip()):
             continue
-        read = _reading("db", raw, settings, country, today)
-        other = _reading("db", raw, replace(settings, date_order=other_order), country, today)  # type: ignore[arg-type]
-        if read is not None and other is not None and read != other:
-            out.append({"field": "db", "warning": "date_read_by_convention", "date_order": settings.date_order})
+        if (ambiguity := _date_ambiguity(raw, settings, country, today)) is not None:
+            order, by, _ = ambiguity
+            out.append({"field": "db", "warning": "date_read_by_convention", "date_order": order, "decided_by": by})
             break
     if country is None:
         probe = "JP" if settings.default_phone_region != "JP" else "DE"

@@ -186,11 +186,11 @@ def norm_ph(value: str, ctx: _Ctx) -> str:
 
 def _e164_digits(compact: str, region: str, recovered: bool) -> str:
     if compact.startswith("+"):
-        return compact[1:].lstrip("0")
+        return _international(compact[1:].lstrip("0"))
     if compact.startswith("00"):
-        return compact[2:].lstrip("0")
+        return _international(compact[2:].lstrip("0"))
     if compact.startswith("011") and region in _NANP_REGIONS:
-        return compact[3:].lstrip("0")
+        return _international(compact[3:].lstrip("0"))
     try:
         return _national_to_e164(compact, region, as_international=not recovered)
     except Invalid:
@@ -205,6 +205,40 @@ def _e164_digits(compact: str, region: str, recovered: bool) -> str:
     if not _is_valid(stripped):
         raise Invalid("invalid_phone")
     return stripped
+
+
+def _international(digits: str) -> str:
+    """The E.164 digits of a number written internationally (``+``, ``00``, ``011`` already cut). A national trunk
+    prefix written after the country code (``+358 01 4839834``, ``+62 (021) 957 3779``) is removed where that
+    country's numbering plan has one (libphonenumber's metadata: Finland's and Indonesia's ``0``; Italy has none and
+    keeps its ``0``), and only when what is left is a valid number: never someone else's number. Otherwise the
+    digits are sent as written. phonenumbers is loaded only when the digits after the country code start with that
+    country's trunk prefix (the generated table _trunk_prefixes.py says which)."""
+    prefixes = _trunk_prefixes()
+    for size in (1, 2, 3):  # country codes are prefix-free: at most one of these is a code with a trunk prefix
+        trunk = prefixes.get(digits[:size])
+        if trunk is not None:
+            return _without_trunk_prefix(digits) if digits.startswith(trunk, size) else digits
+    return digits
+
+
+@cache
+def _trunk_prefixes() -> dict[str, str]:
+    """Country calling code -> its trunk prefix (generated from phonenumbers, scripts/gen_trunk_prefixes.py)."""
+    from capi_relay._trunk_prefixes import PREFIXES  # noqa: PLC0415 -- generated table, loaded on first use
+
+    return PREFIXES
+
+
+def _without_trunk_prefix(digits: str) -> str:
+    import phonenumbers  # noqa: PLC0415 -- lazy, see _parse_national
+
+    try:
+        number = phonenumbers.parse("+" + digits, None)  # libphonenumber strips the prefix where the plan says so
+    except phonenumbers.NumberParseException:
+        return digits
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    return e164 if e164 != digits and phonenumbers.is_valid_number(number) else digits
 
 
 @cache
@@ -420,9 +454,15 @@ def _db_parts(numbers: list[str], roles: list[str], month_words: list[int], hint
         return (year, b, a) if hint == "dmy" else (year, a, b)  # a contradiction fails date() below
     if a > 12 and b > 12:
         raise Invalid("invalid_date")
-    if a > 12 or (b <= 12 and ctx.date_order == "DMY"):
+    if a > 12:
         return year, b, a
-    return year, a, b
+    if b > 12:
+        return year, a, b
+    # Day and month both <= 12: the order the event's country writes dates in (CLDR), else DATE_ORDER. When the
+    # two readings differ, the event says which order was used (``check`` shows it under ``adjusted``).
+    if a != b:
+        ctx.notes.append(ctx.year_last_note)
+    return (year, b, a) if ctx.year_last_order == "DMY" else (year, a, b)
 
 
 def _check_time_parts(rest: list[str]) -> None:
@@ -517,11 +557,20 @@ def norm_zp(value: str, ctx: _Ctx) -> str:
     return v
 
 
+# A US ZIP+4 written with whitespace instead of the dash ("10001 0001").
+_ZIP4_SPACED_RE = re.compile(r"[0-9]{5}\s+[0-9]{4}")
+
+
 def _zp_variants(text: str, documented: str, ctx: _Ctx) -> list[str]:
-    """Outside the US, capi-param-builder keeps a postcode's inner space (``SW1A 1AA`` -> ``sw1a 1aa``)."""
-    if _zp_us_rule(_zp_compact(text), ctx):
-        return []
+    """capi-param-builder keeps a postcode's inner space (``SW1A 1AA`` -> ``sw1a 1aa``). A US ZIP+4 written with a
+    space is the one US value Meta's libraries disagree on: capi-param-builder keeps it as written (``10001 0001``,
+    client_js/shared/tests/zipCodeUtil.test.js), the Java/Python SDKs remove whitespace and keep all nine digits
+    (``100010001``); the documented form is the first five (``10001``). Only without a country: an event that
+    says US gets Meta's documented five digits alone."""
+    compact = _zp_compact(text)
     pb = text.lower().split("-", 1)[0].strip()
+    if _zp_us_rule(compact, ctx):
+        return [pb, compact] if ctx.country is None and _ZIP4_SPACED_RE.fullmatch(text) else []
     return [pb] if len(pb) >= 2 else []
 
 
@@ -574,14 +623,32 @@ _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 _IPV4_RE = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 
 
+# capi-param-builder's client_ip_address is ``<ip>.<appendix>``: the IP, a dot, and the builder's appendix, a
+# 2-character language token or an 8-character v2 appendix, base64url (facebook/capi-param-builder@b0b6f0b,
+# nodejs/capi-param-builder/src/ParamBuilder.js _getClientIp / _removeLanguageToken, src/model/Constants.js
+# SUPPORTED_PARAM_BUILDER_LANGUAGES_TOKEN "AQ Ag Aw BA BQ Bg", tests/getClientIp.test.js: "8.8.8.8.AQQAAQAA",
+# "2001:4860:4860::8888.AQQCAQAA"). Its README tells integrators to send it as it is. A language token is one byte
+# in base64url (its second character is A, Q, g or w) and an appendix is not all digits, so a dotted run of
+# numbers ("1.2.3.4.56") is never read as an IP with an appendix.
+_IP_APPENDIX_RE = re.compile(r"[A-Za-z0-9_-][AQgw]|(?![0-9]{8})[A-Za-z0-9_-]{8}")
+
+
 def _plain_ip(value: str) -> str:
-    if _IPV4_RE.fullmatch(value):
+    """A valid IPv4/IPv6 address, or one followed by capi-param-builder's appendix: sent verbatim."""
+    if _IPV4_RE.fullmatch(value) or _is_ip(value):
         return value
+    ip, dot, appendix = value.rpartition(".")
+    if dot and _IP_APPENDIX_RE.fullmatch(appendix) and (_IPV4_RE.fullmatch(ip) or _is_ip(ip)):
+        return value
+    raise Invalid("invalid_ip")
+
+
+def _is_ip(text: str) -> bool:
     try:
-        ipaddress.ip_address(value)
+        ipaddress.ip_address(text)
     except ValueError:
-        raise Invalid("invalid_ip") from None
-    return value
+        return False
+    return True
 
 
 def _plain_fb_cookie(value: str) -> str:
@@ -590,26 +657,72 @@ def _plain_fb_cookie(value: str) -> str:
     return value
 
 
+# lead_id: the id Meta's Lead Ads gave the lead, 15 or 16 digits (conversion leads integration, M-CIP; Meta's
+# answer to another value is 2804036, meta-capi.md A8). An integer or a string of digits, sent as given.
+_LEAD_ID_RE = re.compile(r"[0-9]{15,16}")
+
+
+def _plain_lead_id(value: str) -> str:
+    if not _LEAD_ID_RE.fullmatch(value):
+        raise Invalid("invalid_lead_id")
+    return value
+
+
 _PLAIN_CHECKS: dict[str, Callable[[str], str]] = {
     "client_ip_address": _plain_ip,
     "fbc": _plain_fb_cookie,
     "fbp": _plain_fb_cookie,
+    "lead_id": _plain_lead_id,
 }
 
 
-class _Ctx:
-    __slots__ = ("country", "date_order", "region", "today")
+@cache
+def _date_orders() -> dict[str, str]:
+    from capi_relay._date_orders import ORDERS  # noqa: PLC0415 -- generated table (CLDR), loaded on first use
 
-    def __init__(self, settings: NormalizationSettings, country: str | None, today: date) -> None:
-        self.country = country
-        self.region = country.upper() if country else settings.default_phone_region
-        self.date_order = settings.date_order
+    return ORDERS
+
+
+class _Ctx:
+    """What normalizing one event's values depends on: its country (phone region, date order, ZIP rule), the
+    configured defaults and today's date; ``notes`` collects the adjustments worth showing (the date order used)."""
+
+    __slots__ = ("country", "date_order", "notes", "region", "today", "year_last_by_country", "year_last_order")
+
+    def __init__(self, settings: NormalizationSettings, country: str | None, today: date,
+                 notes: list[str] | None = None) -> None:  # fmt: skip
+        self.country: str | None = None
+        self.region = settings.default_phone_region
+        self.date_order = settings.date_order  # the configured DATE_ORDER (part of the memo key)
+        self.year_last_order: str = settings.date_order  # how a year-last date with day and month <= 12 is read
+        self.year_last_by_country = False
         self.today = today
+        self.notes: list[str] = [] if notes is None else notes
+        if country:
+            self.set_country(country)
 
     def set_country(self, country: str | None) -> None:
         if country:
             self.country = country
             self.region = country.upper()
+            # A year-first country (CLDR: cn, jp, kr, hu, se ...) says nothing about a date written year last:
+            # DATE_ORDER decides those.
+            order = _date_orders().get(country)
+            if order == "DMY" or order == "MDY":  # noqa: PLR1714 -- two compares beat a tuple's
+                self.year_last_order = order
+                self.year_last_by_country = True
+
+    @property
+    def year_last_note(self) -> str:
+        """The adjustment noted when the order decided a date: db_read_{dmy|mdy}_by_{country|default}."""
+        return _DB_ORDER_NOTES[self.year_last_order, self.year_last_by_country]
+
+
+_DB_ORDER_NOTES = {
+    (order, by_country): f"db_read_{order.lower()}_by_{'country' if by_country else 'default'}"
+    for order in ("DMY", "MDY")
+    for by_country in (True, False)
+}
 
 
 _RULES: dict[str, Callable[[str, _Ctx], str]] = {
@@ -683,6 +796,7 @@ _MEMO_ENTRY_OVERHEAD = 400  # dict slot, key tuple, result tuple, str headers (~
 # them costs a miss and an insert per event, and fills the memo before the values that do repeat.
 _UNMEMOIZED = frozenset({"em", "ph", "external_id"})
 _memo: dict[tuple[Any, ...], tuple[str, ...] | Invalid] = {}
+_memo_notes: dict[tuple[Any, ...], tuple[str, ...]] = {}  # the notes a memoized value made (a subset of _memo's keys)
 _memo_bytes = 0
 
 
@@ -690,6 +804,7 @@ def clear_memo() -> None:
     """Forget every memoized value (per-invocation state: call it at the start of each invocation)."""
     global _memo_bytes  # noqa: PLW0603 -- the one module-level cache, bounded and cleared here
     _memo.clear()
+    _memo_notes.clear()
     _memo_bytes = 0
 
 
@@ -704,9 +819,11 @@ def hash_value(field: str, value: Any, *, ctx: _Ctx) -> tuple[str, ...]:
     global _memo_bytes  # noqa: PLW0603
     if type(value) is not str or len(value) > MEMO_MAX_VALUE_CHARS or field in _UNMEMOIZED:
         return _hash_forms(field, value, ctx)
-    key = (field, value, ctx.country, ctx.date_order, ctx.today)  # region follows from country (and ph is not memoized)
+    # The country decides the phone region, the date order and the ZIP rule; DATE_ORDER the rest (ph is not memoized).
+    key = (field, value, ctx.country, ctx.date_order, ctx.today)
     found = _memo.get(key)
     if found is None:
+        noted = len(ctx.notes)
         try:
             found = _hash_forms(field, value, ctx)
         except Invalid as exc:
@@ -715,6 +832,10 @@ def hash_value(field: str, value: Any, *, ctx: _Ctx) -> tuple[str, ...]:
         if _memo_bytes + size <= MEMO_MAX_BYTES:
             _memo[key] = found
             _memo_bytes += size
+            if len(ctx.notes) > noted:  # the date order a date of birth was read in: noted on every hit too
+                _memo_notes[key] = tuple(ctx.notes[noted:])
+    elif field == "db" and (notes := _memo_notes.get(key)):
+        ctx.notes.extend(notes)
     if isinstance(found, Invalid):
         raise Invalid(found.reason)
     return found
@@ -788,7 +909,11 @@ def _plain_value(field: str, value: Any) -> Any:
     if isinstance(value, bool):
         raise Invalid("bad_type")
     check = _PLAIN_CHECKS.get(field)
-    if isinstance(value, int) and check is None and field != "client_user_agent":
+    if isinstance(value, int) and field != "client_user_agent":
+        if check is not None and field == "lead_id":
+            check(str(value))
+        elif check is not None:
+            raise Invalid("bad_type")
         return value  # fb_login_id / lead_id / page_id ... are integers in Meta's docs: sent as given
     if not isinstance(value, str):
         raise Invalid("bad_type")
@@ -882,14 +1007,15 @@ def _first_country(raw: Any, ctx: _Ctx) -> str | None:
 
 
 def normalize_user_data(
-    user_data: Any, settings: NormalizationSettings, today: date | None = None
+    user_data: Any, settings: NormalizationSettings, today: date | None = None, notes: list[str] | None = None
 ) -> tuple[dict[str, Any], list[Drop]]:
-    """Normalize and hash a ``user_data`` object. Unknown keys and invalid values are dropped."""
+    """Normalize and hash a ``user_data`` object. Unknown keys and invalid values are dropped. ``notes`` (when
+    given) receives the adjustments worth showing: the order an ambiguous date of birth was read in."""
     drops: list[Drop] = []
     if not isinstance(user_data, dict):
         return {}, [Drop("user_data", "bad_type")]
     today = today or datetime.now(UTC).date()
-    ctx = _Ctx(settings, None, today)
+    ctx = _Ctx(settings, None, today, notes)
     if "country" in user_data:
         ctx.set_country(_first_country(user_data["country"], ctx))
     out: dict[str, Any] = {}

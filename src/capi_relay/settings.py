@@ -25,6 +25,9 @@ _REGION_RE = re.compile(r"^[A-Z]{2}$")
 # Visibility of a record parked after a throttle/transient failure, by receive: 5 min, 30 min, 2 h, 6 h, 12 h.
 # With MaxReceiveCount 5 the 5th receive comes 8 h 35 min after the 1st (template.yaml shows the arithmetic).
 DEFAULT_PARK_SCHEDULE_S = (300, 1800, 7200, 21600, 43200)
+# The newest Graph API version the Graph stand-in has been checked against with Meta's SDK (local/graph_standin.py
+# CHECKED_VERSION, tests/integration/test_standin_oracle.py); template.yaml's default (tests/unit/test_template.py).
+DEFAULT_GRAPH_API_VERSION = "v26.0"
 
 
 class SettingsError(ValueError):
@@ -41,7 +44,7 @@ class NormalizationSettings:
 class Settings:
     pixel_id: str | None
     access_token_secret_id: str
-    graph_api_version: str = "v26.0"
+    graph_api_version: str = DEFAULT_GRAPH_API_VERSION
     graph_api_url: str = "https://graph.facebook.com"
     test_event_code: str | None = None
     normalization: NormalizationSettings = NormalizationSettings()
@@ -152,7 +155,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     secret_id = _get(env, "ACCESS_TOKEN_SECRET_ID")
     if secret_id is None:
         raise SettingsError("ACCESS_TOKEN_SECRET_ID is required (the name or ARN of the access-token secret)")
-    version = _get(env, "GRAPH_API_VERSION") or "v26.0"
+    version = _get(env, "GRAPH_API_VERSION") or DEFAULT_GRAPH_API_VERSION
     if not _VERSION_RE.match(version):
         raise SettingsError(f"GRAPH_API_VERSION must look like v26.0, got {version!r}")
     url = (_get(env, "GRAPH_API_URL") or "https://graph.facebook.com").rstrip("/")

@@ -109,3 +109,13 @@ def _publish(metrics: Metrics, summary: BatchSummary, production_test_code: bool
             "resent_events": d.resent_events,
         },
     )
+
+
+def publish_version_days_left(metrics: Metrics, days_left: int) -> None:
+    """``GraphApiVersionDaysLeft``: days until Meta retires the configured Graph API version (graph_versions.py).
+    One more key in the invocation's EMF document (no extra call, no extra log line); the alarm fires 90 days ahead.
+    Never raises."""
+    try:
+        metrics.add_metric(name="GraphApiVersionDaysLeft", unit=MetricUnit.Count, value=days_left)
+    except Exception:
+        logger.exception("could not publish GraphApiVersionDaysLeft")

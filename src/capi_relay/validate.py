@@ -54,8 +54,10 @@ REASONS = (
     "event_in_future", "missing_action_source", "invalid_action_source", "website_missing_event_source_url",
     "website_missing_user_agent", "app_missing_app_data", "missing_user_data", "no_usable_identifier",
     "insufficient_customer_information", "invalid_custom_data", "invalid_value", "invalid_currency",
-    "missing_currency", "invalid_contents", "invalid_data_processing_options", "invalid_event_id",
+    "missing_currency", "invalid_data_processing_options", "invalid_event_id",
     "missing_value", "non_finite_number", "invalid_unicode", "event_too_large",
+    "website_invalid_event_source_url", "invalid_app_data", "invalid_messaging_channel",
+    "business_messaging_missing_ids",
 )  # fmt: skip
 # An event is POSTed inside {"data": [...], test_event_code, appsecret_proof, request-level fields}: an encoded
 # event over (request byte cap - this) can never be sent, alone or not, and is rejected here (event_too_large).
@@ -134,7 +136,30 @@ def _number(raw: Any) -> float | int | None:
     return None
 
 
-def _custom_data(raw: Any, event_name: str) -> dict[str, Any] | None:
+_INTEGER_RE = re.compile(r"[+-]?[0-9]+")
+
+
+def _integer(raw: Any) -> int | None:
+    """An integer, or a string of one (Meta's Python SDK types Content.quantity as a string)."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and _INTEGER_RE.fullmatch(text := raw.strip()):
+        return int(text)
+    return None
+
+
+# custom_data as Meta documents it (M-CD, https://developers.facebook.com/documentation/ads-commerce/
+# conversions-api/parameters/custom-data; facebook-python-business-sdk 94914f9 facebook_business/adobjects/
+# serverside/custom_data.py, content.py, delivery_category.py): value, predicted_ltv and net_revenue are numbers
+# (the SDK refuses anything but float/int), num_items an integer, contents[] objects with id, quantity (integer),
+# item_price (number) and delivery_category, delivery_category one of three values. A numeric string is
+# converted. A value that fails is dropped (field "custom_data.<key>"), except Purchase's required value.
+DELIVERY_CATEGORIES = frozenset({"in_store", "curbside", "home_delivery"})
+
+
+def _custom_data(raw: Any, event_name: str, drops: list[Drop]) -> dict[str, Any] | None:
     if raw is None:
         if event_name == "Purchase":
             raise _Reject("missing_value", "Purchase needs custom_data.value and currency")
@@ -142,11 +167,15 @@ def _custom_data(raw: Any, event_name: str) -> dict[str, Any] | None:
     if not isinstance(raw, dict):
         raise _Reject("invalid_custom_data", "custom_data must be an object")
     out = dict(raw)
-    if "value" in out and out["value"] is not None:
+    if out.get("value") is not None:
         value = _number(out["value"])
-        if value is None:
+        if value is not None:
+            out["value"] = value
+        elif event_name == "Purchase":
             raise _Reject("invalid_value", "custom_data.value must be numeric")
-        out["value"] = value
+        else:
+            del out["value"]
+            drops.append(Drop("custom_data.value", "not_a_number"))
     elif event_name == "Purchase":
         raise _Reject("missing_value", "Purchase needs custom_data.value")
     currency = out.get("currency")
@@ -157,17 +186,192 @@ def _custom_data(raw: Any, event_name: str) -> dict[str, Any] | None:
         out["currency"] = code
     elif event_name == "Purchase":
         raise _Reject("missing_currency", "Purchase needs custom_data.currency")
-    contents = out.get("contents")
-    if contents is not None:
-        if not isinstance(contents, list):
-            raise _Reject("invalid_contents", "contents must be a list")
-        for item in contents:
-            if not isinstance(item, dict) or item.get("id") in (None, "") or "quantity" not in item:
-                raise _Reject("invalid_contents", "each contents item needs id and quantity")
-            quantity = item["quantity"]
-            if isinstance(quantity, bool) or not isinstance(quantity, int):
-                raise _Reject("invalid_contents", "contents quantity must be an integer")
+    if (
+        "contents" in out
+        or "num_items" in out
+        or "delivery_category" in out
+        or "predicted_ltv" in out
+        or ("net_revenue" in out)
+    ):  # the rarer typed keys: one check in the usual case
+        _typed_custom_data(out, drops)
     return out
+
+
+def _typed_custom_data(out: dict[str, Any], drops: list[Drop]) -> None:
+    for key in ("predicted_ltv", "net_revenue"):
+        if out.get(key) is not None:
+            number = _number(out[key])
+            if number is None:
+                del out[key]
+                drops.append(Drop(f"custom_data.{key}", "not_a_number"))
+            else:
+                out[key] = number
+    if out.get("num_items") is not None:
+        count = _integer(out["num_items"])
+        if count is None or count < 0:
+            del out["num_items"]
+            drops.append(Drop("custom_data.num_items", "not_an_integer"))
+        else:
+            out["num_items"] = count
+    _delivery_category(out, "custom_data.delivery_category", drops)
+    if out.get("contents") is not None:
+        contents = _contents(out["contents"], drops)
+        if contents is None:
+            del out["contents"]
+            drops.append(Drop("custom_data.contents", "invalid_contents"))
+        else:
+            out["contents"] = contents
+
+
+def _delivery_category(holder: dict[str, Any], field: str, drops: list[Drop]) -> None:
+    raw = holder.get("delivery_category")
+    if raw is None:
+        return
+    category = raw.strip().lower() if isinstance(raw, str) else ""
+    if category in DELIVERY_CATEGORIES:
+        holder["delivery_category"] = category
+    else:
+        del holder["delivery_category"]
+        drops.append(Drop(field, "invalid_delivery_category"))
+
+
+def _contents(raw: Any, drops: list[Drop]) -> list[dict[str, Any]] | None:
+    """Each item needs an id and an integer quantity (else the whole list is dropped: a partial list would
+    misstate the order); a bad item_price or delivery_category is dropped from its item."""
+    if not isinstance(raw, list):
+        return None
+    items = []
+    for raw_item in raw:
+        if not isinstance(raw_item, dict) or raw_item.get("id") in (None, ""):
+            return None
+        quantity = _integer(raw_item.get("quantity"))
+        if quantity is None:
+            return None
+        item = dict(raw_item)
+        item["quantity"] = quantity
+        if item.get("item_price") is not None:
+            price = _number(item["item_price"])
+            if price is None:
+                del item["item_price"]
+                drops.append(Drop("custom_data.contents.item_price", "not_a_number"))
+            else:
+                item["item_price"] = price
+        _delivery_category(item, "custom_data.contents.delivery_category", drops)
+        items.append(item)
+    return items
+
+
+# event_source_url (M-SE, https://developers.facebook.com/documentation/ads-commerce/conversions-api/parameters/
+# server-event): "The browser URL where the event happened. The URL must begin with http:// or https://", required
+# for website events. Checked as a prefix (scheme, "://", a host character): linear, no URL parsing per event.
+_HTTP_URL_RE = re.compile(r"[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]")
+
+
+def _event_source_url(event: dict[str, Any], source: str, drops: list[Drop]) -> None:
+    url = event.get("event_source_url")
+    text = url.strip() if isinstance(url, str) else ""
+    if source == "website":
+        if not text:
+            raise _Reject("website_missing_event_source_url", "website events need event_source_url")
+        if not _HTTP_URL_RE.match(text):
+            raise _Reject("website_invalid_event_source_url", "event_source_url must begin with http:// or https://")
+    elif url is None:
+        event.pop("event_source_url", None)
+        return
+    elif not _HTTP_URL_RE.match(text):
+        del event["event_source_url"]
+        drops.append(Drop("event_source_url", "invalid_url"))
+        return
+    event["event_source_url"] = text
+
+
+def _opt_out(event: dict[str, Any], drops: list[Drop]) -> None:
+    """opt_out is a boolean (M-SE; the SDK's Event.opt_out is typed bool)."""
+    if "opt_out" in event and not isinstance(event["opt_out"], bool) and event.pop("opt_out") is not None:
+        drops.append(Drop("opt_out", "bad_type"))
+
+
+# app_data (M-APP, https://developers.facebook.com/documentation/ads-commerce/conversions-api/parameters/app-data;
+# SDK extended_device_info.py): advertiser_tracking_enabled 0/1 (the SDK sends a bool); extinfo is a positional list
+# of exactly 16 values, the first the version "a2" (Android) or "i2" (iOS); a missing value is "" (Meta's doc; the
+# SDK writes null for an unset one, turned into ""), the rest strings or numbers (the SDK sends screen sizes, cores
+# and disk sizes as integers).
+EXTINFO_LENGTH = 16
+_TRACKING_STRINGS = {"0": 0, "1": 1, "false": 0, "true": 1}
+EXTINFO_VERSIONS = frozenset({"a2", "i2"})
+
+
+def _app_data(raw: Any) -> dict[str, Any] | None:
+    """app_data with its extinfo's missing values as "", or None when it breaks Meta's rules."""
+    if not isinstance(raw, dict):
+        return None
+    tracking = raw.get("advertiser_tracking_enabled")
+    if isinstance(tracking, str):  # "1", "true": Graph reads booleans from strings; sent as Meta documents it, 0/1
+        tracking = _TRACKING_STRINGS.get(tracking.strip().lower(), tracking)
+    if not isinstance(tracking, bool) and (not isinstance(tracking, int) or tracking not in (0, 1)):
+        return None
+    extinfo = raw.get("extinfo")
+    if not isinstance(extinfo, list) or len(extinfo) != EXTINFO_LENGTH or extinfo[0] not in EXTINFO_VERSIONS:
+        return None
+    values: list[Any] = []
+    for value in extinfo:
+        if value is None:
+            values.append("")
+        elif isinstance(value, str) or (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        ):
+            values.append(value)
+        else:
+            return None
+    return {**raw, "advertiser_tracking_enabled": tracking, "extinfo": values}
+
+
+def _check_app_data(event: dict[str, Any], source: str, drops: list[Drop]) -> None:
+    if source == "app":
+        raw = event.get("app_data")
+        if not isinstance(raw, dict) or "advertiser_tracking_enabled" not in raw or "extinfo" not in raw:
+            raise _Reject("app_missing_app_data", "app events need app_data.advertiser_tracking_enabled, extinfo")
+        app_data = _app_data(raw)
+        if app_data is None:
+            raise _Reject("invalid_app_data", "app_data.extinfo must hold 16 values starting with a2 or i2, and "
+                          "advertiser_tracking_enabled must be 0 or 1")  # fmt: skip
+        event["app_data"] = app_data
+    elif event.get("app_data") is not None:
+        app_data = _app_data(event["app_data"])
+        if app_data is None:
+            del event["app_data"]
+            drops.append(Drop("app_data", "invalid_app_data"))
+        else:
+            event["app_data"] = app_data
+
+
+# Business messaging (M-BM, https://developers.facebook.com/documentation/ads-commerce/conversions-api/
+# business-messaging): action_source business_messaging with messaging_channel whatsapp, messenger or instagram, and
+# the user_data ids of that channel. Meta answers a missing one with 2804116 (3P, meta-capi.md A8). WhatsApp needs the
+# click id only: Meta's own automatic-events example sends user_data {"ctwa_clid"} alone (WA-AE,
+# https://developers.facebook.com/documentation/business-messaging/whatsapp/embedded-signup/automatic-events-api);
+# whatsapp_business_account_id / page_id are sent when given.
+MESSAGING_IDS = {
+    "whatsapp": ("ctwa_clid",),
+    "messenger": ("page_id", "page_scoped_user_id"),
+    "instagram": ("ig_account_id", "ig_sid"),
+}
+
+
+def _messaging(event: dict[str, Any], source: str, user_data: dict[str, Any], drops: list[Drop]) -> None:
+    raw = event.get("messaging_channel")
+    if source != "business_messaging":
+        if raw is not None:
+            drops.append(Drop("messaging_channel", "not_business_messaging"))
+        event.pop("messaging_channel", None)
+        return
+    channel = raw.strip().lower() if isinstance(raw, str) else ""
+    if channel not in MESSAGING_IDS:
+        raise _Reject("invalid_messaging_channel", f"messaging_channel must be one of {sorted(MESSAGING_IDS)}")
+    event["messaging_channel"] = channel
+    missing = [key for key in MESSAGING_IDS[channel] if key not in user_data]
+    if missing:
+        raise _Reject("business_messaging_missing_ids", f"{channel} events need user_data {', '.join(missing)}")
 
 
 @cache
@@ -303,26 +507,25 @@ def _prepare(  # noqa: PLR0917 -- the private body of prepare_event, same argume
         raise _Reject("missing_user_data", "user_data is required")
     if not isinstance(event["user_data"], dict):
         raise _Reject("missing_user_data", "user_data must be an object")
+    if source == "website" or "event_source_url" in event:
+        _event_source_url(event, source, drops)
+    if "opt_out" in event:
+        _opt_out(event, drops)
     today = _today(now)
-    user_data, field_drops = normalize_user_data(event["user_data"], settings, today)
+    date_notes: list[str] = []
+    user_data, field_drops = normalize_user_data(event["user_data"], settings, today, date_notes)
     drops.extend(field_drops)
+    if date_notes:  # the order an ambiguous date of birth was read in (once per event)
+        notes.extend(dict.fromkeys(date_notes))
     _derive_fbc(event, user_data, event_time, notes)
     event["user_data"] = user_data
 
-    if source == "website":
-        url = event.get("event_source_url")
-        if not isinstance(url, str) or not url.strip():
-            raise _Reject("website_missing_event_source_url", "website events need event_source_url")
-        if "client_user_agent" not in user_data:
-            raise _Reject("website_missing_user_agent", "website events need user_data.client_user_agent")
-    if source == "app":
-        app_data = event.get("app_data")
-        if (
-            not isinstance(app_data, dict)
-            or "advertiser_tracking_enabled" not in app_data
-            or not isinstance(app_data.get("extinfo"), list)
-        ):
-            raise _Reject("app_missing_app_data", "app events need app_data.advertiser_tracking_enabled, extinfo")
+    if source == "website" and "client_user_agent" not in user_data:
+        raise _Reject("website_missing_user_agent", "website events need user_data.client_user_agent")
+    if source == "app" or "app_data" in event:
+        _check_app_data(event, source, drops)
+    if source == "business_messaging" or "messaging_channel" in event:
+        _messaging(event, source, user_data, drops)
 
     if not user_data:
         raise _Reject("no_usable_identifier", "no user_data value survived normalization")
@@ -335,7 +538,7 @@ def _prepare(  # noqa: PLR0917 -- the private body of prepare_event, same argume
             "user_data holds only a combination Meta rejects (subcode 2804050)",
         )
 
-    custom = _custom_data(event.get("custom_data"), name)
+    custom = _custom_data(event.get("custom_data"), name, drops)
     if custom is None:
         event.pop("custom_data", None)
     else:

@@ -341,3 +341,61 @@ def test_control_endpoints(graph: GraphStandIn) -> None:
     assert post(graph.url, "/_standin/reset", {}, token=None).status == 200
     assert graph.received == []
     assert graph.requests == []
+
+
+# ------------------------------------------------- parameters as Meta documents them (issue 18, M-SE/M-CD/M-APP/M-BM)
+EXTINFO = ["a2", "com.example.app", "771", "Version 7.7.1", "14", "Pixel 8", "en_US", "GMT-1", "", "1080", "2400",
+           "2.0", "8", "128", "64", "Europe/Berlin"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "subcode"),
+    [
+        ({"event_source_url": "shop.example.com/checkout"}, 2804001),
+        ({"event_source_url": "ftp://shop.example.com/"}, 2804001),
+        ({"custom_data": {"value": "ten", "currency": "usd"}}, 2804001),
+        ({"custom_data": {"value": 1, "currency": "usd", "predicted_ltv": "lots"}}, 2804001),
+        ({"custom_data": {"value": 1, "currency": "usd", "num_items": 1.5}}, 2804001),
+        ({"custom_data": {"value": 1, "currency": "usd", "delivery_category": "drone"}}, 2804001),
+        ({"custom_data": {"value": 1, "currency": "usd", "contents": [{"id": "a", "quantity": "x"}]}}, 2804001),
+        ({"custom_data": {"value": 1, "currency": "usd",
+                          "contents": [{"id": "a", "quantity": 1, "item_price": "cheap"}]}}, 2804001),
+        ({"action_source": "app", "app_data": {"advertiser_tracking_enabled": 1, "extinfo": EXTINFO[:15]}}, 2804001),
+        ({"action_source": "app", "app_data": {"advertiser_tracking_enabled": 1, "extinfo": ["a1", *EXTINFO[1:]]}},
+         2804001),
+        ({"action_source": "app", "app_data": {"extinfo": EXTINFO}}, 2804001),
+        ({"action_source": "business_messaging", "messaging_channel": "sms"}, 2804001),
+        ({"action_source": "business_messaging", "messaging_channel": "whatsapp"}, 2804116),
+        ({"action_source": "business_messaging", "messaging_channel": "instagram",
+          "user_data": {"ig_account_id": "17841400000000000"}}, 2804116),
+        ({"action_source": "system_generated", "user_data": {"em": h("jane@example.com"), "lead_id": "12345"}},
+         2804036),
+    ],
+)  # fmt: skip
+def test_what_metas_parameter_docs_refuse_is_refused(
+    graph: GraphStandIn, overrides: dict[str, Any], subcode: int
+) -> None:
+    assert_rejected(send(graph, [event(1, **overrides)]), graph, subcode)
+
+
+def test_what_metas_parameter_docs_allow_is_accepted(graph: GraphStandIn) -> None:
+    ok = [
+        event(1, custom_data={"value": "12.5", "currency": "usd", "predicted_ltv": 100, "num_items": "2",
+                              "delivery_category": "home_delivery",
+                              "contents": [{"id": "a", "quantity": "2", "item_price": 4.99,
+                                            "delivery_category": "curbside"}]}, opt_out=True),
+        event(2, action_source="app", app_data={"advertiser_tracking_enabled": 0, "extinfo": ["i2", *EXTINFO[1:]]}),
+        event(3, action_source="business_messaging", messaging_channel="whatsapp", user_data={"ctwa_clid": "ARAkLk"}),
+        event(4, action_source="business_messaging", messaging_channel="messenger",
+              user_data={"page_id": "1122334455", "page_scoped_user_id": "7788990011"}),
+        event(5, action_source="business_messaging", messaging_channel="instagram",
+              user_data={"ig_account_id": "17841400000000000", "ig_sid": "1234567890"}),
+        event(6, action_source="system_generated", user_data={"lead_id": 1234567890123456}),
+        event(7, user_data={**event()["user_data"], "client_ip_address": "2001:db8::1.AQQAAQAA"}),
+    ]  # fmt: skip
+    for item in ok:
+        if item["action_source"] != "website":
+            item.pop("event_source_url")
+    reply = send(graph, ok)
+    assert reply.status == 200, reply.json
+    assert reply.json["events_received"] == len(ok)

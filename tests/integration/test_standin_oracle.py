@@ -40,7 +40,7 @@ from facebook_business.session import FacebookSession
 from capi_relay import __version__
 from capi_relay.graph import ErrorKind, GraphClient, GraphError
 from capi_relay.secrets import Credentials
-from local.graph_standin import GraphStandIn
+from local.graph_standin import CHECKED_VERSION, GraphStandIn
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def test_metas_sdk_request_is_accepted(graph: GraphStandIn, monkeypatch: pytest.
     assert response.events_received == 3
     (log,) = graph.requests
     assert log.status == 200
-    assert (log.version, log.pixel_id, log.test_event_code) == ("v26.0", PIXEL, "TEST42")
+    assert (log.version, log.pixel_id, log.test_event_code) == (CHECKED_VERSION, PIXEL, "TEST42")
     assert log.body_form == "form"
     assert log.token_location == "query"  # the SDK's session puts the token in the URL
     assert log.headers["User-Agent"].startswith("fbbizsdk-python-")
@@ -276,3 +276,70 @@ def test_https_with_the_test_ca_and_verification_on() -> None:
         with pytest.raises(ssl.SSLCertVerificationError):
             untrusting.request("POST", "/v26.0/1/events", body=b"{}")
         untrusting.close()
+
+
+def test_metas_sdk_current_parameters_are_accepted(graph: GraphStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given events built with Meta's SDK using the parameters of issue 18: extinfo (ExtendedDeviceInfo, unset values
+    # go out as null and screen sizes as integers), contents with quantity and delivery_category, the numeric
+    # custom_data fields, opt_out, a WhatsApp business messaging event and a conversion lead
+    from facebook_business.adobjects.serverside.app_data import AppData
+    from facebook_business.adobjects.serverside.content import Content
+    from facebook_business.adobjects.serverside.custom_data import CustomData
+    from facebook_business.adobjects.serverside.delivery_category import DeliveryCategory
+    from facebook_business.adobjects.serverside.extended_device_info import ExtendedDeviceInfo
+    from facebook_business.adobjects.serverside.messaging_channel import MessagingChannel
+
+    monkeypatch.setattr(FacebookSession, "GRAPH", graph.url)
+    FacebookAdsApi.init(access_token=TOKEN, crash_log=False)
+    now = int(time.time()) - 60
+    extinfo = ExtendedDeviceInfo(ext_info_version="i2", app_package_name="com.example.app", short_version="771",
+                                 long_version="Version 7.7.1", os_version="17.0", device_model_name="iPhone15,2",
+                                 locale="en_US", screen_width=1179, screen_height=2556, cpu_core_count=6)  # fmt: skip
+    content = Content(product_id="sku-1", quantity=2, item_price=4.99, delivery_category=DeliveryCategory.CURBSIDE)
+    custom = CustomData(value=12.5, currency="usd", predicted_ltv=100.0, net_revenue=3.5, num_items=2,
+                        delivery_category=DeliveryCategory.HOME_DELIVERY, contents=[content])  # fmt: skip
+    events = [
+        Event(event_name="Purchase", event_time=now, event_id="sdk-app", action_source=ActionSource.APP,
+              user_data=UserData(madid="38400000-8cf0-11bd-b23e-10b96e40000d"), custom_data=custom,
+              app_data=AppData(advertiser_tracking_enabled=True, extinfo=extinfo), opt_out=True),
+        Event(event_name="Purchase", event_time=now, event_id="sdk-wa", action_source=ActionSource.BUSINESS_MESSAGING,
+              messaging_channel=MessagingChannel.WHATSAPP, custom_data=CustomData(value=10, currency="usd"),
+              user_data=UserData(ctwa_clid="ARAkLkA8rmlFeiCktEJQ-QTwRiyYHAFDLM", page_id="1122334455")),
+        Event(event_name="Lead", event_time=now, event_id="sdk-lead", action_source=ActionSource.SYSTEM_GENERATED,
+              user_data=UserData(lead_id="1234567890123456", emails=["jane@example.com"])),
+    ]  # fmt: skip
+    # When the SDK sends them, Then the stand-in accepts them as Meta does
+    response = EventRequest(events=events, pixel_id=PIXEL).execute()
+    assert response.events_received == 3
+    sent = {r["event"]["event_id"]: r["event"] for r in graph.received}
+    assert len(sent["sdk-app"]["app_data"]["extinfo"]) == 16
+    assert sent["sdk-app"]["app_data"]["extinfo"][7] is None  # what the SDK writes for an unset value
+    assert sent["sdk-app"]["custom_data"]["contents"][0]["delivery_category"] == "curbside"
+    assert sent["sdk-wa"]["messaging_channel"] == "whatsapp"
+
+
+def test_the_relays_prepared_events_for_those_parameters_are_accepted(graph: GraphStandIn) -> None:
+    # The relay's own output for the same kinds of events goes through the same stand-in
+    from capi_relay.model import Prepared
+    from capi_relay.settings import NormalizationSettings
+    from capi_relay.validate import prepare_event
+
+    now = int(time.time())
+    raw = [
+        {"event_name": "Purchase", "event_time": now - 60, "action_source": "app", "opt_out": True,
+         "user_data": {"madid": "38400000-8cf0-11bd-b23e-10b96e40000d"},
+         "app_data": {"advertiser_tracking_enabled": True,
+                      "extinfo": ["a2", "com.example", None, None, "14", None, "en_US", None, None, 1080, 2400, None,
+                                  8, None, None, None]},
+         "custom_data": {"value": "12.5", "currency": "USD", "contents": [{"id": "a", "quantity": "2"}]}},
+        {"event_name": "Purchase", "event_time": now - 60, "action_source": "business_messaging",
+         "messaging_channel": "WhatsApp", "user_data": {"ctwa_clid": "ARAkLk"},
+         "custom_data": {"value": 1, "currency": "usd"}},
+        {**event(9), "custom_data": {"value": 1, "currency": "usd"},
+         "user_data": {**event()["user_data"], "client_ip_address": "203.0.113.1.AQQAAQAA"}},
+    ]  # fmt: skip
+    prepared = [prepare_event(item, NormalizationSettings(), now) for item in raw]
+    assert all(isinstance(p, Prepared) for p in prepared), prepared
+    body = json.dumps({"data": [p.event for p in prepared if isinstance(p, Prepared)]}).encode()
+    reply = GraphClient(graph.url, "v26.0").send(PIXEL, body, Credentials(TOKEN))
+    assert reply.events_received == 3

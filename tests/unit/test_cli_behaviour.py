@@ -212,13 +212,23 @@ def test_explain_shows_why_a_value_was_dropped() -> None:
 
 
 def test_an_ambiguous_date_is_read_by_the_date_order_and_warned_about() -> None:
-    raw = make_event(user_data={"em": "a@example.com", "db": "05/03/1990", "country": "US"})
+    raw = make_event(user_data={"em": "a@example.com", "db": "05/03/1990"})  # no country: DATE_ORDER decides
     assert ambiguity_warnings(raw, SETTINGS, NOW) == [
-        {"field": "db", "warning": "date_read_by_convention", "date_order": "MDY"}
+        {"field": "db", "warning": "date_read_by_convention", "date_order": "MDY", "decided_by": "DATE_ORDER"}
     ]
     [db] = [v for v in explain_event(0, raw, SETTINGS, NOW)["user_data"] if v["field"] == "db"]
     assert db["hashed"] == ["19900503"]
     assert "ambiguous: read month first by the date order MDY; --date-order DMY reads 19900305" in db["why"]
+    german = make_event(user_data={"em": "a@example.com", "db": "05.03.1990", "country": "de"})
+    assert ambiguity_warnings(german, SETTINGS, NOW) == [
+        {"field": "db", "warning": "date_read_by_convention", "date_order": "DMY", "decided_by": "country"}
+    ]
+    [db] = [v for v in explain_event(0, german, SETTINGS, NOW)["user_data"] if v["field"] == "db"]
+    assert db["hashed"] == ["19900305"]
+    assert (
+        "ambiguous: read day first as the event's country de writes dates (DMY); the other order reads 19900503"
+        in db["why"]
+    )
     unambiguous = make_event(user_data={"em": "a@example.com", "db": "31/12/1990", "country": "US"})
     assert ambiguity_warnings(unambiguous, SETTINGS, NOW) == []
 

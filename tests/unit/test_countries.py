@@ -9,7 +9,7 @@ from types import ModuleType
 
 import pycountry
 
-from capi_relay import _countries, _country_names
+from capi_relay import _countries, _country_names, _date_orders
 from capi_relay.normalize import country_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,3 +80,26 @@ def test_a_name_two_languages_give_to_different_countries_is_not_in_the_table() 
     _table, ambiguous = _generator("gen_country_names").build()
     assert ambiguous  # "Kongo" is the Republic of the Congo in one language and the DR Congo in another
     assert not set(ambiguous) & set(_country_names.NAMES)
+
+
+# ------------------------------------------------------------ date order per country (CLDR date patterns via babel)
+def test_the_date_order_table_equals_the_generator_output_and_the_file_a_fresh_render() -> None:
+    gen = _generator("gen_date_orders")
+    orders, locales = gen.build()
+    assert orders == _date_orders.ORDERS
+    shipped = (ROOT / "src" / "capi_relay" / "_date_orders.py").read_text(encoding="utf-8")
+    assert shipped == gen.render(orders, locales)
+
+
+def test_the_date_order_table_reads_cldr_patterns_as_people_write_dates() -> None:
+    gen = _generator("gen_date_orders")
+    assert [gen.pattern_order(p) for p in ("dd.MM.yy", "M/d/yy", "y/MM/dd", "yy. M. d.", "d 'de' MMMM 'de' y")] == [
+        "DMY", "MDY", "YMD", "YMD", "DMY",
+    ]  # fmt: skip
+    orders = _date_orders.ORDERS
+    assert {c: orders[c] for c in ("de", "gb", "fr", "br", "in", "us", "ph", "cn", "jp", "kr", "hu")} == {
+        "de": "DMY", "gb": "DMY", "fr": "DMY", "br": "DMY", "in": "DMY", "us": "MDY", "ph": "MDY",
+        "cn": "YMD", "jp": "YMD", "kr": "YMD", "hu": "YMD",
+    }  # fmt: skip
+    assert set(orders) <= {c.alpha_2.lower() for c in pycountry.countries}
+    assert len(orders) >= 240  # every country CLDR has a locale for

@@ -80,3 +80,19 @@ def test_adjusted_events_are_counted_by_note(
              if line.get("message") == "reason count" and line.get("metric") == "EventAdjustments"}  # fmt: skip
     assert notes == {"event_time_ms": 1}
     assert not any("EventAdjustments" in line for line in lines if "_aws" in line)
+
+
+def test_every_invocation_reports_the_days_left_for_its_graph_api_version(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from capi_relay.graph_versions import days_left
+
+    handler = load_handler(monkeypatch, PIXEL_ID="111", ACCESS_TOKEN_SECRET_ID="s", GRAPH_API_VERSION="v21.0")
+    handler.lambda_handler({"Records": []}, FakeLambdaContext(30))
+    expected = float(days_left("v21.0", datetime.now(UTC).date()))
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [line["GraphApiVersionDaysLeft"] for line in emf if "GraphApiVersionDaysLeft" in line] == [[expected]]
+    monkeypatch.delenv("GRAPH_API_VERSION")
+    get_settings.cache_clear()

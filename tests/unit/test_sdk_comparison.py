@@ -100,11 +100,32 @@ def test_agree_on_valid_emails(value: str) -> None:
     assert ours("em", value) == sdk("em", value) is not None
 
 
+def _trunk_prefixed_valid(digits: str) -> str | None:
+    """libphonenumber's E.164 digits when the written digits carry a trunk prefix after the country code that it
+    removes and a valid number is left (``+358 01 4839834``), else None."""
+    import phonenumbers
+
+    try:
+        number = phonenumbers.parse("+" + digits, None)
+    except phonenumbers.NumberParseException:
+        return None
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    return e164 if e164 != digits and phonenumbers.is_valid_number(number) else None
+
+
 @SAMPLES
 @given(intl_phones)
 def test_agree_on_international_numbers_with_plus(value: str) -> None:
     digits = "".join(ch for ch in value if ch.isdigit())
     assume(7 <= len(digits) <= 15)
+    stripped = _trunk_prefixed_valid(digits)
+    if stripped is not None:
+        # Deliberate difference (issue 18): a trunk prefix written after the country code is removed where the
+        # country's plan has one (test_normalize_i18n checks when); the SDK sends the digits as written. Whatever
+        # the relay sends is libphonenumber's reading or the digits as written, never a third number.
+        assert ours("ph", value) in (sha(stripped), sha(digits))
+        assert sdk("ph", value) == sha(digits)
+        return
     assert ours("ph", value) == sdk("ph", value) == sha(digits)
 
 

@@ -21,6 +21,8 @@ from bench.cfn import (
     resolve_if,
     sqs_event_properties,
 )
+from capi_relay.settings import DEFAULT_GRAPH_API_VERSION
+from local.graph_standin import CHECKED_VERSION
 from tests.sam_cli import run_sam
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -322,7 +324,8 @@ def test_function_environment_matches_settings(template: dict[str, Any]) -> None
     env = function_properties(template)["Environment"]["Variables"]
     assert env["POWERTOOLS_SERVICE_NAME"] == "capi-relay"
     assert env["ACCESS_TOKEN_SECRET_ID"] == {"Ref": "AccessTokenSecretArn"}
-    assert default(template, env["GRAPH_API_VERSION"]) == "v26.0"
+    # the newest version the Graph stand-in has been checked against with Meta's SDK (test_standin_oracle)
+    assert default(template, env["GRAPH_API_VERSION"]) == CHECKED_VERSION == DEFAULT_GRAPH_API_VERSION
     assert default(template, env["TEST_EVENT_CODE"]) == ""
     assert default(template, env["POWERTOOLS_METRICS_NAMESPACE"]) == "CapiRelay"
     assert template["Parameters"]["Stage"]["AllowedValues"] == ["dev", "prod"]
@@ -340,7 +343,7 @@ def test_the_settings_accept_the_template_defaults(template: dict[str, Any]) -> 
         if value == {"Ref": "EventsDLQ"}:  # a queue's Ref is its URL
             env[name] = "https://sqs.us-east-1.amazonaws.com/123456789012/capi-relay-EventsDLQ-AbC"
     settings = settings_from_env(env)
-    assert settings.graph_api_version == "v26.0"
+    assert settings.graph_api_version == CHECKED_VERSION
     assert settings.pixel_id is None  # the PixelId default is empty: messages name their pixel
     assert not settings.is_production
 
@@ -785,9 +788,12 @@ def test_every_alarm_is_quiet_without_data_and_rate_alarms_fill_missing_values(t
     # metric with 0, or one missing term (nothing prepared because everything was rejected) leaves no value.
     # The quality EMQ alarm is the exception: an hour without a read is no EMQ at all, and a filled 0 would
     # read as a collapse against the 24-hour mean; missing hours stay missing (not breaching).
+    # The version-expiry alarm keeps its state instead ("ignore"): a day without an invocation says nothing about
+    # the configured version, and the next invocation's datapoint decides again.
     for aid, alarm in resources(template, "AWS::CloudWatch::Alarm").items():
         props = alarm["Properties"]
-        assert props["TreatMissingData"] == "notBreaching", aid
+        expected = "ignore" if aid == "GraphApiVersionExpiringAlarm" else "notBreaching"
+        assert props["TreatMissingData"] == expected, aid
         if aid in QUALITY_ALARMS:
             continue
         ids = [m["Id"] for m in props.get("Metrics", []) if "MetricStat" in m]
@@ -840,9 +846,35 @@ def test_idle_stack_with_a_default_pixel_and_its_quality_reader_stays_under_thre
     from bench.bench_cost import WITH_PIXEL, idle_costs, quality_series
 
     items = {item: cost for item, cost, _ in idle_costs(template, WITH_PIXEL)}
-    assert items["CloudWatch alarms"] == pytest.approx(0.10 * (15 + 2))  # 13 relay alarms (15 metrics) + 2 quality
+    relay_alarm_metrics = sum(
+        max(1, sum("MetricStat" in m for m in a["Properties"].get("Metrics", [])))
+        for aid, a in resources(template, "AWS::CloudWatch::Alarm").items()
+        if aid not in QUALITY_ALARMS
+    )
+    assert items["CloudWatch alarms"] == pytest.approx(0.10 * (relay_alarm_metrics + 2))  # + the 2 quality alarms
     assert 0 < items["Scheduled quality reads"] < 0.10  # 730 reads a month
     assert sum(items.values()) <= 3.00, items
     assert quality_series(template, WITH_PIXEL) == 4  # Purchase: EMQ, email and phone coverage, event coverage
     assert quality_series(template) == 0  # no pixel, no reader
     assert quality_series(template, {**WITH_PIXEL, "EnableQualityReader": "false"}) == 0
+
+
+def test_the_default_graph_api_version_is_live_at_the_stand_in_and_not_expiring() -> None:
+    from datetime import date
+
+    from capi_relay.graph_versions import WARN_DAYS, days_left
+    from local.graph_standin import LIVE_VERSIONS
+
+    assert CHECKED_VERSION in LIVE_VERSIONS
+    assert days_left(CHECKED_VERSION, date(2026, 12, 6)) > WARN_DAYS
+
+
+def test_an_alarm_fires_90_days_before_the_graph_api_version_expires(template: dict[str, Any]) -> None:
+    from capi_relay.graph_versions import WARN_DAYS
+
+    assert "GraphApiVersionDaysLeft" in emitted_metric_names()
+    alarm = template["Resources"]["GraphApiVersionExpiringAlarm"]["Properties"]
+    assert (alarm["MetricName"], alarm["Statistic"]) == ("GraphApiVersionDaysLeft", "Minimum")
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (WARN_DAYS, "LessThanThreshold")
+    assert alarm["Period"] <= 86_400
+    assert alarm["AlarmActions"] == TOPIC

@@ -40,6 +40,20 @@ def _custom(**custom_data: Any) -> dict[str, Any]:
     return make_event(custom_data=custom_data)
 
 
+def _app(**app_data: Any) -> dict[str, Any]:
+    return make_event(action_source="app", event_source_url=..., app_data=APP_DATA | app_data)
+
+
+WHATSAPP_IDS = {"whatsapp_business_account_id": "102290129340398", "ctwa_clid": "ARAkLkA8rmlFeiCktEJQ-QTwRiyYHAFDLM"}
+
+
+def _messaging(channel: Any, **ids: Any) -> dict[str, Any]:
+    """A business messaging event on ``channel`` carrying WhatsApp's ids (``...`` removes one)."""
+    event = make_event(action_source="business_messaging", event_source_url=..., messaging_channel=channel,
+                       user_data=dict(WHATSAPP_IDS))  # fmt: skip
+    return with_user_data(event, **ids)
+
+
 # reason -> an event that must be rejected with exactly that reason (and only for that reason)
 REJECTIONS: dict[str, list[Callable[[], Any]]] = {
     "not_an_object": [lambda: [make_event()], lambda: "Purchase", lambda: None],
@@ -90,12 +104,28 @@ REJECTIONS: dict[str, list[Callable[[], Any]]] = {
                          lambda: _custom(value=1, currency="XYZ"), lambda: _custom(value=1, currency=840),
                          lambda: _custom(value=1, currency="U$D")],
     "missing_currency": [lambda: _custom(value=10)],
-    "invalid_contents": [lambda: _custom(value=1, currency="USD", contents={"id": "a", "quantity": 1}),
-                         lambda: _custom(value=1, currency="USD", contents=[{"id": "a"}]),
-                         lambda: _custom(value=1, currency="USD", contents=[{"quantity": 1}]),
-                         lambda: _custom(value=1, currency="USD", contents=[{"id": "", "quantity": 1}]),
-                         lambda: _custom(value=1, currency="USD", contents=[{"id": "a", "quantity": "2"}]),
-                         lambda: _custom(value=1, currency="USD", contents=["sku-1"])],
+    "website_invalid_event_source_url": [lambda: make_event(event_source_url="shop.example.com/checkout"),
+                                         lambda: make_event(event_source_url="ftp://shop.example.com/"),
+                                         lambda: make_event(event_source_url="javascript:alert(1)"),
+                                         lambda: make_event(event_source_url="https://")],
+    "invalid_app_data": [lambda: _app(extinfo=["a2"] + [""] * 14),  # 15 values
+                         lambda: _app(extinfo=["a2"] + [""] * 16),  # 17 values
+                         lambda: _app(extinfo=["a1"] + [""] * 15),  # Meta's current versions are a2 / i2
+                         lambda: _app(extinfo=["A2"] + [""] * 15),
+                         lambda: _app(extinfo=["i2"] + [""] * 14 + [{"tz": "UTC"}]),
+                         lambda: _app(extinfo=["i2"] + [""] * 14 + [True]),
+                         lambda: _app(extinfo="a2,com.example"),
+                         lambda: _app(advertiser_tracking_enabled=2),
+                         lambda: _app(advertiser_tracking_enabled="yes"),
+                         lambda: _app(advertiser_tracking_enabled=None)],
+    "invalid_messaging_channel": [lambda: _messaging(None), lambda: _messaging("sms"),
+                                  lambda: _messaging(["whatsapp"])],
+    "business_messaging_missing_ids": [
+        lambda: _messaging("whatsapp", ctwa_clid=...),
+        lambda: _messaging("whatsapp", ctwa_clid=..., page_id="1122334455"),
+        lambda: _messaging("messenger", whatsapp_business_account_id=..., ctwa_clid=..., page_id="1122334455"),
+        lambda: _messaging("instagram", ig_account_id="17841400000000000"),
+    ],
     "invalid_data_processing_options": [
         lambda: make_event(data_processing_options=["ldu"]),
         lambda: make_event(data_processing_options="LDU"),
@@ -109,7 +139,7 @@ REJECTIONS: dict[str, list[Callable[[], Any]]] = {
     "invalid_event_id": [lambda: make_event(event_id=""), lambda: make_event(event_id=["a"]),
                          lambda: make_event(event_id=1.5)],
     "non_finite_number": [lambda: make_event(custom_data={"value": 1, "currency": "USD",
-                                                          "predicted_ltv": float("inf")}),
+                                                          "score": float("inf")}),
                           lambda: make_event(original_event_data={"event_time": float("nan")})],
     "invalid_unicode": [lambda: make_event(event_name="Purchase\ud800"),
                         lambda: _custom(value=1, currency="USD", content_name="x\udfff")],
@@ -354,3 +384,137 @@ def test_no_rejected_customer_information_set_holds_a_match_key() -> None:
     from capi_relay.validate import _REJECTED_SETS, MATCH_KEYS
 
     assert all(rejected.isdisjoint({*MATCH_KEYS, "client_ip_address"}) for rejected in _REJECTED_SETS)
+
+
+# ---------------------------------------------------------------- parameters as Meta documents them (issue 18)
+# An invalid value the event can do without is dropped with its field and reason; the event is still sent.
+LEAD_ID = "1234567890123456"
+DROPS: list[tuple[dict[str, Any], str, str]] = [
+    (make_event(action_source="email", event_source_url="www.shop.example/p"), "event_source_url", "invalid_url"),
+    (make_event(action_source="email", event_source_url="mailto:shop@example.com"), "event_source_url",
+     "invalid_url"),
+    (make_event(opt_out="true"), "opt_out", "bad_type"),
+    (make_event(opt_out=1), "opt_out", "bad_type"),
+    (_custom(value=1, currency="USD", predicted_ltv="lots"), "custom_data.predicted_ltv", "not_a_number"),
+    (_custom(value=1, currency="USD", net_revenue="1,5"), "custom_data.net_revenue", "not_a_number"),
+    (make_event(event_name="Lead", custom_data={"value": "ten"}), "custom_data.value", "not_a_number"),
+    (_custom(value=1, currency="USD", num_items="2.5"), "custom_data.num_items", "not_an_integer"),
+    (_custom(value=1, currency="USD", num_items=-1), "custom_data.num_items", "not_an_integer"),
+    (_custom(value=1, currency="USD", delivery_category="drone"), "custom_data.delivery_category",
+     "invalid_delivery_category"),
+    (_custom(value=1, currency="USD", contents={"id": "a", "quantity": 1}), "custom_data.contents",
+     "invalid_contents"),
+    (_custom(value=1, currency="USD", contents=[{"id": "a"}]), "custom_data.contents", "invalid_contents"),
+    (_custom(value=1, currency="USD", contents=[{"quantity": 1}]), "custom_data.contents", "invalid_contents"),
+    (_custom(value=1, currency="USD", contents=[{"id": "", "quantity": 1}]), "custom_data.contents",
+     "invalid_contents"),
+    (_custom(value=1, currency="USD", contents=[{"id": "a", "quantity": 1.5}]), "custom_data.contents",
+     "invalid_contents"),
+    (_custom(value=1, currency="USD", contents=["sku-1"]), "custom_data.contents", "invalid_contents"),
+    (_custom(value=1, currency="USD", contents=[{"id": "a", "quantity": 1, "item_price": "cheap"}]),
+     "custom_data.contents.item_price", "not_a_number"),
+    (_custom(value=1, currency="USD", contents=[{"id": "a", "quantity": 1, "delivery_category": "pigeon"}]),
+     "custom_data.contents.delivery_category", "invalid_delivery_category"),
+    (make_event(app_data={"advertiser_tracking_enabled": 1, "extinfo": ["a2"]}), "app_data", "invalid_app_data"),
+    (make_event(messaging_channel="whatsapp"), "messaging_channel", "not_business_messaging"),
+    (with_user_data(make_event(), lead_id="12345"), "lead_id", "invalid_lead_id"),
+    (with_user_data(make_event(), lead_id=12345678901234567), "lead_id", "invalid_lead_id"),
+    (with_user_data(make_event(), lead_id="1234567890123456.0"), "lead_id", "invalid_lead_id"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("event", "field", "reason"), DROPS, ids=[f"{f}-{r}-{i}" for i, (_, f, r) in enumerate(DROPS)])
+def test_an_invalid_optional_parameter_is_dropped_with_its_reason_and_the_event_sent(
+    event: dict[str, Any], field: str, reason: str
+) -> None:
+    result = prepared(event)
+    assert Drop(field, reason) in result.drops
+    key = field.rsplit(".", maxsplit=1)[-1]
+    holder = result.event.get("custom_data", {}) if field.startswith("custom_data.") else result.event
+    if field.startswith("custom_data.contents."):
+        holder = result.event["custom_data"]["contents"][0]
+    if field == "lead_id":
+        holder = result.event["user_data"]
+    assert key not in holder
+
+
+def test_numeric_custom_data_strings_are_converted_as_meta_types_them() -> None:
+    # Meta's SDK sends Content.quantity as given (its type says str); value, predicted_ltv, net_revenue numbers
+    item = {"id": "sku-1", "quantity": "2", "item_price": "4.99", "delivery_category": "curbside"}
+    custom = {"value": "12.50", "currency": "EUR", "predicted_ltv": "100", "net_revenue": " 3.5 ", "num_items": "3",
+              "delivery_category": " Home_Delivery ", "contents": [item]}  # fmt: skip
+    result = prepared(_custom(**custom))
+    assert result.event["custom_data"] == {
+        "value": 12.5, "currency": "eur", "predicted_ltv": 100, "net_revenue": 3.5, "num_items": 3,
+        "delivery_category": "home_delivery",
+        "contents": [{"id": "sku-1", "quantity": 2, "item_price": 4.99, "delivery_category": "curbside"}],
+    }  # fmt: skip
+    assert result.drops == []
+
+
+@pytest.mark.parametrize("url", ["https://shop.example.com/checkout?x=1", "http://localhost:8080/", "HTTPS://A.B",
+                                 " https://shop.example.com/ "])  # fmt: skip
+def test_an_http_event_source_url_is_kept_trimmed(url: str) -> None:
+    assert prepared(make_event(event_source_url=url)).event["event_source_url"] == url.strip()
+
+
+def test_opt_out_booleans_are_kept() -> None:
+    assert prepared(make_event(opt_out=True)).event["opt_out"] is True
+    assert prepared(make_event(opt_out=False)).event["opt_out"] is False
+
+
+def test_extinfo_as_metas_sdk_writes_it_is_accepted_with_missing_values_as_empty_strings() -> None:
+    # facebook_business ExtendedDeviceInfo.normalize(): 16 positions, None where unset, ints for screen/cores/disk
+    extinfo = ["i2", "com.example.app", "771", "Version 7.7.1", "17.0", "iPhone15,2", "en_US", "GMT-1", None, 1179,
+               2556, "3.0", 6, 128, 32, "America/New_York"]  # fmt: skip
+    event = make_event(action_source="app", event_source_url=...,
+                       app_data={"advertiser_tracking_enabled": True, "extinfo": extinfo})  # fmt: skip
+    sent = prepared(event).event["app_data"]["extinfo"]
+    assert len(sent) == 16
+    assert sent[8] == ""
+    assert sent[:8] == extinfo[:8]
+    assert sent[9:] == extinfo[9:]
+
+
+@pytest.mark.parametrize(
+    ("channel", "ids"),
+    [("whatsapp", WHATSAPP_IDS), (" WhatsApp ", WHATSAPP_IDS), ("whatsapp", {"ctwa_clid": "ARAkLkA8rmlFeiCk"}),
+     ("messenger", {"page_id": "1122334455", "page_scoped_user_id": "7788990011"}),
+     ("instagram", {"ig_account_id": "17841400000000000", "ig_sid": "1234567890"})],
+)  # fmt: skip
+def test_business_messaging_events_with_their_channels_ids_are_sent(channel: str, ids: dict[str, str]) -> None:
+    event = make_event(action_source="business_messaging", event_source_url=..., messaging_channel=channel,
+                       user_data=ids)  # fmt: skip
+    result = prepared(event)
+    assert result.event["messaging_channel"] == channel.strip().lower()
+    assert result.event["user_data"] == ids
+
+
+@pytest.mark.parametrize("lead_id", [LEAD_ID, " 123456789012345 ", 1234567890123456])
+def test_a_lead_id_of_15_or_16_digits_is_sent_as_given(lead_id: Any) -> None:
+    event = make_event(action_source="system_generated", event_source_url=..., user_data={"lead_id": lead_id})
+    sent = prepared(event).event["user_data"]["lead_id"]
+    assert sent == (lead_id.strip() if isinstance(lead_id, str) else lead_id)
+
+
+def test_an_ambiguous_date_of_birth_notes_the_order_it_was_read_in() -> None:
+    # 03/04/1990 is 3 April in Germany (CLDR: dd.MM.yy) and March 4 without a country (DATE_ORDER=MDY)
+    de = prepared(with_user_data(make_event(), db="03/04/1990", country="DE"))
+    assert de.event["user_data"]["db"] == hashlib.sha256(b"19900403").hexdigest()
+    assert de.notes == ["db_read_dmy_by_country"]
+    plain = prepared(with_user_data(make_event(), db="03/04/1990", country=...))
+    assert plain.event["user_data"]["db"] == hashlib.sha256(b"19900304").hexdigest()
+    assert plain.notes == ["db_read_mdy_by_default"]
+    # not ambiguous (a part > 12, or day == month): nothing to say
+    assert prepared(with_user_data(make_event(), db="13/04/1990", country="DE")).notes == []
+    assert prepared(with_user_data(make_event(), db="04/04/1990", country="DE")).notes == []
+    # a list of dates notes each order once
+    both = prepared(with_user_data(make_event(), db=["03/04/1990", "05/06/1991"], country="DE"))
+    assert both.notes == ["db_read_dmy_by_country"]
+
+
+@pytest.mark.parametrize(("given", "sent"), [(1, 1), (0, 0), (True, True), ("1", 1), (" true ", 1), ("False", 0)])
+def test_advertiser_tracking_enabled_is_sent_as_meta_documents_it(given: Any, sent: Any) -> None:
+    result = prepared(_app(advertiser_tracking_enabled=given))
+    assert result.event["app_data"]["advertiser_tracking_enabled"] == sent
+    assert type(result.event["app_data"]["advertiser_tracking_enabled"]) is type(sent)
