@@ -45,6 +45,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import Enum
 
+from capi_relay.fate import FIFO_BLOCKED, FifoGate
 from capi_relay.graph import ErrorKind, GraphError, GraphReply, GraphSender
 from capi_relay.model import Outbound, encode_event
 from capi_relay.search import Probe, Search, search_request_bound
@@ -86,6 +87,7 @@ class Failure:
 class DeliveryReport:
     failed: dict[str, Failure] = field(default_factory=dict)  # messageId -> first failure of an undecided event
     rejected: dict[tuple[str, int], Failure] = field(default_factory=dict)  # (messageId, position) Meta rejected
+    accepted: set[tuple[str, int]] = field(default_factory=set)  # (messageId, position) Meta accepted: the proof
     delivered_events: int = 0
     requests: int = 0
     retries: int = 0
@@ -519,13 +521,13 @@ class _Ledger:
         self.report = report
         self.fifo = fifo
         self.quarantine = quarantine
-        self.blocked_groups: set[str] = set()
+        self.gate = FifoGate()  # fate's one FIFO rule: a failed event blocks the rest of its group
 
     def fail(self, items: list[_Item], failure: Failure) -> None:
         for item in items:
             self.report.failed.setdefault(item.outbound.message_id, failure)
-            if self.fifo and item.outbound.group_id is not None:
-                self.blocked_groups.add(item.outbound.group_id)
+            if self.fifo:
+                self.gate.failed(item.outbound.group_id)
 
     def reject(self, items: list[_Item], failure: Failure) -> None:
         for item in items:
@@ -537,8 +539,8 @@ class _Ledger:
                        "reason": failure.reason, "code": failure.code, "error_subcode": failure.subcode,
                        "fbtrace_id": failure.fbtrace_id},
             )  # fmt: skip
-            if self.fifo and not self.quarantine and o.group_id is not None:
-                self.blocked_groups.add(o.group_id)
+            if self.fifo and not self.quarantine:
+                self.gate.failed(o.group_id)
 
 
 class _Outcomes:
@@ -563,10 +565,11 @@ class _Outcomes:
     def before_send(self, req: _Request, now: float) -> list[_Request] | None:
         """None: ``req`` may be sent (if ready). Else it was given up or emptied: what to schedule instead."""
         if self.fifo and req.search is None and req.attempt == 0:  # a search's probes are already filtered
-            blocked = [i for i in req.items if i.outbound.group_id in self.ledger.blocked_groups]
+            gate = self.ledger.gate
+            blocked = [i for i in req.items if gate.blocks(i.outbound.group_id)]
             if blocked:
-                self.ledger.fail(blocked, Failure("fifo_group_blocked"))
-                req.items = [i for i in req.items if i.outbound.group_id not in self.ledger.blocked_groups]
+                self.ledger.fail(blocked, Failure(FIFO_BLOCKED))
+                req.items = [i for i in req.items if not gate.blocks(i.outbound.group_id)]
                 if not req.items:
                     return []
         state = self.pixels.get(req.pixel_id)
@@ -666,6 +669,7 @@ class _Outcomes:
     # ------------------------------------------------------------------------------- search
     def _accepted(self, req: _Request) -> list[_Request]:
         self.report.delivered_events += len(req.items)
+        self.report.accepted.update((i.outbound.message_id, i.outbound.position) for i in req.items)
         if req.search is None or req.probe is None:
             return []
         req.search.search.accepted(req.probe)
