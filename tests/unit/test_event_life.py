@@ -51,7 +51,9 @@ def test_an_unreadable_receive_count_fails_no_neighbour_and_acknowledges_nothing
 class _SilentDeliverer(Deliverer):
     """Reports nothing at all about the events it was given (a bug, a lost report)."""
 
-    def deliver(self, outbound: Any, deadline: float, *, fifo: bool = False, quarantine: bool = False) -> DeliveryReport:
+    def deliver(
+        self, outbound: Any, deadline: float, *, fifo: bool = False, quarantine: bool = False
+    ) -> DeliveryReport:
         list(outbound)
         return DeliveryReport()
 
@@ -245,7 +247,9 @@ class _DeadlineSpy(Deliverer):
 
     deadline = 0.0
 
-    def deliver(self, outbound: Any, deadline: float, *, fifo: bool = False, quarantine: bool = False) -> DeliveryReport:
+    def deliver(
+        self, outbound: Any, deadline: float, *, fifo: bool = False, quarantine: bool = False
+    ) -> DeliveryReport:
         self.deadline = deadline
         return DeliveryReport(failed={o.message_id: Failure("graph_transient_http503") for o in outbound})
 
