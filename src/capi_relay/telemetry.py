@@ -62,6 +62,8 @@ def _publish(metrics: Metrics, summary: BatchSummary, production_test_code: bool
     add(name="RecordsParked", unit=MetricUnit.Count, value=summary.records_parked)
     add(name="EventsDeadLettered", unit=MetricUnit.Count, value=summary.events_dead_lettered)
     add(name="EventsResent", unit=MetricUnit.Count, value=d.resent_events)
+    add(name="GraphAnomalousSuccess", unit=MetricUnit.Count, value=d.anomalous_2xx)
+    add(name="RecordsDeadLettered", unit=MetricUnit.Count, value=summary.records_dead_lettered)
     # Request-level Graph errors (code 100 without an event subcode) and a retired Graph API version (2635).
     add(name="GraphRequestErrors", unit=MetricUnit.Count,
         value=sum(n for r, n in d.graph_errors.items() if r.startswith("graph_request")))  # fmt: skip

@@ -332,12 +332,18 @@ def test_short_events_received_is_a_failure_of_those_records_and_is_retried() ->
     assert report.graph_errors["graph_transient_events_received_short"] == 1
 
 
-def test_short_events_received_until_the_end_fails_the_records() -> None:
+def test_short_events_received_is_resent_then_accepted_and_counted_never_failed() -> None:
+    # Policy (issue 17, docs/failure-policy.md): a 2xx is Meta taking the request. A short events_received is
+    # resent while attempts allow (same event_ids: Meta deduplicates), then the events are accepted and the
+    # anomaly counted -- failing them would send every neighbour in the request back, into the DLQ at last.
     clock = Clock()
     sender = Sender(lambda *_: GraphReply(0, None, 1.0), clock)
     report = run(sender, events(2), clock=clock, max_attempts=2)
-    assert set(report.failed) == {"m0", "m1"}
-    assert report.failed["m0"].reason == "graph_transient_events_received_short"
+    assert report.failed == {}
+    assert report.requests == 2
+    assert len(report.accepted) == 2
+    assert (report.anomalous_2xx, report.accepted_on_anomaly) == (2, 2)
+    assert report.graph_errors == {"graph_transient_events_received_short": 2}
 
 
 def test_a_sender_bug_becomes_a_transient_failure_not_an_exception() -> None:

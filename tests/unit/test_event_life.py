@@ -271,3 +271,27 @@ def test_delivery_leaves_time_for_every_parking_call_the_batch_may_need(records:
     assert summary.fate_reserve_s == reserve
     assert len(queues.visibility) == records
     assert summary.records_parked == records
+
+
+# -------------------------------------------------------------------------------- refuse what loses data
+def test_receives_that_outlast_the_retention_are_refused_at_cold_start_without_a_dlq() -> None:
+    from capi_relay.settings import SettingsError
+
+    base = {"ACCESS_TOKEN_SECRET_ID": "s"}
+    # 30 receives of the default schedule take ~12.9 days: a parked message would expire in neither queue
+    with pytest.raises(SettingsError, match="MAX_RECEIVE_COUNT"):
+        settings_from_env(base | {"MAX_RECEIVE_COUNT": "30"})
+    with pytest.raises(SettingsError, match="QUEUE_RETENTION"):
+        settings_from_env(base | {"MAX_RECEIVE_COUNT": "5", "QUEUE_RETENTION": "7200"})
+    # the template's defaults fit, and with DLQ_URL the relay dead-letters before the retention ends
+    assert settings_from_env(base | {"MAX_RECEIVE_COUNT": "5"}).max_receive_count == 5
+    assert settings_from_env(base | {"MAX_RECEIVE_COUNT": "30", "DLQ_URL": DLQ}).max_receive_count == 30
+
+
+@pytest.mark.parametrize("value", ["inf", "1e12", "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_a_throttle_hold_is_capped_at_twelve_hours(value: str) -> None:
+    from capi_relay.graph import MAX_HOLD_S, _hold_s
+
+    assert _hold_s({"Retry-After": value}) == MAX_HOLD_S == 43_200
+    assert _hold_s({"Retry-After": "nan"}) is None
+    assert _hold_s({"Retry-After": "30"}) == 30.0
