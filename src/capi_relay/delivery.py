@@ -96,6 +96,10 @@ class DeliveryReport:
     splits: int = 0  # requests made by bad-event searches
     resent_events: int = 0  # events POSTed again after an attempt whose outcome was unknown
     unknown_outcomes: int = 0  # attempts that ended without an answer after the request may have left
+    # 2xx answers whose events_received was short or whose body was unreadable (retried while attempts and
+    # time allow: the same event_ids, Meta deduplicates), and events accepted on such an answer at the end
+    anomalous_2xx: int = 0
+    accepted_on_anomaly: int = 0
     graph_errors: Counter[str] = field(default_factory=Counter)  # reason -> count
     latencies_ms: list[float] = field(default_factory=list)
 
@@ -617,6 +621,8 @@ class _Outcomes:
         report.graph_errors[error.reason] += 1
         state = self.pixels.get(req.pixel_id)
         now = self.d.clock()
+        if error.http_status is not None and 200 <= error.http_status < 300 and self._anomaly_is_final(req, now):
+            return self._accepted_on_anomaly(req, error)
         req.unknown = unknown_outcome(error)
         report.unknown_outcomes += req.unknown
         decision = decide(error, attempt=req.attempt, stale_token=req.credentials != state.credentials,
@@ -654,6 +660,22 @@ class _Outcomes:
         req.last_failure = failure
         req.ready_at = decision.at
         return [req]
+
+    def _anomaly_is_final(self, req: _Request, now: float) -> bool:
+        """A 2xx with a short ``events_received`` or an unreadable body: is no other attempt possible?"""
+        self.report.anomalous_2xx += 1
+        return req.attempt >= self.cfg.max_attempts or self.deadline - now < 2 * self.cfg.min_request_s
+
+    def _accepted_on_anomaly(self, req: _Request, error: GraphError) -> list[_Request]:
+        """Policy for a 2xx Meta answered oddly on the last attempt: Meta took the request (HTTP 2xx), so its
+        events are accepted -- never failed, which would send 1,000 neighbours back (and on their last
+        receive into the DLQ) for an answer that is not an error -- and the anomaly is counted
+        (``GraphAnomalousSuccess``) and logged as an error with its fbtrace_id."""
+        self.report.accepted_on_anomaly += len(req.items)
+        extra = {"pixel_id": req.pixel_id, "events": len(req.items), "attempt": req.attempt, "reason": error.reason,
+                 "fbtrace_id": error.fbtrace_id, "detail": error.detail}  # fmt: skip
+        logger.error("Meta answered 2xx without a readable full events_received; accepting the events", extra=extra)
+        return self._accepted(req)
 
     def give_up(self, req: _Request, failure: Failure, *, stop: bool = True) -> list[_Request]:
         """The request's records fail (for SQS to retry). A search it belonged to goes on with the rest,

@@ -159,8 +159,8 @@ def test_redrive_round_trip_sends_the_same_ids_and_times(harness: Any) -> None:
     h.standin.add_fault(delay_ms=2500, times=-1)
     untimed = no_id("r-untimed")
     del untimed["event_time"]
-    (mid,) = h.send([json.dumps({"data": [no_id("r-timed"), untimed, ev("r-own", custom_data={"value": 1, "currency": "USD", "order_id": "r-own"})],
-                                 "upload_tag": "round-trip"})])  # fmt: skip
+    own = ev("r-own", custom_data={"value": 1, "currency": "USD", "order_id": "r-own"})
+    (mid,) = h.send([json.dumps({"data": [no_id("r-timed"), untimed, own], "upload_tag": "round-trip"})])
     relay = h.relay(GRAPH_READ_TIMEOUT="1", GRAPH_CONNECT_TIMEOUT="1")
     outcomes = h.esm(relay).run_until_drained(40)
     # Then the relay dead-lettered it itself on the last receive (nothing moved by SQS), one letter per event
