@@ -465,7 +465,8 @@ class Relay:
             if dead:
                 summary.records_dead_lettered += 1
             for rejected in decision.quarantine:
-                summary.quarantined[rejected.reason] += 1
+                if not dead:  # dead letters are counted in events_dead_lettered
+                    summary.quarantined[rejected.reason] += 1
                 logger.warning(
                     "event dead-lettered" if dead else "event quarantined",
                     extra={"message_id": message_id, "event_index": rejected.index,
