@@ -289,6 +289,7 @@ class _Request:
     credentials: Credentials | None = None
     last_failure: Failure | None = None
     unknown: bool = False  # the last attempt's outcome is unknown: sending again is a resend
+    anomalies: int = 0  # attempts answered 2xx with a short events_received or an unreadable body
     search: _SearchRun | None = None
     probe: Probe | None = None
 
@@ -622,7 +623,7 @@ class _Outcomes:
         state = self.pixels.get(req.pixel_id)
         now = self.d.clock()
         if error.http_status is not None and 200 <= error.http_status < 300 and self._anomaly_is_final(req, now):
-            return self._accepted_on_anomaly(req, error)
+            return self._accepted_on_anomaly(req, error)  # every attempt was answered 2xx, oddly
         req.unknown = unknown_outcome(error)
         report.unknown_outcomes += req.unknown
         decision = decide(error, attempt=req.attempt, stale_token=req.credentials != state.credentials,
@@ -662,12 +663,16 @@ class _Outcomes:
         return [req]
 
     def _anomaly_is_final(self, req: _Request, now: float) -> bool:
-        """A 2xx with a short ``events_received`` or an unreadable body: is no other attempt possible?"""
+        """A 2xx with a short ``events_received`` or an unreadable body. Final when no other attempt is possible
+        and every attempt of the request was answered so (a systematic anomaly of Meta's answer; a sporadic
+        one among other failures is a transient failure like them)."""
         self.report.anomalous_2xx += 1
-        return req.attempt >= self.cfg.max_attempts or self.deadline - now < 2 * self.cfg.min_request_s
+        req.anomalies += 1
+        last = req.attempt >= self.cfg.max_attempts or self.deadline - now < 2 * self.cfg.min_request_s
+        return last and req.anomalies == req.attempt
 
     def _accepted_on_anomaly(self, req: _Request, error: GraphError) -> list[_Request]:
-        """Policy for a 2xx Meta answered oddly on the last attempt: Meta took the request (HTTP 2xx), so its
+        """Policy for a request Meta answered 2xx, oddly, on every attempt: Meta took the request, so its
         events are accepted -- never failed, which would send 1,000 neighbours back (and on their last
         receive into the DLQ) for an answer that is not an error -- and the anomaly is counted
         (``GraphAnomalousSuccess``) and logged as an error with its fbtrace_id."""

@@ -849,3 +849,15 @@ def test_request_fields_split_chunks_and_go_to_the_top_level_of_the_body() -> No
     assert docs[0]["upload_tag"] == "store-42"
     assert docs[0]["namespace_id"] == "ns1"
     assert "upload_tag" not in docs[1]
+
+
+def test_a_short_events_received_among_other_failures_is_a_transient_failure() -> None:
+    # Given a first attempt answered 503 and the last one 200 with a short events_received
+    clock = Clock()
+    answers = iter([GraphError(ErrorKind.TRANSIENT, http_status=503), GraphReply(0, None, 1.0)])
+    sender = Sender(lambda *_: next(answers), clock)
+    report = run(sender, events(1), clock=clock, max_attempts=2)
+    # Then nothing was proven: the record fails (retried later), the anomaly is still counted
+    assert set(report.failed) == {"m0"}
+    assert report.accepted == set()
+    assert (report.anomalous_2xx, report.accepted_on_anomaly) == (1, 0)
