@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -854,7 +854,9 @@ def test_request_fields_split_chunks_and_go_to_the_top_level_of_the_body() -> No
 def test_a_short_events_received_among_other_failures_is_a_transient_failure() -> None:
     # Given a first attempt answered 503 and the last one 200 with a short events_received
     clock = Clock()
-    answers = iter([GraphError(ErrorKind.TRANSIENT, http_status=503), GraphReply(0, None, 1.0)])
+    answers: Iterator[GraphReply | Exception] = iter(
+        [GraphError(ErrorKind.TRANSIENT, http_status=503), GraphReply(0, None, 1.0)]
+    )
     sender = Sender(lambda *_: next(answers), clock)
     report = run(sender, events(1), clock=clock, max_attempts=2)
     # Then nothing was proven: the record fails (retried later), the anomaly is still counted
