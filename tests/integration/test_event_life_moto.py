@@ -117,7 +117,7 @@ def test_a_record_with_an_unreadable_receive_count_is_read_and_its_neighbours_ar
 
 # ------------------------------------------------------------------------------ a hanging Meta, slow SQS
 def test_meta_hanging_with_500_records_and_sqs_at_50_ms_every_record_that_goes_back_is_parked(
-    harness: Any, moto_server: MotoServer
+    harness: Any, moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the template's defaults: BatchSize 500, Timeout 30 s, FATE_RESERVE 3 s, SQS_TIMEOUT 2 s, the
     # default park schedule; Meta accepting connections and never answering; every SQS call of the relay
@@ -128,6 +128,9 @@ def test_meta_hanging_with_500_records_and_sqs_at_50_ms_every_record_that_goes_b
         entries = [{"Id": str(i), "MessageBody": json.dumps(ev(f"h-{start + i}"))} for i in range(10)]
         assert not sqs.send_message_batch(QueueUrl=h.queue_url, Entries=entries).get("Failed")  # type: ignore[arg-type]
     with BlackHole() as meta, LatencyProxy(moto_server.endpoint_url, 0.05) as slow_sqs:
+        # boto3 reads the endpoint from the process environment when the relay creates its clients (lazily,
+        # in the invocation); the emulator's own client keeps talking to moto directly
+        monkeypatch.setenv("AWS_ENDPOINT_URL", slow_sqs.url)
         env = h.env(GRAPH_API_URL=meta.url, AWS_ENDPOINT_URL=slow_sqs.url, DEADLINE_MARGIN="2", FATE_RESERVE="3",
                     SQS_TIMEOUT="2", GRAPH_READ_TIMEOUT="5", MAX_ATTEMPTS="5",
                     PARK_SCHEDULE="300,1800,7200,21600,43200")  # fmt: skip
@@ -143,6 +146,7 @@ def test_meta_hanging_with_500_records_and_sqs_at_50_ms_every_record_that_goes_b
     assert len(outcome.failed) == 500
     summary: BatchSummary = h.summaries[-1]
     assert summary.records_parked == 500, dict(summary.failures)
+    assert slow_sqs.calls >= 50  # the relay's parking calls went through the 50 ms proxy
     assert finished - invoked_at[0] < 30  # the invocation ended inside its budget
     # ... so none comes back after the queue's own 40 s visibility timeout (every one was received before the
     # invocation started): they wait for the schedule's 5 minutes
