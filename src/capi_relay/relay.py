@@ -507,18 +507,26 @@ class Relay:
             for i in range(0, len(items), MAX_VISIBILITY_BATCH)
         ]
         queues = self._queues
-        changes: list[Callable[[], int]] = [
-            partial(queues.change_visibility, arn, [(str(r.raw["receiptHandle"]), s) for r, s in batch])
-            for arn, batch in calls
-        ]
-        results = self._concurrently(changes, io_end, 0)
-        for (_, batch), ok in zip(calls, results, strict=True):
-            for record, seconds in batch:
+        for _ in range(2):  # a failed call (a timeout, a throttle) is made once more while there is time
+            changes: list[Callable[[], int]] = [
+                partial(queues.change_visibility, arn, [(str(r.raw["receiptHandle"]), s) for r, s in batch])
+                for arn, batch in calls
+            ]
+            results = self._concurrently(changes, io_end, 0)
+            failed_calls = []
+            for (arn, batch), ok in zip(calls, results, strict=True):
                 if ok is None or ok < len(batch):  # which entry failed is not worth tracking: count none
-                    ledger.unpark(record.message_id)
-                else:
+                    failed_calls.append((arn, batch))
+                    continue
+                for record, seconds in batch:
                     logger.info("record parked", extra={"message_id": record.message_id, "visibility_s": seconds,
                                                         "receive_count": record.receive_count})  # fmt: skip
+            calls = failed_calls
+            if not calls:
+                break
+        for _, batch in calls:
+            for record, _ in batch:
+                ledger.unpark(record.message_id)
 
     def _concurrently(self, calls: Sequence[Callable[[], T]], io_end: float, failed: T) -> list[T | None]:
         """Run ``calls`` on the SQS pool, at most ``SQS_CONCURRENCY`` at once. A call that cannot start
