@@ -563,10 +563,16 @@ class Relay:
             record = by_id.get(message_id)
             if message_id not in failed_set:
                 summary.records_delivered += 1
+                letters = len(decision.quarantine) if decision is not None and decision.letters else 0
                 if decision is not None and decision.letters:
                     summary.records_quarantined += 1
                     if decision.outcome is Outcome.DEAD_LETTER:
-                        summary.events_dead_lettered += len(decision.quarantine)
+                        summary.events_dead_lettered += letters
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("record delivered", extra={"message_id": message_id,
+                                                            "pixel_id": record.pixel_id if record else None,
+                                                            "events": len(record.outbound) if record else 0,
+                                                            "quarantined": letters})  # fmt: skip
                 continue
             reason = (decision.reason if decision is not None and decision.outcome is Outcome.FAILED else None) or (
                 ledger.failure(message_id) or "internal_error"
