@@ -155,6 +155,9 @@ class EventRejected(Exception):
         self.message = message
 
 
+REQUEST_LEVEL_FIELDS = ("namespace_id", "partner_agent", "upload_source", "upload_tag")
+
+
 @dataclass
 class Fault:
     """One injectable fault. ``times`` < 0 means unlimited; ``probability`` applies per matching request.
@@ -485,7 +488,7 @@ class StandInState:
         self.reject_event_ids: set[str] = set()
         self.latency_ms = 0
         self.faults: list[Fault] = []
-        self.received: list[dict[str, Any]] = []  # {"pixel_id", "test_event_code", "event"}
+        self.received: list[dict[str, Any]] = []  # {"pixel_id", "test_event_code", "event", "request"}
         self.requests: list[RequestLog] = []
         self.connections = 0
         self.rng = random.Random(1234)
@@ -764,12 +767,15 @@ class _Handler(BaseHTTPRequestHandler):
                                    user_msg=f"event {index}: {exc.message}"))  # fmt: skip
                 return
         received = len(data)
+        # Request-level parameters Meta reads besides data (offline / partner uploads): kept with each event.
+        request_fields = {k: parsed.params[k] for k in REQUEST_LEVEL_FIELDS if isinstance(parsed.params.get(k), str)}
         if fault is not None and fault.events_received_delta:
             received = max(0, received + fault.events_received_delta)
         else:
             with state.lock:
                 for event in data:
-                    state.received.append({"pixel_id": pixel_id, "test_event_code": test_code, "event": event})
+                    state.received.append({"pixel_id": pixel_id, "test_event_code": test_code, "event": event,
+                                           "request": request_fields})  # fmt: skip
         log.status = 200
         self._record(log)
         self._send_json(200, {"events_received": received, "messages": [], "fbtrace_id": fbtrace_id()}, fault=fault)

@@ -37,7 +37,7 @@ class Expected:
     marker: str  # a substring that identifies this record's body (also inside SNS / EventBridge envelopes)
     outcome: Outcome
     reason: str | None = None  # the relay's failure reason for a dlq record
-    event_ids: tuple[str | None, ...] = ()  # events expected at Graph; None = derived from the messageId
+    event_ids: tuple[str | None, ...] = ()  # events expected at Graph; None = derived (see sent_event_id)
     pixel_id: str = DEFAULT_PIXEL
     test_event_code: str | None = None
     shape: str | None = None  # when the records of one sample differ (mixed_batch)
@@ -98,6 +98,19 @@ def load_sample(name: str) -> dict[str, Any]:
     """The Lambda SQS event ``events/<name>.json``."""
     doc: dict[str, Any] = json.loads((EVENTS_DIR / f"{name}.json").read_text(encoding="utf-8"))
     return doc
+
+
+def sent_event_id(sample: Sample, expected: Expected, position: int) -> str:
+    """The event_id the relay sends event ``position`` of ``expected`` under: its own, or the one derived from
+    the pixel and the event's content (``capi_relay.validate.derived_event_id``, never the messageId)."""
+    own = expected.event_ids[position]
+    if own is not None:
+        return own
+    from capi_relay.envelope import parse_body  # only callers that check ids need the relay
+    from capi_relay.validate import derived_event_id
+
+    (body,) = [body for body, _ in sample_bodies(sample.name) if expected.marker in body]
+    return derived_event_id(expected.pixel_id, parse_body(body).events[position])
 
 
 def sample_bodies(name: str) -> list[tuple[str, dict[str, Any]]]:

@@ -34,5 +34,5 @@ def build_relay(settings: Settings, tokens: TokenProvider | None = None, queues:
     if tokens is None:
         tokens = SecretsManagerTokenProvider(settings.access_token_secret_id, settings.secret_max_age_s)
     if queues is None:
-        queues = SqsQueues(None, settings.sqs_timeout_s)
+        queues = SqsQueues(None, settings.sqs_timeout_s, concurrency=settings.sqs_concurrency)
     return Relay(settings, Deliverer(client, tokens, delivery_config(settings)), queues)

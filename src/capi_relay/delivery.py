@@ -45,6 +45,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import Enum
 
+from capi_relay.fate import FIFO_BLOCKED, FifoGate
 from capi_relay.graph import ErrorKind, GraphError, GraphReply, GraphSender
 from capi_relay.model import Outbound, encode_event
 from capi_relay.search import Probe, Search, search_request_bound
@@ -86,6 +87,7 @@ class Failure:
 class DeliveryReport:
     failed: dict[str, Failure] = field(default_factory=dict)  # messageId -> first failure of an undecided event
     rejected: dict[tuple[str, int], Failure] = field(default_factory=dict)  # (messageId, position) Meta rejected
+    accepted: set[tuple[str, int]] = field(default_factory=set)  # (messageId, position) Meta accepted: the proof
     delivered_events: int = 0
     requests: int = 0
     retries: int = 0
@@ -94,6 +96,10 @@ class DeliveryReport:
     splits: int = 0  # requests made by bad-event searches
     resent_events: int = 0  # events POSTed again after an attempt whose outcome was unknown
     unknown_outcomes: int = 0  # attempts that ended without an answer after the request may have left
+    # 2xx answers whose events_received was short or whose body was unreadable (retried while attempts and
+    # time allow: the same event_ids, Meta deduplicates), and events accepted on such an answer at the end
+    anomalous_2xx: int = 0
+    accepted_on_anomaly: int = 0
     graph_errors: Counter[str] = field(default_factory=Counter)  # reason -> count
     latencies_ms: list[float] = field(default_factory=list)
 
@@ -283,6 +289,7 @@ class _Request:
     credentials: Credentials | None = None
     last_failure: Failure | None = None
     unknown: bool = False  # the last attempt's outcome is unknown: sending again is a resend
+    anomalies: int = 0  # attempts answered 2xx with a short events_received or an unreadable body
     search: _SearchRun | None = None
     probe: Probe | None = None
 
@@ -519,13 +526,13 @@ class _Ledger:
         self.report = report
         self.fifo = fifo
         self.quarantine = quarantine
-        self.blocked_groups: set[str] = set()
+        self.gate = FifoGate()  # fate's one FIFO rule: a failed event blocks the rest of its group
 
     def fail(self, items: list[_Item], failure: Failure) -> None:
         for item in items:
             self.report.failed.setdefault(item.outbound.message_id, failure)
-            if self.fifo and item.outbound.group_id is not None:
-                self.blocked_groups.add(item.outbound.group_id)
+            if self.fifo:
+                self.gate.failed(item.outbound.group_id)
 
     def reject(self, items: list[_Item], failure: Failure) -> None:
         for item in items:
@@ -537,8 +544,8 @@ class _Ledger:
                        "reason": failure.reason, "code": failure.code, "error_subcode": failure.subcode,
                        "fbtrace_id": failure.fbtrace_id},
             )  # fmt: skip
-            if self.fifo and not self.quarantine and o.group_id is not None:
-                self.blocked_groups.add(o.group_id)
+            if self.fifo and not self.quarantine:
+                self.gate.failed(o.group_id)
 
 
 class _Outcomes:
@@ -563,10 +570,11 @@ class _Outcomes:
     def before_send(self, req: _Request, now: float) -> list[_Request] | None:
         """None: ``req`` may be sent (if ready). Else it was given up or emptied: what to schedule instead."""
         if self.fifo and req.search is None and req.attempt == 0:  # a search's probes are already filtered
-            blocked = [i for i in req.items if i.outbound.group_id in self.ledger.blocked_groups]
+            gate = self.ledger.gate
+            blocked = [i for i in req.items if gate.blocks(i.outbound.group_id)]
             if blocked:
-                self.ledger.fail(blocked, Failure("fifo_group_blocked"))
-                req.items = [i for i in req.items if i.outbound.group_id not in self.ledger.blocked_groups]
+                self.ledger.fail(blocked, Failure(FIFO_BLOCKED))
+                req.items = [i for i in req.items if not gate.blocks(i.outbound.group_id)]
                 if not req.items:
                     return []
         state = self.pixels.get(req.pixel_id)
@@ -614,6 +622,8 @@ class _Outcomes:
         report.graph_errors[error.reason] += 1
         state = self.pixels.get(req.pixel_id)
         now = self.d.clock()
+        if error.http_status is not None and 200 <= error.http_status < 300 and self._anomaly_is_final(req, now):
+            return self._accepted_on_anomaly(req, error)  # every attempt was answered 2xx, oddly
         req.unknown = unknown_outcome(error)
         report.unknown_outcomes += req.unknown
         decision = decide(error, attempt=req.attempt, stale_token=req.credentials != state.credentials,
@@ -652,6 +662,26 @@ class _Outcomes:
         req.ready_at = decision.at
         return [req]
 
+    def _anomaly_is_final(self, req: _Request, now: float) -> bool:
+        """A 2xx with a short ``events_received`` or an unreadable body. Final when no other attempt is possible
+        and every attempt of the request was answered so (a systematic anomaly of Meta's answer; a sporadic
+        one among other failures is a transient failure like them)."""
+        self.report.anomalous_2xx += 1
+        req.anomalies += 1
+        last = req.attempt >= self.cfg.max_attempts or self.deadline - now < 2 * self.cfg.min_request_s
+        return last and req.anomalies == req.attempt
+
+    def _accepted_on_anomaly(self, req: _Request, error: GraphError) -> list[_Request]:
+        """Policy for a request Meta answered 2xx, oddly, on every attempt: Meta took the request, so its
+        events are accepted -- never failed, which would send 1,000 neighbours back (and on their last
+        receive into the DLQ) for an answer that is not an error -- and the anomaly is counted
+        (``GraphAnomalousSuccess``) and logged as an error with its fbtrace_id."""
+        self.report.accepted_on_anomaly += len(req.items)
+        extra = {"pixel_id": req.pixel_id, "events": len(req.items), "attempt": req.attempt, "reason": error.reason,
+                 "fbtrace_id": error.fbtrace_id, "detail": error.detail}  # fmt: skip
+        logger.error("Meta answered 2xx without a readable full events_received; accepting the events", extra=extra)
+        return self._accepted(req)
+
     def give_up(self, req: _Request, failure: Failure, *, stop: bool = True) -> list[_Request]:
         """The request's records fail (for SQS to retry). A search it belonged to goes on with the rest,
         unless ``stop`` (no time, or the pixel cannot be sent to): then the search stops too."""
@@ -666,6 +696,7 @@ class _Outcomes:
     # ------------------------------------------------------------------------------- search
     def _accepted(self, req: _Request) -> list[_Request]:
         self.report.delivered_events += len(req.items)
+        self.report.accepted.update((i.outbound.message_id, i.outbound.position) for i in req.items)
         if req.search is None or req.probe is None:
             return []
         req.search.search.accepted(req.probe)

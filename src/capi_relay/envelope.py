@@ -10,7 +10,9 @@ Accepted message bodies (architecture contract):
 * either of those (or an EventBridge event) in an SNS notification's ``Message`` (raw delivery off).
 
 SQS message attributes ``pixel_id`` and ``test_event_code`` override what the body says; so do the
-SNS notification's ``MessageAttributes`` of the same names.
+SNS notification's ``MessageAttributes`` of the same names. Request-level values are validated here: one
+holding a character that cannot be encoded (a lone surrogate, U+FFFE/U+FFFF) makes the body invalid
+(``invalid_request_field`` / ``invalid_routing``), never an exception later.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ MAX_MESSAGE_BYTES = 6 * 1024 * 1024
 REQUEST_FIELDS = ("namespace_id", "partner_agent", "upload_source", "upload_tag")
 MAX_REQUEST_FIELD_CHARS = 256
 _MAX_UNWRAP = 3
+# A lone surrogate (valid as a JSON escape, SQS stores it: the body is ASCII) has no UTF-8 form; SQS refuses
+# U+FFFE/U+FFFF. A request-level value holding one could be neither POSTed nor written into a letter.
+_UNENCODABLE = re.compile("[\ud800-\udfff\ufffe\uffff]")
 # orjson reads an integer outside [-2**63, 2**64) as a float (the standard library: an int); such a number has
 # at least 19 digits in a row, right after what can precede a JSON number (``-``, ``:``, ``[``, ``,``,
 # whitespace, or the start of the body). Digits -> "0", those -> "S", anything else -> " ": "S" and 19 zeros
@@ -91,6 +96,8 @@ def _request_fields(body: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
             raise EnvelopeError("invalid_request_field", f"{key} must be a string")
         if value is not None and len(value) > MAX_REQUEST_FIELD_CHARS:  # as written (the schema's maxLength)
             raise EnvelopeError("invalid_request_field", f"{key} is longer than {MAX_REQUEST_FIELD_CHARS} characters")
+        if value is not None and _UNENCODABLE.search(value):
+            raise EnvelopeError("invalid_request_field", f"{key} holds a character that cannot be encoded")
         value = value.strip() if value is not None else ""
         if value:
             fields.append((key, value))
@@ -187,4 +194,6 @@ def parse_body(body: str | None, message_attributes: Mapping[str, Any] | None = 
         raise EnvelopeError("invalid_pixel_id", "pixel_id must be numeric")
     if message.test_event_code is not None and len(message.test_event_code) > MAX_REQUEST_FIELD_CHARS:
         raise EnvelopeError("invalid_routing", f"test_event_code is longer than {MAX_REQUEST_FIELD_CHARS} characters")
+    if message.test_event_code is not None and _UNENCODABLE.search(message.test_event_code):
+        raise EnvelopeError("invalid_routing", "test_event_code holds a character that cannot be encoded")
     return message

@@ -1,23 +1,29 @@
-"""The fate of one SQS record, decided from what happened to its events. Pure: no I/O, no clock.
+"""The fate of every (record, event) of one invocation, and the pure rules that decide it. No I/O, no clock.
 
-A record ends in one of three ways (../shared/design/architecture.md, failure policy):
+A record ends in one of four ways (docs/failure-policy.md):
 
-* **delivered** -- every event was accepted by Meta (or the record has no event left to send);
+* **delivered** -- every event was accepted by Meta;
 * **quarantined** -- every event was accepted or permanently rejected, and the rejected ones (or the
-  unreadable body) are sent to the DLQ by the relay; once those sends succeed the record is delivered;
-* **failed** -- listed in ``batchItemFailures``: SQS receives it again, and moves it to the DLQ after
-  ``maxReceiveCount`` receives. A record failing for a throttle or transient reason is also *parked*:
-  its visibility is extended (:func:`park_seconds`) so that an outage of hours does not use up the receives.
+  unreadable body) are stored in the DLQ by the relay; once those sends succeed the record is settled;
+* **dead-lettered** -- the record would fail on its last receive (``ApproximateReceiveCount`` >=
+  ``MAX_RECEIVE_COUNT``) or its retention ends before its next receive: the relay itself stores every event
+  not accepted (with its reason, resolved ``event_id`` / ``event_time`` and routing) in the DLQ;
+* **failed** -- listed in ``batchItemFailures``: SQS receives it again. A record failing for a throttle or
+  transient reason is also *parked*: its visibility is extended (:func:`park_seconds`).
 
-Why a record that fails is never quarantined in the same invocation: failing sends the whole record back
-to SQS, and on the next receive its rejected events are rejected again (locally: the same rules; by Meta:
-the search finds them again) -- quarantining them now as well would put each one in the DLQ twice. So a
-record's rejected events are quarantined only once the record is otherwise finished.
+:class:`Ledger` is the one place these fates live. It fails closed: a record is *settled* (left out of
+``batchItemFailures``) only when it is proven -- every event accepted, or every letter stored. The batch
+response is built from those proofs (:meth:`Ledger.unsettled`), never from the failures someone noticed.
+
+Why a record that fails (and is not on its last chance) is never quarantined in the same invocation:
+failing sends the whole record back to SQS, and on the next receive its rejected events are rejected again
+-- quarantining them now as well would store each one twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -27,21 +33,24 @@ from enum import Enum
 PARKED_PREFIXES = ("graph_throttled", "graph_transient")
 PARKED_REASONS = frozenset({"secret_unavailable"})  # a read that failed or timed out
 META_WINDOW_S = 7 * 86_400  # Meta rejects events older than 7 days
-WINDOW_MARGIN_S = 3_600  # a parked event comes back at least this long before it is too old
+WINDOW_MARGIN_S = 3_600  # a parked event comes back at least this long before it is too old or expires
 SQS_MAX_VISIBILITY_S = 43_200  # 12 hours, counted from the receive
 RECEIVE_MARGIN_S = 300  # the receive happened before the invocation started (batching window, polling)
+MAX_ENTRIES_PER_CALL = 10  # SendMessageBatch, ChangeMessageVisibilityBatch
+FIFO_BLOCKED = "fifo_group_blocked"
 
 
 class Outcome(Enum):
     DELIVERED = "delivered"
     QUARANTINE = "quarantine"
+    DEAD_LETTER = "dead_letter"
     FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """One permanently rejected part of a record: an event (``index`` = its position in the message) or the
-    whole body (``index`` None: unreadable, no pixel)."""
+    """One part of a record that goes to the DLQ: an event (``index`` = its position in the message) or the
+    whole body (``index`` None: unreadable, no pixel, or never read)."""
 
     index: int | None
     reason: str
@@ -50,29 +59,238 @@ class Rejected:
 @dataclass(frozen=True, slots=True)
 class Decision:
     outcome: Outcome
-    reason: str | None = None  # why the record fails (FAILED)
-    quarantine: tuple[Rejected, ...] = ()  # what goes to the DLQ (QUARANTINE)
+    reason: str | None = None  # why the record fails (FAILED) or was dead-lettered (DEAD_LETTER)
+    quarantine: tuple[Rejected, ...] = ()  # the letters to store (QUARANTINE, DEAD_LETTER)
     park: bool = False  # FAILED for a throttle/transient reason: extend the visibility
+
+    @property
+    def letters(self) -> bool:
+        return self.outcome in (Outcome.QUARANTINE, Outcome.DEAD_LETTER)
 
 
 def is_parkable(reason: str) -> bool:
     return reason.startswith(PARKED_PREFIXES) or reason in PARKED_REASONS
 
 
-def decide(failure: str | None, rejected: Sequence[Rejected], *, quarantine: bool) -> Decision:
+def decide(
+    failure: str | None,
+    rejected: Sequence[Rejected],
+    *,
+    quarantine: bool,
+    last_chance: bool = False,
+    unsettled: Sequence[Rejected] = (),
+) -> Decision:
     """The record's fate.
 
     ``failure``: why the record cannot be decided now (transient, throttle, auth, config, request-level,
     deadline, FIFO blocked, an internal error), or None. ``rejected``: its permanent rejections (local
-    validation, Meta's 2804xxx, or the body itself). ``quarantine``: a DLQ is configured.
+    validation, Meta's 2804xxx, or the body itself). ``quarantine``: a DLQ is configured. ``last_chance``:
+    the record would not come back (its last receive, or its retention ends first). ``unsettled``: its events
+    neither accepted nor rejected, each with the reason it is undecided (what a dead letter says).
     """
     if failure is not None:
+        if quarantine and last_chance:
+            letters = sorted((*rejected, *unsettled), key=_letter_order)
+            return Decision(Outcome.DEAD_LETTER, failure, tuple(letters) or (Rejected(None, failure),))
         return Decision(Outcome.FAILED, failure, park=is_parkable(failure))
     if not rejected:
         return Decision(Outcome.DELIVERED)
     if quarantine:
-        return Decision(Outcome.QUARANTINE, quarantine=tuple(rejected))
-    return Decision(Outcome.FAILED, rejected[0].reason)
+        return Decision(Outcome.QUARANTINE, quarantine=tuple(sorted(rejected, key=_letter_order)))
+    return Decision(Outcome.FAILED, sorted(rejected, key=_letter_order)[0].reason)
+
+
+def _letter_order(r: Rejected) -> int:
+    return -1 if r.index is None else r.index
+
+
+def last_chance(
+    *,
+    receive_count: int | None,
+    max_receive_count: int,
+    sent: float | None,
+    retention_s: int,
+    now: float,
+    next_receive_s: float,
+) -> bool:
+    """Would a failing record not be received again? Its last receive (SQS moves it to the DLQ when it comes
+    back), or its retention ends before its next receive plus a margin (it would expire in neither queue).
+    An unreadable receive count is not a last receive: SQS's redrive policy stays the backstop."""
+    if receive_count is not None and receive_count >= max_receive_count:
+        return True
+    return sent is not None and sent + retention_s - now < next_receive_s + WINDOW_MARGIN_S
+
+
+# --------------------------------------------------------------------------------------------- the ledger
+@dataclass(slots=True)
+class _Entry:
+    positions: int | None = None  # events expected (None: the body was never read into events)
+    accepted: set[int] = field(default_factory=set)
+    rejected: dict[int | None, str] = field(default_factory=dict)  # permanent: goes to the DLQ
+    undecided: dict[int, str] = field(default_factory=dict)  # why an event is neither accepted nor rejected
+    failure: str | None = None  # the record cannot be decided now
+    retry_after_s: float | None = None
+    decision: Decision | None = None
+    settled: bool = False
+
+
+class Ledger:
+    """(record, event) -> fate for one invocation, in input order. Fails closed: :meth:`unsettled` is every
+    input messageId not proven settled, whatever was (or was not) written here."""
+
+    def __init__(self, message_ids: Iterable[str] = ()) -> None:
+        self._entries: dict[str, _Entry] = {}
+        for message_id in message_ids:
+            self.add(message_id)
+
+    def add(self, message_id: str) -> bool:
+        """Register an input record; False for a duplicate messageId (one outcome per id)."""
+        if message_id in self._entries:
+            return False
+        self._entries[message_id] = _Entry()
+        return True
+
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._entries))
+
+    # ------------------------------------------------------------------ what happened
+    def expect(self, message_id: str, events: int) -> None:
+        self._entries[message_id].positions = events
+
+    def accept(self, message_id: str, position: int) -> None:
+        entry = self._entries.get(message_id)
+        if entry is not None:
+            entry.accepted.add(position)
+
+    def reject(self, message_id: str, position: int | None, reason: str) -> None:
+        entry = self._entries.get(message_id)
+        if entry is not None:
+            entry.rejected.setdefault(position, reason)
+
+    def undecided(self, message_id: str, position: int, reason: str) -> None:
+        entry = self._entries.get(message_id)
+        if entry is not None:
+            entry.undecided.setdefault(position, reason)
+
+    def fail(self, message_id: str, reason: str, retry_after_s: float | None = None) -> None:
+        """The record cannot be decided now; the first reason wins."""
+        entry = self._entries.get(message_id)
+        if entry is not None and entry.failure is None:
+            entry.failure, entry.retry_after_s = reason, retry_after_s
+
+    def failure(self, message_id: str) -> str | None:
+        return self._entries[message_id].failure
+
+    def retry_after_s(self, message_id: str) -> float | None:
+        return self._entries[message_id].retry_after_s
+
+    def rejected(self, message_id: str) -> list[Rejected]:
+        return sorted((Rejected(i, r) for i, r in self._entries[message_id].rejected.items()), key=_letter_order)
+
+    # ------------------------------------------------------------------ decisions
+    def decide(self, message_id: str, *, quarantine: bool, last_chance: bool) -> Decision:
+        """Decide the record from its events. An event neither accepted nor rejected makes the record fail
+        (``unsettled`` when nobody said why): nothing is acknowledged without proof."""
+        entry = self._entries[message_id]
+        unsettled: list[Rejected] = []
+        if entry.positions is not None:
+            for position in range(entry.positions):
+                if position not in entry.accepted and position not in entry.rejected:
+                    unsettled.append(Rejected(position, entry.undecided.get(position, entry.failure or "unsettled")))
+        if unsettled and entry.failure is None:
+            entry.failure = unsettled[0].reason
+        if entry.positions is None and not entry.rejected and entry.failure is None:
+            entry.failure = "unsettled"  # never read, never rejected: not proven
+        failure = entry.failure
+        if failure is not None and entry.positions is None:
+            unsettled = [Rejected(None, failure)] if None not in entry.rejected else []
+        decision = decide(failure, self.rejected(message_id), quarantine=quarantine, last_chance=last_chance,
+                          unsettled=unsettled)  # fmt: skip
+        entry.decision = decision
+        entry.settled = decision.outcome is Outcome.DELIVERED
+        return decision
+
+    def decision(self, message_id: str) -> Decision | None:
+        return self._entries[message_id].decision
+
+    def block(self, message_id: str) -> None:
+        """FIFO: an earlier record of the group failed; this one fails too (never acknowledged)."""
+        entry = self._entries[message_id]
+        entry.failure = entry.failure or FIFO_BLOCKED
+        entry.decision = Decision(Outcome.FAILED, FIFO_BLOCKED)
+        entry.settled = False
+
+    def stored(self, message_id: str) -> None:
+        """Every letter of the record is in the DLQ: it is settled."""
+        entry = self._entries[message_id]
+        if entry.decision is not None and entry.decision.letters:
+            entry.settled = True
+
+    def not_stored(self, message_id: str) -> None:
+        """A letter of the record could not be stored: it fails instead (nothing is lost)."""
+        entry = self._entries[message_id]
+        entry.decision = Decision(Outcome.FAILED, "quarantine_failed")
+        entry.settled = False
+
+    def unpark(self, message_id: str) -> None:
+        entry = self._entries[message_id]
+        if entry.decision is not None and entry.decision.park:
+            d = entry.decision
+            entry.decision = Decision(d.outcome, d.reason, d.quarantine, park=False)
+
+    def settled(self, message_id: str) -> bool:
+        return self._entries[message_id].settled
+
+    # ------------------------------------------------------------------ the response
+    def unsettled(self) -> list[str]:
+        """Every registered messageId not proven settled, in input order: the batch response."""
+        return [message_id for message_id, entry in self._entries.items() if not entry.settled]
+
+
+# ------------------------------------------------------------------------------------------- FIFO order
+class FifoGate:
+    """FIFO order, the one rule: once a record (or an event) of a message group fails, every later record of
+    that group fails too -- acknowledged later records would be deleted ahead of it."""
+
+    def __init__(self) -> None:
+        self._failed: set[str] = set()
+
+    def failed(self, group_id: str | None) -> None:
+        if group_id is not None:
+            self._failed.add(group_id)
+
+    def blocks(self, group_id: str | None) -> bool:
+        return group_id is not None and group_id in self._failed
+
+
+def block_fifo_groups(ledger: Ledger, records: Sequence[tuple[str, str | None]]) -> None:
+    """Apply :class:`FifoGate` to decided records (messageId, group) in input order."""
+    gate = FifoGate()
+    for message_id, group_id in records:
+        decision = ledger.decision(message_id)
+        if group_id is None or decision is None:
+            continue
+        if gate.blocks(group_id) and decision.outcome is not Outcome.FAILED:
+            ledger.block(message_id)
+        elif decision.outcome is Outcome.FAILED:
+            gate.failed(group_id)
+
+
+# --------------------------------------------------------------------------------------- fate I/O budget
+def fate_io_reserve_s(*, park_calls: int, letter_calls: int, concurrency: int, call_timeout_s: float) -> float:
+    """Time to keep back after delivery for the SQS calls that persist fates: quarantine/dead-letter sends
+    first, then the visibility changes, each phase in waves of ``concurrency`` calls of at most
+    ``call_timeout_s`` each (every call is bounded by the client's timeouts; no retries)."""
+    waves = math.ceil(letter_calls / max(1, concurrency)) + math.ceil(park_calls / max(1, concurrency))
+    return waves * call_timeout_s
+
+
+def calls_for(entries: int) -> int:
+    """SQS batch calls (<= 10 entries each) for ``entries`` entries."""
+    return math.ceil(entries / MAX_ENTRIES_PER_CALL)
 
 
 # --------------------------------------------------------------------------------------------- parking

@@ -14,6 +14,7 @@ response body is read up to ``max_response_bytes`` and a larger one drops the co
 from __future__ import annotations
 
 import json
+import math
 import socket
 import threading
 import time
@@ -169,9 +170,11 @@ def _retry_after(headers: Any) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return None if math.isnan(seconds) else max(0.0, seconds)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -242,10 +245,15 @@ def usage_percent(headers: Any) -> int | None:
     return best
 
 
+MAX_HOLD_S = 43_200.0  # SQS's longest visibility: a longer hold could not park a record anyway
+
+
 def _hold_s(headers: Any) -> float | None:
-    """How long Meta (or a proxy) asks us to stay away: the larger of Retry-After and the usage estimate."""
-    values = [v for v in (_retry_after(headers), usage_regain_s(headers)) if v is not None]
-    return max(values) if values else None
+    """How long Meta (or a proxy) asks us to stay away: the larger of Retry-After and the usage estimate,
+    capped at 12 hours (``Retry-After: inf`` or a huge estimate must not hold a pixel for the life of the
+    execution environment); a value that is not a number (NaN) is ignored."""
+    values = [v for v in (_retry_after(headers), usage_regain_s(headers)) if v is not None and not math.isnan(v)]
+    return min(max(values), MAX_HOLD_S) if values else None
 
 
 # --------------------------------------------------------------------------------------- the watchdog

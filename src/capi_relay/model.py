@@ -36,6 +36,17 @@ class InboundMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Identity:
+    """What the relay resolved for one event at first sight and every letter carries: the ``event_id`` it
+    sends under (None: the event has none and none can be derived) and the ``event_time`` it filled in when
+    the event had none (None: the event's own time is used)."""
+
+    event_id: str | None = None
+    derived: bool = False  # the event_id was derived by the relay (written into the letter's event)
+    default_event_time: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Drop:
     """One value removed during normalization: field name and reason, never the value."""
 

@@ -81,6 +81,6 @@ def preflight(
             out.dropped.append(entry)
         out.adjusted.extend({"index": index, "note": note} for note in result.notes)
         if result.event.get("action_source") == "website" and "event_id" not in result.event:
-            # The relay would derive sqs-<messageId>-<position>: the browser Pixel can never send that id.
+            # The relay would derive cr1-<hash of pixel + content>: the browser Pixel can never send that id.
             out.warnings.append({"index": index, "warning": WEBSITE_WITHOUT_EVENT_ID})
     return out

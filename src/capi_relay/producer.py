@@ -14,9 +14,10 @@ event per ``SendMessage`` pays for ~60 times more requests than packed messages 
 4. sends each call, retrying the entries SQS failed for a server-side reason with bounded, jittered backoff
    (:class:`Sender`); a sender fault (the request itself is wrong) is reported, not retried.
 
-Events without an ``event_id`` get one from the relay (``sqs-<messageId>-<position>``): stable across the
-relay's retries, but a call whose outcome is unknown (a timeout after SQS accepted it) sent again becomes
-a new message with new ids. Give every event your own ``event_id``.
+Events without an ``event_id`` get one from the relay, derived from the pixel and the event's content
+(``validate.derived_event_id``): the same in a call sent again after a timeout whose outcome was unknown
+(two messages). Two genuinely different events with identical content and no ``event_time`` get one id
+(Meta keeps one of them): give every event your own ``event_id``.
 """
 
 from __future__ import annotations

@@ -1,33 +1,52 @@
-"""Quarantine messages: what the relay sends to the DLQ for a permanently rejected event or body. Pure.
+"""Letters: what the relay stores in the DLQ for a rejected event, a rejected body, or a record it
+dead-letters itself on its last chance. Pure.
 
-One DLQ message per rejected event (or per unreadable body). Its body can be redriven to the events queue
-as is once the cause is fixed, and it never carries more than the source message did:
+One DLQ message per event (or per unreadable body). Its body can be redriven to the events queue as is, and
+a redrive sends exactly what the first attempt sent:
 
-* a rejected event of a multi-event message: ``{"data": [the event as received], <request-level fields of
-  the source body>}``; a message that held only that one event: the body as received;
-* an unreadable body (not JSON, unknown shape, no pixel ...): the body as received; an empty body (SQS
-  refuses to store one) becomes a small JSON placeholder naming the reason.
+* an event: ``{"data": [the event as received, with its resolved event_id and a defaulted event_time filled
+  in], <pixel_id / test_event_code the message carried>, <every request-level field>}`` -- whatever wrapper
+  the message came in (plain, ``{"data"}``, EventBridge, SNS): the fields are the parsed ones, not the
+  top-level keys of the body;
+* a body that was never read into events (not JSON, unknown shape, no pixel, or a record the relay could not
+  read): the body as received; an empty body (SQS refuses to store one) or one SQS could not store becomes a
+  small JSON placeholder naming the reason (and holding the body, escaped).
+
+Every letter is valid for SQS: event letters are ASCII JSON (``ensure_ascii``: a lone surrogate or
+U+FFFE/U+FFFF in a value travels as its ``\\uXXXX`` escape, exactly as the producer wrote it); attribute
+values are checked against SQS's character set.
 
 String message attributes: ``rejection_reason``, ``source_message_id``, ``event_index`` (where there is
-one), and the routing ``pixel_id`` / ``test_event_code`` when known (SQS message attributes override the
-body, so a redriven event reaches the same pixel). On a FIFO DLQ, ``MessageGroupId`` is the source group
-and ``MessageDeduplicationId`` the source messageId plus the index (a retried quarantine is not stored twice).
-
-A record whose letters were only partly stored fails as a whole (nothing is lost); on its next receive all
-its letters are sent again, so a standard DLQ may then hold one of them twice (a FIFO DLQ deduplicates it
-within SQS's 5-minute window) -- the price of never losing one.
+one), ``event_id`` (the resolved one), and the routing ``pixel_id`` / ``test_event_code`` when known. On a
+FIFO DLQ, ``MessageGroupId`` is the source group and ``MessageDeduplicationId`` the source messageId plus
+the index (a retried letter is not stored twice within SQS's 5-minute window).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from capi_relay.model import Identity
+
 MAX_BATCH_ENTRIES = 10  # SendMessageBatch
 MAX_BATCH_BYTES = 256 * 1024  # SendMessageBatch: sum of bodies and attributes
 EMPTY_BODY_PLACEHOLDER_KEY = "capi_relay_quarantine"
+# What SQS accepts in a message body or String attribute: #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000+.
+_NOT_FOR_SQS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def sqs_valid(text: str) -> bool:
+    """Can SQS store ``text`` as a body or String attribute (no lone surrogate, no U+FFFE/U+FFFF ...)?"""
+    return _NOT_FOR_SQS.search(text) is None
+
+
+def sqs_safe(text: str) -> str:
+    """``text`` with every character SQS refuses written as its ``\\uXXXX`` escape."""
+    return _NOT_FOR_SQS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,37 +86,35 @@ class Source:
     message_id: str
     body: str | None  # as received
     group_id: str | None = None
-    pixel_id: str | None = None
+    pixel_id: str | None = None  # resolved routing (attributes)
     test_event_code: str | None = None
-    events: tuple[Any, ...] | None = None  # the message's events as received (None: the body is unreadable)
-    body_fields: tuple[tuple[str, Any], ...] = ()  # request-level keys of a {"data": [...]} body
-
-
-def body_fields(body: str | None) -> tuple[tuple[str, Any], ...]:
-    """The top-level keys of a plain ``{"data": [...]}`` body other than ``data`` (routing, upload_tag ...):
-    they travel with each quarantined event of that message. Empty for any other shape."""
-    try:
-        doc = json.loads(body) if isinstance(body, str) else None
-    except ValueError:
-        return ()
-    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
-        return ()
-    return tuple((k, v) for k, v in doc.items() if k != "data")
+    events: tuple[Any, ...] | None = None  # the message's events as received (None: the body was not read)
+    request_fields: tuple[tuple[str, str], ...] = ()  # parsed request-level fields, whatever the wrapper
+    body_routing: tuple[tuple[str, str], ...] = ()  # pixel_id / test_event_code the message itself carried
+    identities: tuple[Identity, ...] = ()  # per event position
 
 
 def dead_letter(source: Source, index: int | None, reason: str, *, fifo: bool) -> DeadLetter:
-    """The DLQ message for one rejected event (``index``) or the rejected body (``index`` None)."""
-    if index is None or source.events is None:
-        body = source.body if isinstance(source.body, str) and source.body else _placeholder(reason)
-        index = None
-    elif len(source.events) == 1 and isinstance(source.body, str):
-        body = source.body
-    else:
-        doc: dict[str, Any] = {"data": [source.events[index]]}
-        doc.update((k, v) for k, v in source.body_fields if k not in doc)
-        body = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    """The DLQ message for one event (``index``) or the body (``index`` None)."""
     attributes: dict[str, str] = {"rejection_reason": reason, "source_message_id": source.message_id}
-    if index is not None:
+    if index is None or source.events is None or not 0 <= index < len(source.events):
+        index = None
+        body = source.body if isinstance(source.body, str) and source.body else None
+        if body is None or not sqs_valid(body):
+            body = _placeholder(reason, body)
+    else:
+        event = source.events[index]
+        identity = source.identities[index] if index < len(source.identities) else Identity()
+        if isinstance(event, dict):
+            event = dict(event)
+            if identity.derived and identity.event_id is not None:
+                event["event_id"] = identity.event_id
+            if identity.default_event_time is not None:
+                event["event_time"] = identity.default_event_time
+        if identity.event_id is not None:
+            attributes["event_id"] = identity.event_id
+        doc: dict[str, Any] = {"data": [event], **dict(source.body_routing), **dict(source.request_fields)}
+        body = json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
         attributes["event_index"] = str(index)
     if source.pixel_id:
         attributes["pixel_id"] = source.pixel_id
@@ -107,11 +124,16 @@ def dead_letter(source: Source, index: int | None, reason: str, *, fifo: bool) -
     if fifo:
         group = source.group_id or source.message_id  # a FIFO DLQ demands a group
         dedup = f"{source.message_id}-{'body' if index is None else index}"
-    return DeadLetter(source.message_id, body, tuple(sorted(attributes.items())), group, dedup)
+    safe = tuple(sorted((k, sqs_safe(v)) for k, v in attributes.items()))
+    return DeadLetter(source.message_id, body, safe, group and sqs_safe(group), dedup and sqs_safe(dedup))
 
 
-def _placeholder(reason: str) -> str:
-    return json.dumps({EMPTY_BODY_PLACEHOLDER_KEY: {"reason": reason, "note": "the source message body was empty"}})
+def _placeholder(reason: str, body: str | None) -> str:
+    note = "the source message body was empty" if body is None else "the source body, escaped (SQS refused it)"
+    doc: dict[str, Any] = {"reason": reason, "note": note}
+    if body is not None:
+        doc["body"] = body
+    return json.dumps({EMPTY_BODY_PLACEHOLDER_KEY: doc}, ensure_ascii=True)
 
 
 def batches(letters: Iterable[DeadLetter]) -> Iterator[list[DeadLetter]]:

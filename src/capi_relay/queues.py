@@ -9,6 +9,7 @@ redelivers them), a failed visibility change leaves the record to the queue's vi
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -62,12 +63,19 @@ class SqsQueues:
     """:class:`QueueIO` over one boto3 SQS client (created lazily: a relay without quarantine or parking
     never pays for it)."""
 
-    def __init__(self, region: str | None, timeout_s: float, client: SQSClient | None = None) -> None:
+    def __init__(self, region: str | None, timeout_s: float, client: SQSClient | None = None, *,
+                 concurrency: int = 10) -> None:  # fmt: skip
         self._region = region
         self._timeout_s = timeout_s
         self._client = client
+        self._concurrency = concurrency  # the relay's calls run this many at once: one connection each
+        self._lock = threading.Lock()
 
     def _sqs(self) -> SQSClient:
+        with self._lock:  # the relay calls from several threads; one client (boto3 clients are thread-safe)
+            return self._client or self._create()
+
+    def _create(self) -> SQSClient:
         if self._client is None:
             import boto3  # noqa: PLC0415 -- boto3 is imported on first use only (as secrets.py does)
             from botocore.config import Config  # noqa: PLC0415
@@ -76,6 +84,7 @@ class SqsQueues:
                 connect_timeout=max(0.1, self._timeout_s / 2),
                 read_timeout=max(0.1, self._timeout_s / 2),
                 retries={"total_max_attempts": 1, "mode": "standard"},
+                max_pool_connections=max(10, self._concurrency),
             )
             self._client = boto3.client("sqs", region_name=self._region, config=config)
         return self._client

@@ -1,61 +1,88 @@
-"""One SQS batch -> partial batch response. Parse, prepare, deliver, decide each record's fate; never raise.
+"""One SQS batch -> partial batch response: a straight sequence, each step bounded by the deadline; never raises.
 
-Every record whose ``messageId`` is in the input ends exactly once: delivered (not listed) or failed
-(listed in ``batchItemFailures``). Each event has its own fate (../shared/design/architecture.md, failure
-policy): a record's valid events are sent whatever its other events do, and the record ends delivered when
-every event was accepted by Meta or quarantined (sent to the DLQ by the relay, with its reason: fate.py,
-quarantine.py). A record failing for a throttle or transient reason is parked (its visibility extended).
+    parse -> prepare -> deliver -> decide -> persist fates -> respond
 
-Order of work in :meth:`Relay.process`, each step bounded by the invocation's deadline:
-
-1. prepare records one by one (``produce``), feeding the delivery engine while it sends; records not
-   prepared before the preparation deadline fail (``deadline_preparing``);
-2. deliver (delivery.py), which reports per message id (``failed``) and per event (``rejected``);
-3. decide each record's fate (fate.decide) -- FIFO: a failing record fails the later records of its group;
-4. quarantine (SendMessageBatch to ``DLQ_URL``); a record whose quarantine fails is failed instead;
-5. park the failing records (ChangeMessageVisibilityBatch); a failed change costs nothing but the parking.
+1. **parse** every record (contained per record): messageId, SQS attributes, the body into events and
+   routing, and each event's identity, fixed at first sight (``validate.resolve_identity``: the producer's
+   ``event_id`` or one derived from the pixel and the event's content; a defaulted ``event_time``);
+2. **prepare** each readable record's events (normalize, hash, validate, encode) until the preparation
+   deadline; a record not reached fails (``deadline_preparing``); an error fails that record only;
+3. **deliver** the prepared events (delivery.py), leaving a reserve for the fate I/O the batch needs
+   (:func:`fate.fate_io_reserve_s`: scaled to the records, the letters and the calls' concurrency);
+4. **decide** every record from its events in the :class:`fate.Ledger` (delivered, quarantined,
+   dead-lettered by the relay on its last chance, failed and maybe parked); FIFO order by one rule
+   (:class:`fate.FifoGate`);
+5. **persist fates**: store the letters (SendMessageBatch to ``DLQ_URL``), then park the failing records
+   (ChangeMessageVisibilityBatch), the calls run concurrently (``SQS_CONCURRENCY``) and bounded;
+6. **respond** from the ledger: every input messageId not *proven* settled is listed in
+   ``batchItemFailures`` -- including records never reached and any record an unexpected error touched.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from capi_relay.delivery import Deliverer, DeliveryReport, Failure
 from capi_relay.envelope import EnvelopeError, parse_body
-from capi_relay.fate import Decision, Outcome, ParkInput, Rejected, decide, park_seconds
-from capi_relay.model import Outbound, Prepared, Rejection
+from capi_relay.fate import (
+    FIFO_BLOCKED,
+    FifoGate,
+    Ledger,
+    Outcome,
+    ParkInput,
+    block_fifo_groups,
+    calls_for,
+    fate_io_reserve_s,
+    is_parkable,
+    last_chance,
+    park_seconds,
+)
+from capi_relay.model import Identity, InboundMessage, Outbound, Rejection
 from capi_relay.normalize import clear_memo
-from capi_relay.quarantine import DeadLetter, Source, batches, body_fields, dead_letter
+from capi_relay.quarantine import DeadLetter, Source, batches, dead_letter
 from capi_relay.queues import QueueIO
 from capi_relay.settings import Settings
-from capi_relay.validate import REQUEST_OVERHEAD_BYTES, prepare_event
+from capi_relay.validate import REQUEST_OVERHEAD_BYTES, derived_event_id, prepare_event, resolve_identity
+
+__all__ = ["BatchSummary", "Relay", "derived_event_id"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_REMAINING_MS = 60_000
 MAX_VISIBILITY_BATCH = 10  # ChangeMessageVisibilityBatch
+IO_GRACE_S = 0.2  # a fate call started in time is waited for this much past io_end before it counts as failed
 _NO_EVENT: dict[str, Any] = {}  # Outbound.event of a prepared event: ``encoded`` is what is sent
+_COUNT_RE = re.compile(r"[0-9]{1,9}")  # ASCII digits: "²".isdigit() is True and int("²") raises
+_MILLIS_RE = re.compile(r"[0-9]{1,16}")
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
 class _Record:
+    """One input record and what the relay read from it (its fate lives in the ledger)."""
+
     message_id: str
-    group_id: str | None
-    raw: dict[str, Any] = field(default_factory=dict)  # the Lambda record (body, receipt handle, attributes)
-    failure: Failure | None = None  # the record cannot be decided now: it goes back to SQS
-    rejected: list[Rejected] = field(default_factory=list)  # permanent rejections (events, or the body)
-    outbound: list[Outbound] = field(default_factory=list)
+    raw: dict[str, Any]
+    group_id: str | None = None
+    receive_count: int | None = None  # ApproximateReceiveCount (None: absent or unreadable)
+    sent: int | None = None  # SentTimestamp, seconds
+    first_receive: int | None = None  # ApproximateFirstReceiveTimestamp, seconds
+    message: InboundMessage | None = None
     pixel_id: str | None = None
     test_event_code: str | None = None
-    receive_count: int | None = None  # ApproximateReceiveCount: correlates the retries of one message
-    events: int = 1  # events in the message (1 for an unreadable body): what a dead-lettered record holds
+    identities: tuple[Identity, ...] = ()
+    outbound: list[Outbound] = field(default_factory=list)
     oldest_event_time: int | None = None
-    decision: Decision | None = None
+    failure: Failure | None = None  # the delivery failure, for logs
+    park_s: int | None = None  # the visibility to set if it fails and is parked
 
 
 @dataclass(slots=True)
@@ -72,26 +99,26 @@ class BatchSummary:
     match_keys: Counter[int] = field(default_factory=Counter)  # number of match keys -> events
     failures: Counter[str] = field(default_factory=Counter)  # record failure reason -> records
     quarantined: Counter[str] = field(default_factory=Counter)  # events (or bodies) sent to the DLQ, by reason
-    records_quarantined: int = 0  # records delivered with at least one quarantined event (or body)
+    records_quarantined: int = 0  # records settled with at least one letter (quarantined or dead-lettered)
     records_parked: int = 0
-    events_dead_lettered: int = 0  # events of failing records that SQS moves to the DLQ on their next receive
+    # Events of records on their last chance: dead-lettered by the relay, or (their letters failing, or
+    # no DLQ_URL) moved by SQS's redrive policy on their next receive.
+    events_dead_lettered: int = 0
+    records_dead_lettered: int = 0  # records the relay dead-lettered itself (last receive, retention ending)
+    fate_reserve_s: float = 0.0  # time kept back after delivery for letters and parking
     delivery: DeliveryReport = field(default_factory=DeliveryReport)
     response: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
 
-def derived_event_id(message_id: str, position: int) -> str:
-    """Deterministic event_id for an event without one: a redelivered message is deduplicated by Meta."""
-    return f"sqs-{message_id}-{position}"
+def _seconds(attributes: dict[str, Any], name: str) -> int | None:
+    """An SQS timestamp attribute (epoch milliseconds, a string) in seconds; None when absent or unreadable."""
+    raw = attributes.get(name)
+    return int(raw) // 1000 if isinstance(raw, str) and _MILLIS_RE.fullmatch(raw) else None
 
 
-def _sent_seconds(attributes: Any, name: str = "SentTimestamp") -> int | None:
-    """An SQS timestamp attribute (``SentTimestamp``, ``ApproximateFirstReceiveTimestamp``: epoch
-    milliseconds, a string) in seconds."""
-    raw = attributes.get(name) if isinstance(attributes, dict) else None
-    try:
-        return int(raw) // 1000 if raw is not None else None
-    except (TypeError, ValueError):
-        return None
+def _receive_count(attributes: dict[str, Any]) -> int | None:
+    raw = attributes.get("ApproximateReceiveCount")
+    return int(raw) if isinstance(raw, str) and _COUNT_RE.fullmatch(raw) else None
 
 
 def _is_fifo(records: list[Any]) -> bool:
@@ -106,6 +133,17 @@ def _is_fifo(records: list[Any]) -> bool:
     return False
 
 
+def _input_ids(event: Any) -> list[str]:
+    """Every reportable messageId of the event, in order (what fails when nothing is proven)."""
+    records = event.get("Records") if isinstance(event, dict) else None
+    ids: list[str] = []
+    for raw in records if isinstance(records, list) else []:
+        message_id = raw.get("messageId") if isinstance(raw, dict) else None
+        if isinstance(message_id, str) and message_id:
+            ids.append(message_id)
+    return ids
+
+
 class Relay:
     def __init__(
         self,
@@ -116,311 +154,191 @@ class Relay:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``queues``: the relay's own SQS calls (quarantine, parking); None disables both (unit tests)."""
+        """``queues``: the relay's own SQS calls (letters, parking); None disables both (unit tests)."""
         self._settings = settings
         self._deliverer = deliverer
         self._queues = queues
         self._wall = wall_clock
         self._mono = monotonic
+        self._io = (
+            ThreadPoolExecutor(max_workers=settings.sqs_concurrency, thread_name_prefix="sqs")
+            if queues is not None
+            else None
+        )
 
     @property
     def quarantine_enabled(self) -> bool:
         return self._queues is not None and self._settings.dlq_url is not None
 
+    @property
+    def parking_enabled(self) -> bool:
+        return self._queues is not None and bool(self._settings.park_schedule_s)
+
+    # ------------------------------------------------------------------------------------ the sequence
     def process(self, event: Any, remaining_ms: Callable[[], int] | None = None) -> BatchSummary:
-        """Never raises: an unexpected error fails every record of the batch (SQS retries them)."""
+        """Never raises. The response is built from proofs: an unexpected error anywhere fails every record
+        not proven settled by then (SQS receives them again)."""
         clear_memo()  # the normalization memo holds raw values: never past one invocation
-        try:
-            return self._process(event, remaining_ms)
-        except Exception:
-            logger.exception("unexpected error; failing the whole batch so SQS retries it")
-            summary = BatchSummary()
-            ids: list[str] = []
-            records = event.get("Records") if isinstance(event, dict) else None
-            for raw in records if isinstance(records, list) else []:
-                message_id = raw.get("messageId") if isinstance(raw, dict) else None
-                if isinstance(message_id, str) and message_id and message_id not in ids:
-                    ids.append(message_id)
-            summary.records = summary.records_failed = len(ids)
-            summary.failures["internal_error"] = len(ids)
-            summary.response = {"batchItemFailures": [{"itemIdentifier": i} for i in ids]}
-            return summary
-
-    # --------------------------------------------------------------------------------------- batch
-    def _process(self, event: Any, remaining_ms: Callable[[], int] | None) -> BatchSummary:
         summary = BatchSummary()
-        started = self._mono()
-        started_wall = self._wall()
-        budget_ms = remaining_ms() if remaining_ms is not None else DEFAULT_REMAINING_MS
-        # The SQS calls after delivery (quarantine, parking) end by ``io_end``; delivery leaves them a reserve.
-        io_end = started + budget_ms / 1000 - self._settings.deadline_margin_s
-        sqs_calls = self._queues is not None and (self.quarantine_enabled or bool(self._settings.park_schedule_s))
-        deadline = io_end - (self._settings.fate_reserve_s if sqs_calls else 0.0)
-        prepare_until = deadline - self._deliverer.config.min_request_s
+        ledger = Ledger()
+        records: list[_Record] = []
+        try:
+            self._run(event, remaining_ms, summary, ledger, records)
+        except Exception:
+            logger.exception("unexpected error; failing every record not proven settled so SQS retries it")
+            for message_id in ledger:
+                if not ledger.settled(message_id):
+                    ledger.fail(message_id, "internal_error")
+        finally:
+            clear_memo()
+        for message_id in _input_ids(event):
+            if ledger.add(message_id):  # never registered (the error came first): not proven
+                ledger.fail(message_id, "internal_error")
+        self._respond(records, ledger, summary)
+        return summary
 
+    def _run(self, event: Any, remaining_ms: Callable[[], int] | None, summary: BatchSummary, ledger: Ledger,
+             records: list[_Record]) -> None:  # fmt: skip
+        started, started_wall = self._mono(), self._wall()
+        budget_ms = remaining_ms() if remaining_ms is not None else DEFAULT_REMAINING_MS
+        io_end = started + budget_ms / 1000 - self._settings.deadline_margin_s  # the fate calls end by then
         raw_records = event.get("Records") if isinstance(event, dict) else None
         if not isinstance(raw_records, list):
             logger.error("not an SQS event: no Records list; nothing to do")
-            summary.response = {"batchItemFailures": []}
-            return summary
-        fifo = _is_fifo(raw_records)
-        quarantine = self.quarantine_enabled
-        now = int(started_wall)
+            return
+        fifo, now = _is_fifo(raw_records), int(started_wall)
 
-        records: list[_Record] = []
-        produced = False
-
-        def produce() -> Iterator[Outbound]:
-            """Prepare records one by one, yielding their events: delivery sends full chunks while the rest
-            is still being prepared. Records reached after ``prepare_until`` are not prepared: they fail."""
-            nonlocal produced
-            seen: set[str] = set()
-            blocked_groups: set[str] = set()
-            late = False
-            for raw in raw_records:
-                late = late or self._mono() >= prepare_until
-                record = _unprepared(raw, "deadline_preparing") if late else self._prepare_record(raw, now, summary)
-                if record is None:
-                    continue
-                if record.message_id in seen:
-                    # Duplicate messageId inside one batch: one outcome per id; the first copy's events.
-                    logger.warning("duplicate messageId in batch", extra={"message_id": record.message_id})
-                    continue
-                seen.add(record.message_id)
+        # 1. parse
+        for raw in raw_records:
+            record = self._read(raw, now, ledger)
+            if record is not None:
                 records.append(record)
-                if fifo and record.group_id is not None:
-                    if record.group_id in blocked_groups and record.failure is None:
-                        record.failure = Failure("fifo_group_blocked")
-                        record.outbound = []
-                    # Without a DLQ a rejected event fails its record: the group's later records wait.
-                    if record.failure is not None or (record.rejected and not quarantine):
-                        blocked_groups.add(record.group_id)
-                if record.failure is None:
-                    yield from record.outbound
-            produced = True
-
-        events = produce()
-        summary.delivery = self._deliverer.deliver(events, deadline, fifo=fifo, quarantine=quarantine)
-        if not produced:  # the deliverer must consume everything; never count unsent records as delivered
-            unsent = {o.message_id for o in events}
-            for record in records:
-                if record.failure is None and record.message_id in unsent:
-                    record.failure = Failure("internal_error")
         summary.records = len(records)
 
+        # 2. prepare (the reserve assumes one letter per record until the rejections are known)
+        min_request = self._deliverer.config.min_request_s
+        prepare_until = io_end - self._reserve(len(records), len(records)) - min_request
+        late = False
+        for record in records:
+            if record.message is None or ledger.failure(record.message_id) is not None or not record.identities:
+                continue
+            late = late or self._mono() >= prepare_until
+            if late:
+                ledger.fail(record.message_id, "deadline_preparing")
+                continue
+            self._prepare(record, now, summary, ledger)
+
+        # 3. deliver what may be sent (FIFO: nothing after a failing record of its group)
+        outbound = self._sendable(records, ledger, fifo)
+        summary.fate_reserve_s = reserve = self._reserve(len(records), self._letters_known(records, ledger, now))
+        report = self._deliverer.deliver(outbound, io_end - reserve, fifo=fifo, quarantine=self.quarantine_enabled)
+        summary.delivery = report
+        for message_id, position in report.accepted:
+            ledger.accept(message_id, position)
+        for (message_id, position), rejected in report.rejected.items():
+            ledger.reject(message_id, position, rejected.reason)
         by_id = {record.message_id: record for record in records}
-        for (message_id, position), failure in summary.delivery.rejected.items():  # sorted per record below
+        for message_id, failure in report.failed.items():
+            ledger.fail(message_id, failure.reason, failure.retry_after_s)
             if message_id in by_id:
-                by_id[message_id].rejected.append(Rejected(position, failure.reason))
-        for record in records:
-            if record.failure is None and record.message_id in summary.delivery.failed:
-                record.failure = summary.delivery.failed[record.message_id]
-            record.rejected.sort(key=lambda r: -1 if r.index is None else r.index)
-            reason = record.failure.reason if record.failure is not None else None
-            record.decision = decide(reason, record.rejected, quarantine=quarantine)
+                by_id[message_id].failure = failure
+
+        # 4. decide
+        self._decide(records, ledger, started_wall)
         if fifo:
-            _block_fifo_groups(records)
-        if quarantine:
-            self._quarantine(records, fifo, io_end, summary)
+            block_fifo_groups(ledger, [(r.message_id, r.group_id) for r in records])
+
+        # 5. persist fates
+        if self.quarantine_enabled:
+            self._store_letters(records, ledger, fifo, io_end, summary)
             if fifo:
-                _block_fifo_groups(records)
-        self._park(records, started_wall, io_end)
-        return self._account(records, summary)
+                block_fifo_groups(ledger, [(r.message_id, r.group_id) for r in records])
+        self._park(records, ledger, io_end)
 
-    def _account(self, records: list[_Record], summary: BatchSummary) -> BatchSummary:
-        failures: list[dict[str, str]] = []
-        for record in records:
-            decision = record.decision
-            assert decision is not None
-            if decision.outcome is not Outcome.FAILED:
-                summary.records_delivered += 1
-                if decision.outcome is Outcome.QUARANTINE:
-                    summary.records_quarantined += 1
-                logger.debug("record delivered", extra={"message_id": record.message_id,
-                                                        "pixel_id": record.pixel_id,
-                                                        "events": len(record.outbound),
-                                                        "quarantined": len(decision.quarantine)})  # fmt: skip
-                continue
-            reason = decision.reason or "unknown"
-            summary.records_failed += 1
-            summary.failures[reason] += 1
-            failures.append({"itemIdentifier": record.message_id})
-            final = record.receive_count is not None and record.receive_count >= self._settings.max_receive_count
-            if final:
-                summary.events_dead_lettered += record.events
-            failure = record.failure or Failure(reason)
-            logger.warning(
-                "record failed",
-                extra={
-                    "message_id": record.message_id,
-                    "receive_count": record.receive_count,
-                    "pixel_id": record.pixel_id,
-                    "reason": reason,
-                    "code": failure.code,
-                    "error_subcode": failure.subcode,
-                    "fbtrace_id": failure.fbtrace_id,
-                    "dead_letter_next": final,
-                },
-            )
-        summary.records_parked = sum(1 for r in records if r.decision is not None and r.decision.park)
-        summary.response = {"batchItemFailures": failures}
-        return summary
-
-    # ---------------------------------------------------------------------------------- quarantine
-    def _quarantine(self, records: list[_Record], fifo: bool, io_end: float, summary: BatchSummary) -> None:
-        """Send each QUARANTINE record's rejected events (or body) to the DLQ; a record any of whose letters
-        could not be stored fails instead (the redrive path: nothing is lost)."""
-        assert self._queues is not None
-        assert self._settings.dlq_url is not None
-        dlq_url = self._settings.dlq_url
-        fifo_dlq = dlq_url.endswith(".fifo")  # SQS requires a FIFO DLQ for a FIFO queue; a standard one refuses ids
-        letters: list[DeadLetter] = []
-        for record in records:
-            if record.decision is not None and record.decision.outcome is Outcome.QUARANTINE:
-                source = self._source(record)
-                letters.extend(
-                    dead_letter(source, r.index, r.reason, fifo=fifo_dlq) for r in record.decision.quarantine
-                )
-        failed: set[str] = set()
-        for batch in batches(letters):
-            if self._mono() + self._settings.sqs_timeout_s > io_end:
-                failed.update(letter.source for letter in batch)
-                continue
-            for i in self._queues.send_dead_letters(dlq_url, batch):
-                failed.add(batch[i].source)
-        for record in records:
-            decision = record.decision
-            if decision is None or decision.outcome is not Outcome.QUARANTINE:
-                continue
-            if record.message_id in failed:
-                record.decision = Decision(Outcome.FAILED, "quarantine_failed")
-                continue
-            for rejected in decision.quarantine:
-                summary.quarantined[rejected.reason] += 1
-                logger.warning(
-                    "event quarantined",
-                    extra={"message_id": record.message_id, "event_index": rejected.index,
-                           "pixel_id": record.pixel_id, "reason": rejected.reason},
-                )  # fmt: skip
-
-    def _source(self, record: _Record) -> Source:
-        body = record.raw.get("body")
-        body = body if isinstance(body, str) else None
-        events: tuple[Any, ...] | None = None
-        if record.pixel_id is not None:
-            try:  # the events as received (the body was readable once already: parsing it again is pure)
-                events = tuple(parse_body(body, record.raw.get("messageAttributes")).events)
-            except EnvelopeError:
-                events = None
-        return Source(record.message_id, body, record.group_id, record.pixel_id, record.test_event_code, events,
-                      body_fields(body) if events is not None and len(events) > 1 else ())  # fmt: skip
-
-    # ------------------------------------------------------------------------------------- parking
-    def _park(self, records: list[_Record], started_wall: float, io_end: float) -> None:
-        """Extend the visibility of records failing for a throttle or transient reason (when parking is on)."""
-        settings = self._settings
-        if self._queues is None or not settings.park_schedule_s:
-            for record in records:
-                if record.decision is not None and record.decision.park:
-                    record.decision = Decision(record.decision.outcome, record.decision.reason, park=False)
-            return
-        by_queue: dict[str, list[tuple[_Record, int]]] = {}
-        now = self._wall()
-        for record in records:
-            decision = record.decision
-            if decision is None or not decision.park:
-                continue
-            arn, handle = record.raw.get("eventSourceARN"), record.raw.get("receiptHandle")
-            count = record.receive_count or 1
-            seconds = None
-            if isinstance(arn, str) and isinstance(handle, str) and count < settings.max_receive_count:
-                attrs = record.raw.get("attributes")
-                first = _sent_seconds(attrs, "ApproximateFirstReceiveTimestamp")
-                sent = _sent_seconds(attrs)
-                seconds = park_seconds(ParkInput(
-                    receive_count=count, now=now, invocation_started=started_wall,
-                    first_receive=float(first) if first is not None else None,
-                    sent=float(sent) if sent is not None else None, oldest_event_time=record.oldest_event_time,
-                    retry_after_s=record.failure.retry_after_s if record.failure is not None else None,
-                    schedule_s=settings.park_schedule_s, retention_s=settings.queue_retention_s,
-                ))  # fmt: skip
-            if seconds is None:  # last receive (SQS moves it to the DLQ next), or nothing to gain
-                record.decision = Decision(decision.outcome, decision.reason, park=False)
-                continue
-            by_queue.setdefault(arn, []).append((record, seconds))  # type: ignore[arg-type]
-        for arn, items in by_queue.items():
-            for start in range(0, len(items), MAX_VISIBILITY_BATCH):
-                batch = items[start : start + MAX_VISIBILITY_BATCH]
-                ok = 0
-                if self._mono() + settings.sqs_timeout_s <= io_end:
-                    ok = self._queues.change_visibility(arn, [(str(r.raw["receiptHandle"]), s) for r, s in batch])
-                for record, seconds in batch:
-                    decision = record.decision
-                    assert decision is not None
-                    if ok < len(batch):  # which entry failed is not worth tracking: count none of the call
-                        record.decision = Decision(decision.outcome, decision.reason, park=False)
-                    else:
-                        extra = {"message_id": record.message_id, "receive_count": record.receive_count,
-                                 "reason": decision.reason, "visibility_s": seconds}  # fmt: skip
-                        logger.info("record parked", extra=extra)
-
-    # --------------------------------------------------------------------------------- preparation
-    def _prepare_record(self, raw: Any, now: int, summary: BatchSummary) -> _Record | None:
-        """Parse and prepare one record; any unexpected error fails this record only."""
-        try:
-            return self._prepare_record_unsafe(raw, now, summary)
-        except Exception as exc:
-            record = _unprepared(raw, "unprocessable_record")
-            if record is not None:
-                logger.warning("record could not be prepared", extra={"message_id": record.message_id,
-                                                                      "error": type(exc).__name__})  # fmt: skip
-            return record
-
-    def _prepare_record_unsafe(self, raw: Any, now: int, summary: BatchSummary) -> _Record | None:
-        record = _unprepared(raw, None)
-        if record is None:
+    # ------------------------------------------------------------------------------------- 1. parse
+    def _read(self, raw: Any, now: int, ledger: Ledger) -> _Record | None:
+        """One record's metadata, body and identities. Any error is contained: the record fails."""
+        if not isinstance(raw, dict):
+            logger.error("SQS record is not an object; it cannot be reported individually")
             return None
-        message_id = record.message_id
+        message_id = raw.get("messageId")
+        if not isinstance(message_id, str) or not message_id:
+            logger.error("SQS record without messageId; it cannot be reported individually")
+            return None
+        if not ledger.add(message_id):
+            logger.warning("duplicate messageId in batch", extra={"message_id": message_id})
+            return None
+        record = _Record(message_id, raw)
+        try:
+            self._read_unsafe(record, now, ledger)
+        except Exception as exc:
+            logger.warning("record could not be read", extra={"message_id": message_id, "error": type(exc).__name__})
+            ledger.fail(message_id, "unprocessable_record")
+        return record
+
+    def _read_unsafe(self, record: _Record, now: int, ledger: Ledger) -> None:
+        raw, message_id = record.raw, record.message_id
         attrs = raw.get("attributes")
+        attrs = attrs if isinstance(attrs, dict) else {}
+        group_id = attrs.get("MessageGroupId")
+        record.group_id = group_id if isinstance(group_id, str) else None
+        record.receive_count = _receive_count(attrs)
+        record.sent = _seconds(attrs, "SentTimestamp")
+        record.first_receive = _seconds(attrs, "ApproximateFirstReceiveTimestamp")
         try:
             message = parse_body(raw.get("body"), raw.get("messageAttributes"))
         except EnvelopeError as exc:
-            record.rejected.append(Rejected(None, exc.reason))
+            ledger.reject(message_id, None, exc.reason)
             logger.warning("unreadable message body", extra={"message_id": message_id, "reason": exc.reason,
                                                              "detail": exc.detail})  # fmt: skip
-            return record
-        pixel_id = message.pixel_id or self._settings.pixel_id
-        record.pixel_id = pixel_id
-        record.test_event_code = test_event_code = message.test_event_code or self._settings.test_event_code
-        record.events = len(message.events)
+            return
+        record.message = message
+        record.pixel_id = pixel_id = message.pixel_id or self._settings.pixel_id
+        record.test_event_code = message.test_event_code or self._settings.test_event_code
         if pixel_id is None:
-            record.rejected.append(Rejected(None, "no_pixel_id"))
-            return record
-        default_time = _sent_seconds(attrs) or now
+            ledger.reject(message_id, None, "no_pixel_id")
+            return
+        default_time = record.sent or now  # fixed at first sight: every letter carries it from then on
+        record.identities = tuple(resolve_identity(pixel_id, event, default_time) for event in message.events)
+        ledger.expect(message_id, len(message.events))
+
+    # ----------------------------------------------------------------------------------- 2. prepare
+    def _prepare(self, record: _Record, now: int, summary: BatchSummary, ledger: Ledger) -> None:
+        """Prepare one record's events; an unexpected error fails this record only (nothing of it is sent)."""
+        try:
+            self._prepare_unsafe(record, now, summary, ledger)
+        except Exception as exc:
+            record.outbound = []
+            logger.warning("record could not be prepared", extra={"message_id": record.message_id,
+                                                                  "error": type(exc).__name__})  # fmt: skip
+            ledger.fail(record.message_id, "unprocessable_record")
+
+    def _prepare_unsafe(self, record: _Record, now: int, summary: BatchSummary, ledger: Ledger) -> None:
+        message, message_id, pixel_id = record.message, record.message_id, record.pixel_id
+        assert message is not None
+        assert pixel_id is not None
         normalization = self._settings.normalization
         max_event_bytes = self._settings.max_request_bytes - REQUEST_OVERHEAD_BYTES
-        prepared: list[tuple[int, Prepared]] = []
+        outbound: list[Outbound] = []
         for position, raw_event in enumerate(message.events):
-            # The derived id only where prepare_event can use it (no event_id, or null): most events carry one.
-            has_id = isinstance(raw_event, dict) and raw_event.get("event_id") is not None
+            identity = record.identities[position]
             result = prepare_event(
                 raw_event,
                 normalization,
                 now,
-                default_event_time=default_time,
-                default_event_id=None if has_id else derived_event_id(message_id, position),
+                default_event_time=identity.default_event_time,
+                default_event_id=identity.event_id if identity.derived else None,
                 max_event_bytes=max_event_bytes,
             )
             if isinstance(result, Rejection):
                 summary.events_rejected[result.reason] += 1
-                record.rejected.append(Rejected(position, result.reason))
+                ledger.reject(message_id, position, result.reason)
                 logger.warning(
                     "event rejected before sending",
                     extra={"message_id": message_id, "event_index": position, "reason": result.reason,
                            "detail": result.detail},
                 )  # fmt: skip
                 continue
-            prepared.append((position, result))
             if result.drops and logger.isEnabledFor(logging.DEBUG):  # what `capi-relay check` shows as "dropped"
                 logger.debug("values dropped", extra={"message_id": message_id, "event_index": position,
                              "dropped": [{"field": d.field, "reason": d.reason} for d in result.drops]})  # fmt: skip
@@ -428,54 +346,253 @@ class Relay:
                 summary.fields_dropped[(drop.field, drop.reason)] += 1
             for note in result.notes:
                 summary.notes[note] += 1
-        request_fields, group_id, outbound = message.request_fields, record.group_id, record.outbound
-        match_keys = summary.match_keys
-        for position, item in prepared:
-            match_keys[item.match_keys] += 1
-            event_time = item.event.get("event_time")
-            if isinstance(event_time, int) and (
-                record.oldest_event_time is None or event_time < record.oldest_event_time
-            ):
+            summary.match_keys[result.match_keys] += 1
+            event_time = result.event.get("event_time")
+            oldest = record.oldest_event_time
+            if isinstance(event_time, int) and (oldest is None or event_time < oldest):
                 record.oldest_event_time = event_time
-            # Only the encoded bytes travel on: delivery sends them, and a quarantined event is the one
-            # received (re-read from the body). Dropping the dict here frees it while the batch is still
-            # being prepared (peak RSS) and spares the end-of-invocation teardown.
-            outbound.append(
-                Outbound(message_id, position, pixel_id, test_event_code, _NO_EVENT, item.encoded, request_fields,
-                         group_id)
+            # Only the encoded bytes travel on (a letter is built from the event as received).
+            outbound.append(Outbound(message_id, position, pixel_id, record.test_event_code, _NO_EVENT,
+                                     result.encoded, message.request_fields, record.group_id))  # fmt: skip
+        record.outbound = outbound
+        summary.events_prepared += len(outbound)
+
+    # ----------------------------------------------------------------------------------- 3. deliver
+    def _sendable(self, records: list[_Record], ledger: Ledger, fifo: bool) -> list[Outbound]:
+        """The events to send: those of records not already failing; FIFO: a failing record (or one whose
+        rejection fails it, without a DLQ) blocks the later records of its group."""
+        gate, quarantine, out = FifoGate(), self.quarantine_enabled, []
+        for record in records:
+            message_id = record.message_id
+            if fifo and gate.blocks(record.group_id):
+                ledger.fail(message_id, FIFO_BLOCKED)
+            failing = ledger.failure(message_id) is not None
+            if fifo and (failing or (not quarantine and ledger.rejected(message_id))):
+                gate.failed(record.group_id)
+            if not failing:
+                out.extend(record.outbound)
+        return out
+
+    def _reserve(self, records: int, letters: int) -> float:
+        """Time kept back after delivery for the batch's fate calls (0 when the relay makes none)."""
+        settings = self._settings
+        park_calls = calls_for(records) if self.parking_enabled else 0
+        letter_calls = calls_for(letters) if self.quarantine_enabled else 0
+        if not park_calls and not letter_calls:
+            return 0.0
+        reserve = fate_io_reserve_s(
+            park_calls=park_calls,
+            letter_calls=letter_calls,
+            concurrency=settings.sqs_concurrency,
+            call_timeout_s=settings.sqs_timeout_s,
+        )
+        return max(settings.fate_reserve_s, reserve)
+
+    def _letters_known(self, records: list[_Record], ledger: Ledger, now: int) -> int:
+        """Letters the batch needs as far as known before delivery: its rejections, and every event of a
+        record on its last receive or near its retention's end (it may be dead-lettered)."""
+        settings, count = self._settings, 0
+        for record in records:
+            count += len(ledger.rejected(record.message_id))
+            if last_chance(receive_count=record.receive_count, max_receive_count=settings.max_receive_count,
+                           sent=record.sent, retention_s=settings.queue_retention_s, now=now,
+                           next_receive_s=settings.queue_visibility_timeout_s):  # fmt: skip
+                count += len(record.identities) or 1
+        return count
+
+    # ------------------------------------------------------------------------------------ 4. decide
+    def _decide(self, records: list[_Record], ledger: Ledger, started_wall: float) -> None:
+        settings, now = self._settings, self._wall()
+        quarantine = self.quarantine_enabled
+        for record in records:
+            message_id = record.message_id
+            reason = ledger.failure(message_id)
+            record.park_s = None
+            if reason is not None and is_parkable(reason) and self.parking_enabled:
+                record.park_s = park_seconds(ParkInput(
+                    receive_count=record.receive_count or 1, now=now, invocation_started=started_wall,
+                    first_receive=record.first_receive, sent=record.sent, oldest_event_time=record.oldest_event_time,
+                    retry_after_s=ledger.retry_after_s(message_id), schedule_s=settings.park_schedule_s,
+                    retention_s=settings.queue_retention_s,
+                ))  # fmt: skip
+            next_receive = record.park_s if record.park_s is not None else settings.queue_visibility_timeout_s
+            final = last_chance(receive_count=record.receive_count, max_receive_count=settings.max_receive_count,
+                                sent=record.sent, retention_s=settings.queue_retention_s, now=now,
+                                next_receive_s=next_receive)  # fmt: skip
+            decision = ledger.decide(message_id, quarantine=quarantine, last_chance=final)
+            if decision.outcome is Outcome.FAILED and (
+                final or (record.receive_count or 1) >= settings.max_receive_count
+            ):
+                ledger.unpark(message_id)  # SQS moves it on its next receive: parking would only delay that
+
+    # ------------------------------------------------------------------------------ 5. persist fates
+    def _store_letters(self, records: list[_Record], ledger: Ledger, fifo: bool, io_end: float,
+                       summary: BatchSummary) -> None:  # fmt: skip
+        """Store every letter the decisions ask for; a record any of whose letters is not stored fails
+        instead (nothing is lost). Entries SQS refused are tried once more while there is time."""
+        assert self._queues is not None
+        assert self._settings.dlq_url is not None
+        dlq_url = self._settings.dlq_url
+        fifo_dlq = dlq_url.endswith(".fifo")  # SQS requires a FIFO DLQ for a FIFO queue; a standard one refuses ids
+        letters: list[DeadLetter] = []
+        with_letters: list[_Record] = []
+        for record in records:
+            decision = ledger.decision(record.message_id)
+            if decision is not None and decision.letters:
+                source = self._source(record)
+                letters.extend(dead_letter(source, r.index, r.reason, fifo=fifo_dlq) for r in decision.quarantine)
+                with_letters.append(record)
+        queues = self._queues
+        pending = letters
+        for _ in range(2):  # a refused entry is tried once more (throttled, a transient SQS error)
+            calls = list(batches(pending))
+            sends: list[Callable[[], set[int] | None]] = [partial(queues.send_dead_letters, dlq_url, b) for b in calls]
+            results = self._concurrently(sends, io_end, None)
+            pending = [b[i] for b, failed in zip(calls, results, strict=True)
+                       for i in (range(len(b)) if failed is None else sorted(failed))]  # fmt: skip
+            if not pending:
+                break
+        not_stored = {letter.source for letter in pending}
+        for record in with_letters:
+            message_id = record.message_id
+            decision = ledger.decision(message_id)
+            assert decision is not None
+            if message_id in not_stored:
+                ledger.not_stored(message_id)
+                continue
+            ledger.stored(message_id)
+            dead = decision.outcome is Outcome.DEAD_LETTER
+            if dead:
+                summary.records_dead_lettered += 1
+            for rejected in decision.quarantine:
+                if not dead:  # dead letters are counted in events_dead_lettered
+                    summary.quarantined[rejected.reason] += 1
+                logger.warning(
+                    "event dead-lettered" if dead else "event quarantined",
+                    extra={"message_id": message_id, "event_index": rejected.index,
+                           "pixel_id": record.pixel_id, "reason": rejected.reason},
+                )  # fmt: skip
+
+    def _source(self, record: _Record) -> Source:
+        body = record.raw.get("body")
+        message = record.message
+        if message is None or record.pixel_id is None:
+            return Source(record.message_id, body if isinstance(body, str) else None, record.group_id,
+                          record.pixel_id, record.test_event_code)  # fmt: skip
+        routing = tuple((k, v) for k, v in (("pixel_id", message.pixel_id),
+                                            ("test_event_code", message.test_event_code)) if v)  # fmt: skip
+        return Source(record.message_id, body if isinstance(body, str) else None, record.group_id, record.pixel_id,
+                      record.test_event_code, tuple(message.events), message.request_fields, routing,
+                      record.identities)  # fmt: skip
+
+    def _park(self, records: list[_Record], ledger: Ledger, io_end: float) -> None:
+        """Extend the visibility of failing records parked for a throttle or transient reason."""
+        if self._queues is None or not self._settings.park_schedule_s:
+            for record in records:
+                ledger.unpark(record.message_id)
+            return
+        by_queue: dict[str, list[tuple[_Record, int]]] = {}
+        for record in records:
+            decision = ledger.decision(record.message_id)
+            if decision is None or not decision.park or decision.outcome is not Outcome.FAILED:
+                continue
+            arn, handle = record.raw.get("eventSourceARN"), record.raw.get("receiptHandle")
+            if record.park_s is None or not isinstance(arn, str) or not isinstance(handle, str):
+                ledger.unpark(record.message_id)
+                continue
+            by_queue.setdefault(arn, []).append((record, record.park_s))
+        calls: list[tuple[str, list[tuple[_Record, int]]]] = [
+            (arn, items[i : i + MAX_VISIBILITY_BATCH])
+            for arn, items in by_queue.items()
+            for i in range(0, len(items), MAX_VISIBILITY_BATCH)
+        ]
+        queues = self._queues
+        for _ in range(2):  # a failed call (a timeout, a throttle) is made once more while there is time
+            changes: list[Callable[[], int]] = [
+                partial(queues.change_visibility, arn, [(str(r.raw["receiptHandle"]), s) for r, s in batch])
+                for arn, batch in calls
+            ]
+            results = self._concurrently(changes, io_end, 0)
+            failed_calls = []
+            for (arn, batch), ok in zip(calls, results, strict=True):
+                if ok is None or ok < len(batch):  # which entry failed is not worth tracking: count none
+                    failed_calls.append((arn, batch))
+                    continue
+                for record, seconds in batch:
+                    logger.info("record parked", extra={"message_id": record.message_id, "visibility_s": seconds,
+                                                        "receive_count": record.receive_count})  # fmt: skip
+            calls = failed_calls
+            if not calls:
+                break
+        for _, batch in calls:
+            for record, _ in batch:
+                ledger.unpark(record.message_id)
+
+    def _concurrently(self, calls: Sequence[Callable[[], T]], io_end: float, failed: T) -> list[T | None]:
+        """Run ``calls`` on the SQS pool, at most ``SQS_CONCURRENCY`` at once. A call that cannot start
+        early enough to finish by ``io_end`` (each is bounded by ``SQS_TIMEOUT``) is not made; a call not
+        finished by then counts as ``failed`` (None: it raised or never ran)."""
+        timeout = self._settings.sqs_timeout_s
+
+        def guarded(call: Callable[[], T]) -> T | None:
+            if self._mono() + timeout > io_end:
+                return None
+            return call()
+
+        if self._io is None or not calls:
+            return [guarded(call) for call in calls]
+        futures: list[Future[T | None]] = [self._io.submit(guarded, call) for call in calls]
+        wait(futures, timeout=max(0.0, io_end - self._mono()) + IO_GRACE_S)
+        out: list[T | None] = []
+        for future in futures:
+            if future.done() and future.exception() is None:
+                out.append(future.result())
+            else:
+                future.cancel()
+                out.append(failed if future.done() else None)
+        return out
+
+    # ------------------------------------------------------------------------------------ 6. respond
+    def _respond(self, records: list[_Record], ledger: Ledger, summary: BatchSummary) -> None:
+        failed = ledger.unsettled()
+        failed_set = set(failed)
+        by_id = {record.message_id: record for record in records}
+        settings = self._settings
+        for message_id in ledger:
+            decision = ledger.decision(message_id)
+            record = by_id.get(message_id)
+            if message_id not in failed_set:
+                summary.records_delivered += 1
+                letters = len(decision.quarantine) if decision is not None and decision.letters else 0
+                if decision is not None and decision.letters:
+                    summary.records_quarantined += 1
+                    if decision.outcome is Outcome.DEAD_LETTER:
+                        summary.events_dead_lettered += letters
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("record delivered", extra={"message_id": message_id,
+                                                            "pixel_id": record.pixel_id if record else None,
+                                                            "events": len(record.outbound) if record else 0,
+                                                            "quarantined": letters})  # fmt: skip
+                continue
+            reason = (decision.reason if decision is not None and decision.outcome is Outcome.FAILED else None) or (
+                ledger.failure(message_id) or "internal_error"
+            )
+            summary.records_failed += 1
+            summary.failures[reason] += 1
+            count = record.receive_count if record is not None else None
+            final = count is not None and count >= settings.max_receive_count
+            if final and record is not None:
+                summary.events_dead_lettered += len(record.identities) or 1
+            failure = (record.failure if record is not None else None) or Failure(reason)
+            logger.warning(
+                "record failed",
+                extra={"message_id": message_id, "receive_count": count,
+                       "pixel_id": record.pixel_id if record is not None else None, "reason": reason,
+                       "code": failure.code, "error_subcode": failure.subcode, "fbtrace_id": failure.fbtrace_id,
+                       "dead_letter_next": final},
             )  # fmt: skip
-        summary.events_prepared += len(prepared)
-        return record
-
-
-def _unprepared(raw: Any, failure: str | None) -> _Record | None:
-    """The record with only its SQS metadata (None when it has no usable messageId: it cannot be reported)."""
-    if not isinstance(raw, dict):
-        logger.error("SQS record is not an object; it cannot be reported individually")
-        return None
-    message_id = raw.get("messageId")
-    if not isinstance(message_id, str) or not message_id:
-        logger.error("SQS record without messageId; it cannot be reported individually")
-        return None
-    attrs = raw.get("attributes")
-    group_id = attrs.get("MessageGroupId") if isinstance(attrs, dict) else None
-    record = _Record(message_id, group_id if isinstance(group_id, str) else None, raw)
-    receives = attrs.get("ApproximateReceiveCount") if isinstance(attrs, dict) else None
-    record.receive_count = int(receives) if isinstance(receives, str) and receives.isdigit() else None
-    if failure is not None:
-        record.failure = Failure(failure)
-    return record
-
-
-def _block_fifo_groups(records: list[_Record]) -> None:
-    """FIFO: once a record of a group fails, every later record of that group fails too (delivered later
-    records would be deleted ahead of it and break the group's order)."""
-    failed_groups: set[str] = set()
-    for record in records:
-        decision = record.decision
-        if record.group_id is None or decision is None:
-            continue
-        if record.group_id in failed_groups and decision.outcome is not Outcome.FAILED:
-            record.decision = Decision(Outcome.FAILED, "fifo_group_blocked")
-        elif decision.outcome is Outcome.FAILED:
-            failed_groups.add(record.group_id)
+        summary.records = max(summary.records, len(failed_set) + summary.records_delivered)
+        summary.records_parked = sum(
+            1 for m in failed if (d := ledger.decision(m)) is not None and d.park and d.outcome is Outcome.FAILED
+        )
+        summary.response = {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}

@@ -70,6 +70,8 @@ class Settings:
     # Time kept back after delivery for the quarantine and parking calls to SQS (each call is bounded).
     fate_reserve_s: float = 3.0
     sqs_timeout_s: float = 2.0  # connect + read of one SQS call (no botocore retries: SQS redelivers)
+    sqs_concurrency: int = 10  # SQS calls that persist fates (letters, parking) run this many at once
+    queue_visibility_timeout_s: int = 180  # the events queue's VisibilityTimeout: when an unparked record returns
 
     @property
     def is_production(self) -> bool:
@@ -168,12 +170,22 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     sqs_timeout_s = _float(env, "SQS_TIMEOUT", 2.0, 0.1, 30.0)
     if fate_reserve_s < sqs_timeout_s:  # else a delivery that runs to its deadline leaves no time to quarantine
         raise SettingsError(f"FATE_RESERVE ({fate_reserve_s} s) must be at least SQS_TIMEOUT ({sqs_timeout_s} s)")
+    test_event_code = _get(env, "TEST_EVENT_CODE")
+    if test_event_code is not None and not test_event_code.isprintable():  # undecodable bytes, controls
+        raise SettingsError("TEST_EVENT_CODE must be printable text")
+    max_receive_count = _int(env, "MAX_RECEIVE_COUNT", 5, 1, 1000)
+    park_schedule_s = _schedule(env, "PARK_SCHEDULE", DEFAULT_PARK_SCHEDULE_S)
+    queue_retention_s = _int(env, "QUEUE_RETENTION", 345_600, 60, 1_209_600)
+    visibility_s = _int(env, "QUEUE_VISIBILITY_TIMEOUT", 180, 0, 43_200)
+    dlq_url = _queue_url(env, "DLQ_URL")
+    if dlq_url is None:
+        _check_receives_fit_retention(max_receive_count, park_schedule_s, visibility_s, queue_retention_s)
     return Settings(
         pixel_id=pixel_id,
         access_token_secret_id=secret_id,
         graph_api_version=version,
         graph_api_url=url,
-        test_event_code=_get(env, "TEST_EVENT_CODE"),
+        test_event_code=test_event_code,
         normalization=normalization_settings_from_env(env),
         stage=_get(env, "STAGE") or "dev",
         connect_timeout_s=_float(env, "GRAPH_CONNECT_TIMEOUT", 1.0, 0.05, 30.0),
@@ -186,13 +198,43 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         max_attempts=_int(env, "MAX_ATTEMPTS", 5, 1, 20),
         service_name=_get(env, "POWERTOOLS_SERVICE_NAME") or "capi-relay",
         metrics_namespace=_get(env, "POWERTOOLS_METRICS_NAMESPACE") or "CapiRelay",
-        dlq_url=_queue_url(env, "DLQ_URL"),
-        max_receive_count=_int(env, "MAX_RECEIVE_COUNT", 5, 1, 1000),
-        park_schedule_s=_schedule(env, "PARK_SCHEDULE", DEFAULT_PARK_SCHEDULE_S),
-        queue_retention_s=_int(env, "QUEUE_RETENTION", 345_600, 60, 1_209_600),
+        dlq_url=dlq_url,
+        max_receive_count=max_receive_count,
+        park_schedule_s=park_schedule_s,
+        queue_retention_s=queue_retention_s,
         fate_reserve_s=fate_reserve_s,
         sqs_timeout_s=sqs_timeout_s,
+        sqs_concurrency=_int(env, "SQS_CONCURRENCY", 10, 1, 64),
+        queue_visibility_timeout_s=visibility_s,
     )
+
+
+RETENTION_MARGIN_S = 3_600
+
+
+def receives_span_s(max_receive_count: int, schedule_s: tuple[int, ...], visibility_s: int) -> int:
+    """The longest a message can spend in the events queue before its last receive: after each of the first
+    ``max_receive_count - 1`` receives it is parked for the schedule's step (the last step repeats), or for
+    the queue's visibility timeout when parking is off."""
+    span = 0
+    for receive in range(1, max_receive_count):
+        span += schedule_s[min(receive, len(schedule_s)) - 1] if schedule_s else visibility_s
+    return span
+
+
+def _check_receives_fit_retention(max_receive_count: int, schedule_s: tuple[int, ...], visibility_s: int,
+                                  retention_s: int) -> None:  # fmt: skip
+    """Without DLQ_URL only SQS's redrive policy moves a message to the DLQ, on its last receive: a message
+    whose receives outlast the retention expires in neither queue. Refused at cold start. (With DLQ_URL the
+    relay dead-letters a record itself when its retention would end before its next receive.)"""
+    span = receives_span_s(max_receive_count, schedule_s, visibility_s)
+    if span > retention_s - RETENTION_MARGIN_S:
+        raise SettingsError(
+            f"MAX_RECEIVE_COUNT ({max_receive_count}) receives with PARK_SCHEDULE take up to {span} s, more than "
+            f"QUEUE_RETENTION ({retention_s} s) minus {RETENTION_MARGIN_S} s: a parked message would expire in "
+            "neither queue. Lower MAX_RECEIVE_COUNT or the schedule, or set DLQ_URL (the relay then dead-letters "
+            "a record before its retention ends)"
+        )
 
 
 @cache

@@ -69,6 +69,8 @@ def _publish(metrics: Metrics, summary: BatchSummary, production_test_code: bool
     count("RecordsParked", summary.records_parked)
     count("EventsDeadLettered", summary.events_dead_lettered)
     count("EventsResent", d.resent_events)
+    count("GraphAnomalousSuccess", d.anomalous_2xx)
+    count("RecordsDeadLettered", summary.records_dead_lettered)
     # Request-level Graph errors (code 100 without an event subcode) and a retired Graph API version (2635).
     count("GraphRequestErrors", sum(n for r, n in d.graph_errors.items() if r.startswith("graph_request")))
     count("GraphApiVersionRetired", d.graph_errors.get("graph_config_2635", 0))

@@ -6,6 +6,8 @@ passes ``now`` and the settings; nothing here reads the clock or the environment
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from datetime import date, datetime
@@ -14,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from capi_relay._compat import UTC
-from capi_relay.model import Drop, Prepared, Rejection, encode_event
+from capi_relay.model import Drop, Identity, Prepared, Rejection, encode_event
 from capi_relay.normalize import is_fb_cookie, normalize_user_data
 from capi_relay.settings import NormalizationSettings
 
@@ -443,7 +445,7 @@ def prepare_event(
 
     ``default_event_time`` stands in for a missing ``event_time`` (the relay passes the SQS message's
     ``SentTimestamp``, or the receive time); without it a missing ``event_time`` is rejected.
-    ``default_event_id`` stands in for a missing ``event_id`` (the relay derives it from the messageId).
+    ``default_event_id`` stands in for a missing ``event_id`` (the relay passes :func:`derived_event_id`).
     ``max_event_bytes``: the largest encoded event that fits a request (``max_request_bytes`` -
     ``REQUEST_OVERHEAD_BYTES``); a larger one is rejected with ``event_too_large``.
     """
@@ -555,3 +557,40 @@ def _prepare(  # noqa: PLR0917 -- the private body of prepare_event, same argume
     if len(encoded) > max_event_bytes:
         raise _Reject("event_too_large", f"the encoded event is {len(encoded)} bytes (max {max_event_bytes})")
     return Prepared(event=event, drops=drops, notes=notes, match_keys=match_keys, encoded=encoded)
+
+
+# ----------------------------------------------------------------------------------------------- identity
+DERIVED_EVENT_ID_PREFIX = "cr1-"
+
+
+def derived_event_id(pixel_id: str, raw: dict[str, Any]) -> str:
+    """The ``event_id`` of an event that has none: ``cr1-`` + the first 32 hex digits of SHA-256 over
+    ``pixel_id``, a newline, and the event's canonical JSON as the producer wrote it (every key but
+    ``event_id``, keys sorted, no whitespace, ASCII with ``\\uXXXX`` escapes, numbers as Python's ``json``
+    writes them). Never SQS metadata: the same event gives the same id in any message, on any receive, after
+    any redrive, and in a producer's retried SendMessage.
+
+    A defaulted ``event_time`` is not part of it (the event has none): the relay fixes that time at first
+    sight and writes it, with this id, into every letter, so a redrive sends both unchanged."""
+    content = {k: v for k, v in raw.items() if k != "event_id"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    digest = hashlib.sha256(f"{pixel_id}\n{canonical}".encode("ascii", "backslashreplace")).hexdigest()
+    return DERIVED_EVENT_ID_PREFIX + digest[:32]
+
+
+def resolve_identity(pixel_id: str, raw: Any, default_event_time: int) -> Identity:
+    """The identity of one event at first sight: the producer's ``event_id`` (an integer as its decimal
+    string, whitespace stripped) or the derived one; ``default_event_time`` when the event has no
+    ``event_time``. An event that is not an object, or whose ``event_id`` is unusable (it is rejected as
+    ``invalid_event_id``), has none."""
+    if not isinstance(raw, dict):
+        return Identity()
+    event_time = default_event_time if raw.get("event_time") is None else None
+    event_id = raw.get("event_id")
+    if event_id is None:
+        return Identity(derived_event_id(pixel_id, raw), True, event_time)
+    if isinstance(event_id, int) and not isinstance(event_id, bool):
+        return Identity(str(event_id), False, event_time)
+    if isinstance(event_id, str) and event_id.strip():
+        return Identity(event_id.strip(), False, event_time)
+    return Identity(None, False, event_time)

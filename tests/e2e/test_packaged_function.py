@@ -25,6 +25,7 @@ from local.samples import (
     mismatches,
     publish,
     resolve,
+    sent_event_id,
 )
 from local.stack import MotoServer, Resources, drain_queue, dummy_token, function_env, provision
 
@@ -131,15 +132,14 @@ def test_each_delivered_event_reached_graph_once_with_its_pixel_and_test_code(al
     by_id: dict[str, list[dict[str, Any]]] = {}
     for item in all_samples.received:
         by_id.setdefault(str(item["event"].get("event_id")), []).append(item)
-    results = {r.marker: r for r in all_samples.results}
     expected_total = 0
     for sample in SAMPLES:
         for expected in sample.records:
             if expected.outcome != "delivered":
                 assert expected.marker not in by_id
                 continue
-            for position, event_id in enumerate(expected.event_ids):
-                key = event_id or f"sqs-{results[expected.marker].message_id}-{position}"
+            for position in range(len(expected.event_ids)):
+                key = sent_event_id(sample, expected, position)
                 (item,) = by_id[key]
                 assert (item["pixel_id"], item["test_event_code"]) == (expected.pixel_id, expected.test_event_code)
                 expected_total += 1

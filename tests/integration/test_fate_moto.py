@@ -47,7 +47,7 @@ def test_multi_event_message_sends_its_valid_events_and_quarantines_the_rest(har
     # ... and each rejected event is one DLQ message with its reason and routing, redrivable as is
     assert fates.quarantined[(mid, 1)] == {"rejection_reason": "event_too_old", "source_message_id": mid,
                                            "event_index": "1", "pixel_id": "100000000000001",
-                                           "test_event_code": "TEST77"}  # fmt: skip
+                                           "test_event_code": "TEST77", "event_id": "old"}  # fmt: skip
     assert fates.quarantined[(mid, 2)]["rejection_reason"].startswith("graph_invalid_")
     assert json.loads(fates.quarantined_bodies[(mid, 2)]) == {"data": [data[2]], "test_event_code": "TEST77"}
     assert h.summaries[0].quarantined.total() == 2

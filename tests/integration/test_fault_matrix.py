@@ -138,7 +138,10 @@ class Matrix:
             data = []
             for position in range(events_per_record):
                 keep_id = with_event_id if with_event_id is not None else (len(self.sent) + len(entries)) % 2 == 0
-                event = make_event(now=now, custom_data={"value": 1.0, "currency": "USD", "order_id": marker})
+                # Distinct content per position: two events of one record without event_id are two events
+                # only if they differ (a derived id is the pixel + the content).
+                event = make_event(now=now, custom_data={"value": 1.0, "currency": "USD", "order_id": marker,
+                                                         "content_name": str(position)})  # fmt: skip
                 if keep_id:
                     event["event_id"] = f"{marker}-{position}"
                 else:
@@ -226,18 +229,19 @@ def check_invariants(run: Run, *, expect_dlq: set[str] | None = None) -> None:
         event = got["event"]
         order_id = event["custom_data"]["order_id"]
         event_id = str(event["event_id"])
-        position = int(event_id.rsplit("-", 1)[1])
+        position = int(event["custom_data"]["content_name"])
         seen[(order_id, position)].add(event_id)
     for (order_id, position), ids in seen.items():
         assert len(ids) == 1, (order_id, position, ids)
     markers = {(s.marker, p) for s in run.sent.values() if s.message_id in delivered for p in range(s.events)}
     assert markers <= set(seen), f"delivered but never seen: {sorted(markers - set(seen))[:5]}"
-    # Derived event ids come from the messageId (so a redelivery repeats them)
+    # Derived event ids come from the event (pixel + content), never from the messageId (issue 17)
     by_marker = {s.marker: s for s in run.sent.values()}
-    for (order_id, position), ids in seen.items():
+    for (order_id, _position), ids in seen.items():
         (event_id,) = ids
         if not event_id.startswith(order_id):
-            assert event_id == f"sqs-{by_marker[order_id].message_id}-{position}"
+            assert event_id.startswith("cr1-")
+            assert by_marker[order_id].message_id not in event_id
 
 
 @pytest.fixture

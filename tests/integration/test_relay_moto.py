@@ -16,7 +16,16 @@ from capi_relay.relay import Relay
 from capi_relay.settings import settings_from_env
 from local.esm import BatchOutcome, EventSourceEmulator, InvokeResult, in_process_invoker
 from local.graph_standin import GraphStandIn
-from local.samples import SAMPLES, SAMPLES_BY_NAME, RecordResult, Sample, mismatches, publish, resolve
+from local.samples import (
+    SAMPLES,
+    SAMPLES_BY_NAME,
+    RecordResult,
+    Sample,
+    mismatches,
+    publish,
+    resolve,
+    sent_event_id,
+)
 from local.stack import Clients, Resources, drain_queue
 from tests.conftest import MAX_RECEIVE_COUNT
 
@@ -76,8 +85,8 @@ def test_each_sample_ends_as_expected(
             continue
         # ... and each delivered event reached Graph exactly once, for the right pixel and test code
         assert result.receives == 1
-        for position, event_id in enumerate(expected.event_ids):
-            key = event_id if event_id is not None else f"sqs-{result.message_id}-{position}"
+        for position in range(len(expected.event_ids)):
+            key = sent_event_id(sample, expected, position)
             assert len(received.get(key, [])) == 1, key
             item = received[key][0]
             assert item["pixel_id"] == expected.pixel_id

@@ -115,7 +115,8 @@ def test_the_allow_list_holds_every_server_event_parameter_meta_documents() -> N
 
 # -------------------------------------------------------------------------------------------- the relay
 class _Capture:
-    """Consumes what the relay produces, reports nothing failed (unit test only)."""
+    """Consumes what the relay produces and reports every event accepted (the relay acknowledges only what
+    the report proves: issue 17) (unit test only)."""
 
     config = DeliveryConfig()
 
@@ -123,8 +124,9 @@ class _Capture:
         self.outbound: list[Outbound] = []
 
     def deliver(self, outbound: Iterable[Outbound], deadline: float, **_: Any) -> DeliveryReport:
-        self.outbound.extend(outbound)
-        return DeliveryReport()
+        taken = list(outbound)
+        self.outbound.extend(taken)
+        return DeliveryReport(accepted={(o.message_id, o.position) for o in taken})
 
 
 def sqs_record(body: dict[str, Any]) -> dict[str, Any]:

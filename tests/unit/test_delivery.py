@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -332,12 +332,18 @@ def test_short_events_received_is_a_failure_of_those_records_and_is_retried() ->
     assert report.graph_errors["graph_transient_events_received_short"] == 1
 
 
-def test_short_events_received_until_the_end_fails_the_records() -> None:
+def test_short_events_received_is_resent_then_accepted_and_counted_never_failed() -> None:
+    # Policy (issue 17, docs/failure-policy.md): a 2xx is Meta taking the request. A short events_received is
+    # resent while attempts allow (same event_ids: Meta deduplicates), then the events are accepted and the
+    # anomaly counted -- failing them would send every neighbour in the request back, into the DLQ at last.
     clock = Clock()
     sender = Sender(lambda *_: GraphReply(0, None, 1.0), clock)
     report = run(sender, events(2), clock=clock, max_attempts=2)
-    assert set(report.failed) == {"m0", "m1"}
-    assert report.failed["m0"].reason == "graph_transient_events_received_short"
+    assert report.failed == {}
+    assert report.requests == 2
+    assert len(report.accepted) == 2
+    assert (report.anomalous_2xx, report.accepted_on_anomaly) == (2, 2)
+    assert report.graph_errors == {"graph_transient_events_received_short": 2}
 
 
 def test_a_sender_bug_becomes_a_transient_failure_not_an_exception() -> None:
@@ -843,3 +849,17 @@ def test_request_fields_split_chunks_and_go_to_the_top_level_of_the_body() -> No
     assert docs[0]["upload_tag"] == "store-42"
     assert docs[0]["namespace_id"] == "ns1"
     assert "upload_tag" not in docs[1]
+
+
+def test_a_short_events_received_among_other_failures_is_a_transient_failure() -> None:
+    # Given a first attempt answered 503 and the last one 200 with a short events_received
+    clock = Clock()
+    answers: Iterator[GraphReply | Exception] = iter(
+        [GraphError(ErrorKind.TRANSIENT, http_status=503), GraphReply(0, None, 1.0)]
+    )
+    sender = Sender(lambda *_: next(answers), clock)
+    report = run(sender, events(1), clock=clock, max_attempts=2)
+    # Then nothing was proven: the record fails (retried later), the anomaly is still counted
+    assert set(report.failed) == {"m0"}
+    assert report.accepted == set()
+    assert (report.anomalous_2xx, report.accepted_on_anomaly) == (1, 0)

@@ -17,7 +17,8 @@ from capi_relay.fate import (
     is_parkable,
     park_seconds,
 )
-from capi_relay.quarantine import MAX_BATCH_BYTES, DeadLetter, Source, batches, body_fields, dead_letter
+from capi_relay.model import Identity
+from capi_relay.quarantine import MAX_BATCH_BYTES, DeadLetter, Source, batches, dead_letter, sqs_valid
 from capi_relay.settings import DEFAULT_PARK_SCHEDULE_S
 
 NOW = 1_800_000_000.0
@@ -104,9 +105,8 @@ def attrs(letter: DeadLetter) -> dict[str, str]:
 
 
 def test_an_event_of_a_multi_event_message_becomes_a_single_event_body_with_the_source_routing() -> None:
-    body = json.dumps({"data": [{"event_name": "A"}, {"event_name": "B"}], "pixel_id": "123", "upload_tag": "u"})
-    events = tuple(json.loads(body)["data"])
-    source = Source("m-1", body, None, "123", "TEST1", events, body_fields(body))
+    events = ({"event_name": "A"}, {"event_name": "B"})
+    source = Source("m-1", "{...}", None, "123", "TEST1", events, (("upload_tag", "u"),), (("pixel_id", "123"),))
     letter = dead_letter(source, 1, "event_too_old", fifo=False)
     assert json.loads(letter.body) == {"data": [{"event_name": "B"}], "pixel_id": "123", "upload_tag": "u"}
     assert attrs(letter) == {"rejection_reason": "event_too_old", "source_message_id": "m-1", "event_index": "1",
@@ -117,12 +117,34 @@ def test_an_event_of_a_multi_event_message_becomes_a_single_event_body_with_the_
     assert "MessageGroupId" not in entry
 
 
-def test_the_only_event_of_a_message_is_quarantined_as_the_body_received() -> None:
-    body = '{"event_name": "Lead",  "custom": "kept as sent"}'
-    letter = dead_letter(Source("m", body, None, "1", None, (json.loads(body),)), 0, "missing_action_source",
-                         fifo=False)  # fmt: skip
-    assert letter.body == body
+def test_a_letter_carries_the_resolved_identity_fixed_at_first_sight() -> None:
+    # Given an event without event_id and event_time: the relay derived an id and defaulted the time
+    event = {"event_name": "Lead", "custom": "kept as sent"}
+    identity = Identity("cr1-abc", True, 1_700_000_000)
+    letter = dead_letter(Source("m", "{}", None, "1", None, (event,), identities=(identity,)), 0,
+                         "graph_transient_503", fifo=False)  # fmt: skip
+    # Then the letter's event carries both, so a redrive sends exactly what the first attempt sent
+    assert json.loads(letter.body) == {"data": [{**event, "event_id": "cr1-abc", "event_time": 1_700_000_000}]}
+    assert attrs(letter)["event_id"] == "cr1-abc"
     assert "test_event_code" not in attrs(letter)
+    # ... and a producer's own event_id is never replaced
+    own = dead_letter(Source("m", "{}", None, "1", None, ({"event_id": 7},), identities=(Identity("7"),)), 0, "x",
+                      fifo=False)  # fmt: skip
+    assert json.loads(own.body) == {"data": [{"event_id": 7}]}
+
+
+def test_every_letter_is_valid_for_sqs_whatever_the_bytes() -> None:
+    # Given values SQS refuses in a body (a lone surrogate, U+FFFE, U+FFFF) in an event and in the body
+    hostile = {"event_name": "Lead\ud800", "custom_data": {"x": "\ufffe\uffff"}}
+    letter = dead_letter(Source("m", "{}", None, "1", "T\ud800", (hostile,)), 0, "invalid_unicode", fifo=False)
+    # Then the letter encodes, holds only what SQS stores, and reads back as the event received
+    assert letter.size > 0
+    assert sqs_valid(letter.body)
+    assert all(sqs_valid(v) for _, v in letter.attributes)
+    assert json.loads(letter.body)["data"] == [hostile]
+    raw = dead_letter(Source("m", '{"x": "\ud800"}\uffff'), None, "body_not_json", fifo=False)
+    assert sqs_valid(raw.body)
+    assert raw.size > 0
 
 
 def test_an_unreadable_body_is_kept_as_received_and_an_empty_one_gets_a_placeholder() -> None:

@@ -65,12 +65,15 @@ def test_good_records_delivered_bad_neighbours_failed_alone() -> None:
     assert summary.failures == {"body_not_json": 1, "missing_value": 1}
 
 
-def test_events_without_event_id_get_a_deterministic_one() -> None:
+def test_events_without_event_id_get_one_derived_from_the_pixel_and_their_content() -> None:
+    # Identity comes from the event, never from the SQS message (issue 17): not "sqs-<messageId>-<n>".
     sender = FakeSender()
-    make_relay(sender).process({"Records": [record("m-1", {"data": [event(), event(event_id="own")]})]})
+    first = event()
+    make_relay(sender).process({"Records": [record("m-1", {"data": [first, event(event_id="own")]})]})
     ids = [e["event_id"] for e in sender.events]
-    assert ids == [derived_event_id("m-1", 0), "own"]
-    assert derived_event_id("m-1", 0) == derived_event_id("m-1", 0) != derived_event_id("m-1", 1)
+    assert ids == [derived_event_id("111", first), "own"]
+    assert ids[0].startswith("cr1-")
+    assert "m-1" not in ids[0]
 
 
 def test_raw_pii_never_leaves() -> None:
@@ -138,12 +141,13 @@ def test_fifo_failure_blocks_later_records_of_the_same_group_only() -> None:
 
 def test_fifo_delivery_failure_fails_later_records_of_that_group() -> None:
     def reject_g1_second(pixel: str, events: list[dict[str, Any]]) -> GraphReply | Exception:
-        if any(e["event_id"].startswith("sqs-g1-2") for e in events):
+        if any(e["event_id"] == "g1-2" for e in events):
             return GraphError(ErrorKind.INVALID, http_status=400, code=100, subcode=2804036)
         return GraphReply(len(events), None, 1.0)
 
     sender = FakeSender(reject_g1_second)
-    batch = {"Records": [record(f"g{g}-{i}", event(), group=f"g{g}") for i in (1, 2, 3) for g in (1, 2)]}
+    batch = {"Records": [record(f"g{g}-{i}", event(event_id=f"g{g}-{i}"), group=f"g{g}")
+                         for i in (1, 2, 3) for g in (1, 2)]}  # fmt: skip
     summary = make_relay(sender).process(batch)
     assert failed_ids(summary.response) == ["g1-2", "g1-3"]
 
@@ -224,10 +228,11 @@ def test_valid_events_are_sent_and_rejected_ones_quarantined_with_their_reason()
     by_index = {dict(letter.attributes)["event_index"]: letter for letter in queues.letters}
     assert set(by_index) == {"1", "2"}
     expected = {"rejection_reason": "event_too_old", "source_message_id": "m", "event_index": "1", "pixel_id": "222",
-                "test_event_code": "T1"}  # fmt: skip
+                "test_event_code": "T1", "event_id": "old"}  # fmt: skip
     assert dict(by_index["1"].attributes) == expected
     assert dict(by_index["2"].attributes)["rejection_reason"] == "graph_invalid_100_2804003"
-    assert json.loads(by_index["2"].body) == {"data": [data[2]], "pixel_id": "222"}  # as received, raw PII and all
+    # as received, raw PII and all, with the message's routing (its test_event_code came as an attribute)
+    assert json.loads(by_index["2"].body) == {"data": [data[2]], "pixel_id": "222", "test_event_code": "T1"}
     assert summary.quarantined == {"event_too_old": 1, "graph_invalid_100_2804003": 1}
     assert summary.records_quarantined == 1
 
@@ -288,13 +293,15 @@ def test_a_throttle_estimate_parks_the_record_for_that_long() -> None:
 
 
 def test_the_last_receive_is_not_parked_and_its_events_are_counted_as_dead_lettered() -> None:
+    # Without DLQ_URL, SQS's redrive policy moves the record on its next receive (with DLQ_URL the relay
+    # dead-letters it itself: test_event_life.py).
     def unavailable(pixel: str, events: list[dict[str, Any]]) -> GraphReply | Exception:
         return GraphError(ErrorKind.TRANSIENT, http_status=503)
 
     queues = FakeQueues()
-    last = record("m", {"data": [event(), event()]})
+    last = record("m", {"data": [event(), event(event_name="Other")]})
     last["attributes"]["ApproximateReceiveCount"] = "3"  # MAX_RECEIVE_COUNT
-    summary = fate_relay(FakeSender(unavailable), queues).process({"Records": [last, record("n", event())]})
+    summary = fate_relay(FakeSender(unavailable), queues, dlq=False).process({"Records": [last, record("n", event())]})
     assert failed_ids(summary.response) == ["m", "n"]
     assert [h for _, h, _ in queues.visibility] == ["rh"]  # only n's (both share the handle "rh" here)
     assert summary.records_parked == 1
@@ -302,8 +309,9 @@ def test_the_last_receive_is_not_parked_and_its_events_are_counted_as_dead_lette
 
 
 def test_records_not_prepared_before_the_deadline_fail_and_the_prepared_ones_are_sent() -> None:
-    # Given a clock that advances 1 s each time the relay reads it (preparing one record takes 1 s) and 12 s
-    # left (margin 2, reserve 3, min request 1: preparation must end 6 s after the start)
+    # Given a clock that advances 1 s each time the relay reads it (preparing one record takes 1 s) and 15 s
+    # left (margin 2, reserve 4 -- one letter call and one park call of 2 s --, min request 1: preparation
+    # must end 8 s after the start)
     now = [0.0]
 
     def tick() -> float:
@@ -315,7 +323,7 @@ def test_records_not_prepared_before_the_deadline_fail_and_the_prepared_ones_are
     deliverer = Deliverer(sender, FakeTokens(), delivery_config(settings), clock=lambda: now[0], sleep=lambda _: None)
     relay = Relay(settings, deliverer, queues, monotonic=tick)
     batch = {"Records": [record(f"m{i}", event(event_id=f"e{i}")) for i in range(10)]}
-    summary = relay.process(batch, lambda: 12_000)
+    summary = relay.process(batch, lambda: 15_000)
     failed = failed_ids(summary.response)
     assert failed
     assert summary.failures["deadline_preparing"] == len(failed)

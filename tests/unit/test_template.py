@@ -38,7 +38,7 @@ SETTINGS_ENV = {
     "DEFAULT_PHONE_REGION", "DATE_ORDER", "STAGE", "GRAPH_CONNECT_TIMEOUT", "GRAPH_READ_TIMEOUT",
     "HTTP_CONCURRENCY", "MAX_EVENTS_PER_REQUEST", "MAX_REQUEST_BYTES", "SECRET_MAX_AGE", "DEADLINE_MARGIN",
     "MAX_ATTEMPTS", "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "DLQ_URL", "MAX_RECEIVE_COUNT",
-    "PARK_SCHEDULE", "QUEUE_RETENTION", "FATE_RESERVE", "SQS_TIMEOUT",
+    "PARK_SCHEDULE", "QUEUE_RETENTION", "FATE_RESERVE", "SQS_TIMEOUT", "SQS_CONCURRENCY", "QUEUE_VISIBILITY_TIMEOUT",
 }  # fmt: skip
 # What the deployed function must set; the rest keep settings.py's defaults.
 REQUIRED_ENV = {"PIXEL_ID", "ACCESS_TOKEN_SECRET_ID", "GRAPH_API_VERSION", "TEST_EVENT_CODE", "STAGE",
@@ -205,7 +205,7 @@ def test_role_scopes_each_permission_to_one_resource(template: dict[str, Any]) -
     assert "cloudwatch:PutMetricData" not in by_action  # metrics go out as EMF log lines
     allowed = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
                "sqs:SendMessage", "secretsmanager:GetSecretValue", "logs:CreateLogStream", "logs:PutLogEvents",
-               "kms:Decrypt"}  # fmt: skip
+               "kms:Decrypt", "kms:GenerateDataKey"}  # fmt: skip
     assert set(by_action) <= allowed
 
 
@@ -225,6 +225,36 @@ def test_kms_decrypt_only_when_a_customer_key_is_configured(template: dict[str, 
         if conditions["HasSecretKmsKey"]:
             expected.append({"Ref": "SecretKmsKeyArn"})
         assert kms_resources == expected, conditions
+
+
+def test_the_relay_may_encrypt_its_letters_exactly_when_the_dlq_has_a_customer_key(template: dict[str, Any]) -> None:
+    # The relay sends letters to the DLQ itself (quarantine, last-chance dead letters): with KmsKeyArn the DLQ
+    # is encrypted with that key, and SendMessage needs kms:GenerateDataKey through SQS (issue 17).
+    role = template["Resources"]["RelayFunctionRole"]["Properties"]
+    via_sqs = {"StringEquals": {"kms:ViaService": {"Fn::Sub": "sqs.${AWS::Region}.amazonaws.com"}}}
+    for conditions in condition_assignments(template):
+        statements = [
+            st
+            for policy in resolve_if(role["Policies"], conditions)
+            for st in policy["PolicyDocument"]["Statement"]
+            if "kms:GenerateDataKey" in as_list(st["Action"])
+        ]
+        if not conditions["HasKmsKey"]:
+            assert statements == [], conditions
+            continue
+        (st,) = statements
+        assert st["Effect"] == "Allow"
+        assert as_list(st["Action"]) == ["kms:GenerateDataKey"]
+        assert st["Resource"] == {"Ref": "KmsKeyArn"}
+        assert st["Condition"] == via_sqs
+    dlq = template["Resources"]["EventsDLQ"]["Properties"]
+    assert dlq["KmsMasterKeyId"] == {"Fn::If": ["HasKmsKey", {"Ref": "KmsKeyArn"}, {"Ref": "AWS::NoValue"}]}
+
+
+def test_the_relay_knows_the_queues_visibility_timeout(template: dict[str, Any]) -> None:
+    env = function_properties(template)["Environment"]["Variables"]
+    queue = template["Resources"]["EventsQueue"]["Properties"]
+    assert int(env["QUEUE_VISIBILITY_TIMEOUT"]) == queue["VisibilityTimeout"]
 
 
 def test_queue_policy_lets_only_the_eventbridge_rule_send(template: dict[str, Any]) -> None:
