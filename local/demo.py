@@ -51,7 +51,19 @@ from typing import Any
 
 from local.esm import BatchOutcome, EventSourceEmulator, emulator_invoker
 from local.graph_standin import GraphStandIn
-from local.samples import SAMPLES, RecordResult, find_raw_pii, identify, mismatches, publish, resolve
+from local.samples import (
+    SAMPLES,
+    Expected,
+    RecordResult,
+    Sample,
+    find_raw_pii,
+    identify,
+    mismatches,
+    publish,
+    resolve,
+    sample_bodies,
+    sent_event_id,
+)
 from local.stack import (
     DEMO_PIXEL_ID,
     Clients,
@@ -181,6 +193,20 @@ def _letters(dlq: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, str]]
     return out
 
 
+def _letter_event_id(sample: Sample, record: Expected) -> str:
+    """The event_id a letter of the record's first event carries: the producer's, else the one the relay
+    derives from the pixel and the event's content (a rejected event keeps its identity too)."""
+    if record.event_ids:
+        return sent_event_id(sample, record, 0)
+    from capi_relay.envelope import parse_body
+    from capi_relay.validate import derived_event_id
+
+    (body,) = [body for body, _ in sample_bodies(sample.name) if record.marker in body]
+    event = parse_body(body).events[0]
+    own = event.get("event_id") if isinstance(event, dict) else None
+    return str(own) if own is not None else derived_event_id(record.pixel_id, event)
+
+
 def dlq_check(results: list[RecordResult], sent: dict[str, list[Any]], dlq: list[dict[str, Any]]) -> list[str]:
     """The DLQ holds exactly the quarantined events (and bodies), each with its reason and routing."""
     expected: dict[tuple[str, str], dict[str, str]] = {}
@@ -191,13 +217,14 @@ def dlq_check(results: list[RecordResult], sent: dict[str, list[Any]], dlq: list
             index = "body" if sample.shape == "not-json" or record.shape == "not-json" else "0"
             attrs = {"rejection_reason": r.expected_reason, "source_message_id": r.message_id}
             if index != "body":
-                attrs |= {"event_index": index, "pixel_id": record.pixel_id}
+                event_id = _letter_event_id(sample, record)
+                attrs |= {"event_index": index, "pixel_id": record.pixel_id, "event_id": event_id}
             expected[(r.message_id, index)] = attrs
     for message_id, events in sent.items():
-        for position, (_, fate) in enumerate(events):
+        for position, (event_id, fate) in enumerate(events):
             if fate not in ("delivered", "parked"):
                 attrs = {"rejection_reason": fate, "source_message_id": message_id, "event_index": str(position),
-                         "pixel_id": FATE_PIXEL}  # fmt: skip
+                         "pixel_id": FATE_PIXEL, "event_id": event_id}  # fmt: skip
                 expected[(message_id, str(position))] = attrs
     got = _letters(dlq)
     problems = [f"DLQ: missing quarantined {k}" for k in sorted(set(expected) - set(got))]
