@@ -257,7 +257,8 @@ def publish(messages: list[Message], resources: Resources) -> Counter[str]:
         sent["sns"] += len(sns_entries)
     eb_msgs = by_via["eventbridge"]
     for start in range(0, len(eb_msgs), 10):
-        eb_entries = [{"Source": EVENT_SOURCE, "DetailType": "capi-relay soak", "EventBusName": resources.event_bus_name,
+        bus = resources.event_bus_name
+        eb_entries = [{"Source": EVENT_SOURCE, "DetailType": "capi-relay soak", "EventBusName": bus,
                        "Detail": json.dumps(m.payload, separators=(",", ":"))}
                       for m in eb_msgs[start : start + 10]]  # fmt: skip
         resp_eb = clients.events.put_events(Entries=eb_entries)  # type: ignore[arg-type]
@@ -480,7 +481,7 @@ class Report:
         return not self.broken
 
 
-def analyse(  # noqa: C901 -- one pass per invariant, in the order of the docstring
+def analyse(
     cfg: Config,
     inputs: dict[str, InputEvent],
     garbage: dict[str, str],
@@ -492,13 +493,13 @@ def analyse(  # noqa: C901 -- one pass per invariant, in the order of the docstr
     report = Report()
     accepted: dict[str, list[dict[str, Any]]] = defaultdict(list)
     by_key: dict[tuple[str, str], set[str]] = defaultdict(set)  # (event_name, event_id) -> tags
-    for item in received:
-        event = item["event"]
+    for entry in received:
+        event = entry["event"]
         tag = _tag(event)
         if tag is None or tag not in inputs:
             report.fail("unknown event accepted", json.dumps(event)[:200])
             continue
-        accepted[tag].append(item)
+        accepted[tag].append(entry)
         by_key[(str(event.get("event_name")), str(event.get("event_id")))].add(tag)
     final = [letter for letter in letters if letter.phase == 2]
     in_final: dict[str, list[Letter]] = defaultdict(list)
@@ -519,11 +520,11 @@ def analyse(  # noqa: C901 -- one pass per invariant, in the order of the docstr
             if len(ids) > 1:
                 report.fail("accepted under more than one event_id", f"{_describe(item)} ids={sorted(ids)}")
             if len(times) > 1:
-                report.fail("accepted with more than one event_time", f"{_describe(item)} times={sorted(times)}")  # type: ignore[type-var]
+                report.fail("accepted with more than one event_time", f"{_describe(item)} times={sorted(times)}")
             if item.event_id is not None and ids and ids != {item.event_id}:
                 report.fail("producer's event_id replaced", f"{_describe(item)} ids={sorted(ids)}")
             if item.event_time is not None and times and times != {item.event_time}:
-                report.fail("producer's event_time replaced", f"{_describe(item)} times={sorted(times)}")  # type: ignore[type-var]
+                report.fail("producer's event_time replaced", f"{_describe(item)} times={sorted(times)}")
             if {g["pixel_id"] for g in got} - {item.pixel_id}:
                 report.fail("accepted at the wrong pixel", f"{_describe(item)} pixels={[g['pixel_id'] for g in got]}")
             if reasoned:
@@ -576,7 +577,8 @@ def analyse(  # noqa: C901 -- one pass per invariant, in the order of the docstr
 
 def _describe(item: InputEvent) -> str:
     given = ("id" if item.event_id else "no-id") + "," + ("time" if item.event_time else "no-time")
-    return f"{item.tag} [{item.via}/{item.shape}, {given}, pixel {item.pixel_id[-1]}{', ' + item.invalid if item.invalid else ''}]"
+    invalid = f", {item.invalid}" if item.invalid else ""
+    return f"{item.tag} [{item.via}/{item.shape}, {given}, pixel {item.pixel_id[-1]}{invalid}]"
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -683,34 +685,41 @@ def _pending(resources: Resources) -> int:
     return sum(int(v) for v in attrs.values())
 
 
-def _summarise(report: Report, cfg: Config, inputs: dict[str, InputEvent], garbage: dict[str, str],  # noqa: PLR0917
+def _summarise(report: Report, cfg: Config, inputs: dict[str, InputEvent], garbage: dict[str, str],
                sent: Counter[str], received: list[dict[str, Any]], letters: list[Letter], requests: list[Any],
                fault_counts: Counter[str], invoker: FaultyInvoker, phase1_invocations: int, phase1_s: float,
                phase2_s: float, elapsed: float, outcomes: list[BatchOutcome]) -> None:  # fmt: skip
     shapes = Counter(f"{i.via}/{i.shape}" for i in inputs.values())
-    accepted_tags = {_tag(r["event"]) for r in received}
+    accepted_tags = {_tag(r["event"]) for r in received} - {None}
+    values = list(inputs.values())
+    no_id, no_time = sum(i.event_id is None for i in values), sum(i.event_time is None for i in values)
+    too_old, poison = sum(i.invalid == "too_old" for i in values), sum(i.invalid == "poison" for i in values)
+
+    def dlq(phase: int) -> str:
+        reasoned = sum(1 for x in letters if x.phase == phase and x.reason)
+        return f"{reasoned} / {sum(1 for x in letters if x.phase == phase) - reasoned}"
+
+    end_reasons = Counter(x.reason for x in letters if x.phase == 2 and x.reason).most_common()
+    faults = ", ".join(f"{_fault_name(k)} {v}" for k, v in fault_counts.most_common() if k != "none")
+    phase2_invocations = invoker.invocations - phase1_invocations
     rows: list[tuple[str, Any]] = [
         ("seed", cfg.seed),
         ("input events", len(inputs)),
         ("  by producer/shape", ", ".join(f"{k} {v}" for k, v in sorted(shapes.items()))),
-        ("  without event_id / without event_time",
-         f"{sum(i.event_id is None for i in inputs.values())} / {sum(i.event_time is None for i in inputs.values())}"),
-        ("  invalid: too old / Meta poison",
-         f"{sum(i.invalid == 'too_old' for i in inputs.values())} / {sum(i.invalid == 'poison' for i in inputs.values())}"),
+        ("  without event_id / without event_time", f"{no_id} / {no_time}"),
+        ("  invalid: too old / Meta poison", f"{too_old} / {poison}"),
         ("unreadable bodies", len(garbage)),
         ("messages published", ", ".join(f"{k} {v}" for k, v in sorted(sent.items()))),
         ("Graph requests (phase 1 + 2)", len(requests)),
-        ("  phase 1 faults fired", ", ".join(f"{_fault_name(k)} {v}" for k, v in fault_counts.most_common() if k != "none")),
-        ("invocations (phase 1 / 2)", f"{phase1_invocations} / {invoker.invocations - phase1_invocations}"),
+        ("  phase 1 faults fired", faults),
+        ("invocations (phase 1 / 2)", f"{phase1_invocations} / {phase2_invocations}"),
         ("  killed mid-invocation / function errors", f"{len(invoker.killed_batches)} / {invoker.function_errors}"),
         ("  outages (one invocation each)", ", ".join(f"{k} {v}" for k, v in sorted(invoker.outages.items()))),
         ("  records failed (batchItemFailures, all receives)", sum(len(o.failed) for o in outcomes)),
-        ("events accepted by the stand-in (raw / distinct input events)", f"{len(received)} / {len(accepted_tags - {None})}"),
-        ("DLQ after phase 1: with reason / moved by SQS",
-         f"{sum(1 for x in letters if x.phase == 1 and x.reason)} / {sum(1 for x in letters if x.phase == 1 and not x.reason)}"),
-        ("DLQ at the end: with reason / moved by SQS",
-         f"{sum(1 for x in letters if x.phase == 2 and x.reason)} / {sum(1 for x in letters if x.phase == 2 and not x.reason)}"),
-        ("  end reasons", ", ".join(f"{k} {v}" for k, v in Counter(x.reason for x in letters if x.phase == 2 and x.reason).most_common())),
+        ("events accepted by the stand-in (raw / distinct inputs)", f"{len(received)} / {len(accepted_tags)}"),
+        ("DLQ after phase 1: with reason / moved by SQS", dlq(1)),
+        ("DLQ at the end: with reason / moved by SQS", dlq(2)),
+        ("  end reasons", ", ".join(f"{k} {v}" for k, v in end_reasons)),
         ("time: phase 1 / phase 2 / total (s)", f"{phase1_s:.0f} / {phase2_s:.0f} / {elapsed:.0f}"),
     ]  # fmt: skip
     report.rows = rows
