@@ -268,6 +268,37 @@ def publish(messages: list[Message], resources: Resources) -> Counter[str]:
     return sent
 
 
+class Producer(threading.Thread):
+    """Publishes the messages in chunks while the function consumes them, keeping the queue's depth under
+    ``max_depth`` (producers send continuously; moto's SQS also slows down with every message it holds)."""
+
+    def __init__(self, messages: list[Message], resources: Resources, chunk: int = 100, max_depth: int = 800) -> None:
+        super().__init__(name="soak-producer", daemon=True)
+        self.messages, self.resources, self.chunk, self.max_depth = messages, resources, chunk, max_depth
+        self.sent: Counter[str] = Counter()
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        sqs = self.resources.clients().sqs
+        started = time.monotonic()
+        try:
+            for start in range(0, len(self.messages), self.chunk):
+                while _depth(sqs, self.resources.queue_url) >= self.max_depth:
+                    time.sleep(0.2)
+                self.sent.update(publish(self.messages[start : start + self.chunk], self.resources))
+        except BaseException as exc:  # reported by the caller: a soak whose producers broke proves nothing
+            self.error = exc
+        self.seconds = time.monotonic() - started
+
+
+def _depth(sqs: Any, queue_url: str) -> int:
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return sum(int(v) for v in attrs.values())
+
+
 # ------------------------------------------------------------------------------------------- faults
 def phase1_faults(cfg: Config) -> list[Fault]:
     """Per-request faults of an unreliable Meta; the stand-in tries them in order, each with its probability
@@ -463,6 +494,8 @@ class Report:
     broken: dict[str, list[str]] = field(default_factory=dict)  # invariant -> examples
     counts: Counter[str] = field(default_factory=Counter)
     informational: dict[str, list[str]] = field(default_factory=dict)
+    phase1_failures: Counter[str] = field(default_factory=Counter)  # record failure reasons (all receives)
+    phase2_failures: Counter[str] = field(default_factory=Counter)
 
     def fail(self, invariant: str, example: str) -> None:
         self.counts[invariant] += 1
@@ -607,10 +640,7 @@ def run(cfg: Config) -> Report:
             "DEADLINE_MARGIN": "1", "FATE_RESERVE": "2", "SQS_TIMEOUT": "1",
         })  # fmt: skip
         standin.state.reject_event_ids = {i.event_id for i in inputs.values() if i.invalid == "poison" and i.event_id}
-        t0 = time.monotonic()
-        sent = publish(messages, resources)
-        _log(cfg, f"published {sum(sent.values())} messages ({dict(sent)}) holding {len(inputs)} events "
-                  f"+ {len(garbage)} unreadable bodies in {time.monotonic() - t0:.1f} s")  # fmt: skip
+        producer = Producer(messages, resources)
 
         def make_emulator() -> Any:
             emulator = LambdaEmulator(str(cfg.artifact_dir), env, timeout_s=cfg.function_timeout_s)
@@ -626,7 +656,19 @@ def run(cfg: Config) -> Report:
             with standin.state.lock:
                 standin.state.faults.extend(phase1_faults(cfg))
             t1 = time.monotonic()
-            outcomes += _drain(esm, cfg)
+            producer.start()
+            while True:  # drain while the producers publish, until they are done and the queue is empty
+                outcomes += _drain(esm, cfg)
+                if not producer.is_alive() and esm.pending() == 0:
+                    break
+                if time.monotonic() - t1 > cfg.drain_timeout_s:
+                    print("WARNING: phase 1 did not drain in time", file=sys.stderr)
+                    break
+            if producer.error is not None:
+                raise RuntimeError(f"the producers failed: {producer.error!r}") from producer.error
+            sent = producer.sent
+            _log(cfg, f"published {sum(sent.values())} messages ({dict(sent)}) holding {len(inputs)} events "
+                      f"+ {len(garbage)} unreadable bodies in {producer.seconds:.1f} s, while consuming")  # fmt: skip
             phase1_s = time.monotonic() - t1
             with standin.state.lock:
                 standin.state.faults.clear()
@@ -637,7 +679,8 @@ def run(cfg: Config) -> Report:
             invoker.kill_p = invoker.outage_p = 0.0
             t2 = time.monotonic()
             phase1_invocations = invoker.invocations
-            outcomes += _drain(esm, cfg)
+            outcomes2 = _drain(esm, cfg)
+            outcomes += outcomes2
             phase2_s = time.monotonic() - t2
             dlq2 = _receive_all(resources)
         finally:
@@ -647,12 +690,42 @@ def run(cfg: Config) -> Report:
         killed_ids = {mid for batch in invoker.killed_batches for mid in batch}
         received = standin.received
         report = analyse(cfg, inputs, garbage, received, letters, killed_ids, leftovers)
+        _causes(report, messages, letters)
+        report.phase2_failures = _failure_reasons(outcomes2)
+        report.phase1_failures = _failure_reasons(outcomes[: len(outcomes) - len(outcomes2)])
         requests = standin.requests
     elapsed = time.monotonic() - started
     _summarise(report, cfg, inputs, garbage, sent, received, letters, requests, fault_counts, invoker,
                phase1_invocations, phase1_s, phase2_s, elapsed, outcomes)  # fmt: skip
     _ = new_ids
     return report
+
+
+def _failure_reasons(outcomes: list[BatchOutcome]) -> Counter[str]:
+    """Why records failed, from the function's "record failed" log lines (and whole-batch failures)."""
+    reasons: Counter[str] = Counter()
+    for outcome in outcomes:
+        if outcome.whole_batch_failed:
+            reasons["function error (whole batch)"] += len(outcome.message_ids)
+            continue
+        for line in outcome.result.logs.splitlines():
+            if '"record failed"' not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                reasons[str(json.loads(line).get("reason"))] += 1
+    return reasons
+
+
+def _causes(report: Report, messages: list[Message], letters: list[Letter]) -> None:
+    """Label each example with how its event travelled: sent twice by the producer, redriven from the DLQ."""
+    duplicated = {tag for m in messages if m.duplicate for tag in m.tags}
+    redriven = {tag for letter in letters if letter.phase == 1 for tag in letter.tags}
+    for examples in (*report.broken.values(), *report.informational.values()):
+        for i, example in enumerate(examples):
+            tag = example.split(" ", 1)[0]
+            hints = [h for h, tags in (("producer sent it twice", duplicated), ("redriven", redriven)) if tag in tags]
+            if hints:
+                examples[i] = f"{example} <- {' + '.join(hints)}"
 
 
 def _drain(esm: EventSourceEmulator, cfg: Config) -> list[BatchOutcome]:
@@ -716,6 +789,8 @@ def _summarise(report: Report, cfg: Config, inputs: dict[str, InputEvent], garba
         ("  killed mid-invocation / function errors", f"{len(invoker.killed_batches)} / {invoker.function_errors}"),
         ("  outages (one invocation each)", ", ".join(f"{k} {v}" for k, v in sorted(invoker.outages.items()))),
         ("  records failed (batchItemFailures, all receives)", sum(len(o.failed) for o in outcomes)),
+        ("  failure reasons, phase 1", _counts(report.phase1_failures)),
+        ("  failure reasons, phase 2 (Meta healthy)", _counts(report.phase2_failures)),
         ("events accepted by the stand-in (raw / distinct inputs)", f"{len(received)} / {len(accepted_tags)}"),
         ("DLQ after phase 1: with reason / moved by SQS", dlq(1)),
         ("DLQ at the end: with reason / moved by SQS", dlq(2)),
@@ -758,6 +833,10 @@ def _summarise(report: Report, cfg: Config, inputs: dict[str, InputEvent], garba
         for example in examples:
             print(f"                   e.g. {example}")
     print("\nRESULT:", "all invariants hold" if report.ok else f"{len(report.broken)} invariant(s) broken")
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counter.most_common())
 
 
 def _fault_name(describe: str) -> str:

@@ -2,7 +2,7 @@
 
 Usage: ``python scripts/mutation_score.py [MODULE]``. Reads ``mutmut results --all true`` and the surviving
 mutants judged equivalent in docs/mutation.md (lines ``- `capi_relay.<module>.<mutant>` -- reason``), and
-prints, per module: mutants, killed (a test failed, or it timed out), survived, equivalent, and the score
+prints, per module: mutants, killed (a test failed, or it timed out: shown apart), survived, equivalent, and the score
 killed / (checked - equivalent). Exit status 1 when a module that was run scores below 90 %.
 """
 
@@ -56,13 +56,16 @@ def main(argv: list[str]) -> int:
         by_module[module]["mutants"] += 1
         if value in DETECTED:
             by_module[module]["killed"] += 1
+            by_module[module]["timeout"] += value == "timeout"
         elif name in equivalent:
             by_module[module]["equivalent"] += 1
         else:
             by_module[module]["survived"] += 1
             survivors[module].append(f"{name} ({value})")
     low = False
-    print(f"{'module':<12}{'mutants':>8}{'killed':>8}{'survived':>9}{'equiv.':>8}{'raw':>8}{'score':>8}")
+    print(
+        f"{'module':<12}{'mutants':>8}{'killed':>8}{'(timeout)':>10}{'survived':>9}{'equiv.':>8}{'raw':>8}{'score':>8}"
+    )
     for module in wanted:
         c = by_module.get(module)
         if not c or not c["mutants"]:
@@ -71,7 +74,7 @@ def main(argv: list[str]) -> int:
         raw = c["killed"] / c["mutants"]
         score = c["killed"] / max(1, c["mutants"] - c["equivalent"])
         low = low or score < TARGET
-        print(f"{module:<12}{c['mutants']:>8}{c['killed']:>8}{c['survived']:>9}{c['equivalent']:>8}"
+        print(f"{module:<12}{c['mutants']:>8}{c['killed']:>8}{c['timeout']:>10}{c['survived']:>9}{c['equivalent']:>8}"
               f"{raw:>8.1%}{score:>8.1%}")  # fmt: skip
     for module in wanted:
         for line in survivors.get(module, []):
