@@ -112,6 +112,7 @@ class InputEvent:
     invalid: str | None = None  # "too_old" (locally) or "poison" (Meta 2804036)
     shape: str = "event"
     via: str = "sqs"
+    request_fields: dict[str, str] = field(default_factory=dict)  # upload_tag / namespace_id of its message
 
 
 @dataclass
@@ -192,6 +193,9 @@ def generate(cfg: Config, now: int) -> tuple[list[Message], dict[str, InputEvent
                 payload["upload_tag"] = f"soak-batch-{n}"
             if rng.random() < 0.3:
                 payload["namespace_id"] = str(1000 + n % 7)
+            fields = {k: v for k, v in payload.items() if k in ("upload_tag", "namespace_id")}
+            for doc in events:
+                inputs[str(doc["custom_data"]["order_id"])].request_fields = fields
         else:
             payload = events[0]
             if pixel != PIXELS[0]:
@@ -436,23 +440,28 @@ def redrive(resources: Resources) -> tuple[list[dict[str, Any]], dict[str, str]]
 
 def _events_in(body: str) -> list[dict[str, Any]]:
     """The events a message body holds, through SNS and EventBridge envelopes (empty when unreadable)."""
+    return _unwrapped(body)[0]
+
+
+def _unwrapped(body: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(the events, the top-level fields of a {"data": [...]} body) through SNS and EventBridge envelopes."""
     try:
         doc: Any = json.loads(body)
     except ValueError:
-        return []
+        return [], {}
     for _ in range(4):
         if isinstance(doc, dict) and doc.get("Type") == "Notification" and isinstance(doc.get("Message"), str):
             try:
                 doc = json.loads(doc["Message"])
             except ValueError:
-                return []
+                return [], {}
         elif isinstance(doc, dict) and "detail-type" in doc and "detail" in doc:
             doc = doc["detail"]
         else:
             break
     if isinstance(doc, dict) and isinstance(doc.get("data"), list):
-        return [e for e in doc["data"] if isinstance(e, dict)]
-    return [doc] if isinstance(doc, dict) and "event_name" in doc else []
+        return [e for e in doc["data"] if isinstance(e, dict)], {k: v for k, v in doc.items() if k != "data"}
+    return ([doc] if isinstance(doc, dict) and "event_name" in doc else []), {}
 
 
 def _tag(event: dict[str, Any]) -> str | None:
@@ -473,18 +482,19 @@ class Letter:
     index: int | None  # event_index
     tags: tuple[str, ...]  # the input events it holds (all of the body's, or the one at event_index)
     events: list[dict[str, Any]]
+    fields: dict[str, Any] = field(default_factory=dict)  # top-level fields of its {"data": [...]} body
 
     @classmethod
     def of(cls, phase: int, message: dict[str, Any]) -> Letter:
         attrs = {k: v.get("StringValue") for k, v in (message.get("MessageAttributes") or {}).items()}
-        events = _events_in(message["Body"])
+        events, fields = _unwrapped(message["Body"])
         index = int(attrs["event_index"]) if attrs.get("event_index") not in (None, "") else None
         chosen = events
         if index is not None and len(events) > 1 and index < len(events):
             chosen = [events[index]]  # a letter of a multi-event body (today's shape: the event alone)
         tags = tuple(t for t in (_tag(e) for e in chosen) if t is not None)
         return cls(phase, message["MessageId"], message["Body"], attrs.get("rejection_reason"),
-                   attrs.get("source_message_id"), index, tags, chosen)  # fmt: skip
+                   attrs.get("source_message_id"), index, tags, chosen, fields)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------- analysis
@@ -602,6 +612,10 @@ def analyse(
             if missing:
                 report.fail("letter without the resolved event_id / event_time",
                             f"{_describe(inputs[tag])} missing={missing} reason={letter.reason}")  # fmt: skip
+            lost_fields = {k: v for k, v in inputs[tag].request_fields.items() if letter.fields.get(k) != v}
+            if lost_fields:
+                report.fail("letter without its message's request-level fields",
+                            f"{_describe(inputs[tag])} lost={sorted(lost_fields)} reason={letter.reason}")  # fmt: skip
     for queue, left in leftovers.items():
         if left:
             report.fail("queue not empty at the end", f"{queue}: {left} messages")
@@ -820,6 +834,7 @@ def _summarise(report: Report, cfg: Config, inputs: dict[str, InputEvent], garba
         "unreadable body not in the DLQ with its reason",
         "letter stored twice",
         "letter without the resolved event_id / event_time",
+        "letter without its message's request-level fields",
         "queue not empty at the end",
         "unknown event accepted",
     ]
