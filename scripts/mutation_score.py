@@ -1,7 +1,7 @@
 """Per-module mutation scores from mutmut's results (run after ``mutmut run``; ``make mutation`` does both).
 
 Usage: ``python scripts/mutation_score.py [MODULE]``. Reads ``mutmut results --all true`` and the surviving
-mutants judged equivalent in docs/mutation.md (lines ``- `capi_relay.<module>.<mutant>` -- reason``), and
+mutants judged equivalent in docs/mutation.md (lines ``- `capi_relay.<module>.<mutant>`[, `...`] -- reason``), and
 prints, per module: mutants, killed (a test failed, or it timed out: shown apart), survived, equivalent, and the score
 killed / (checked - equivalent). Exit status 1 when a module that was run scores below 90 %.
 """
@@ -18,14 +18,15 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULES = ("fate", "search", "quarantine", "envelope", "throttle")
 TARGET = 0.90
 DETECTED = {"killed", "timeout", "caught by type check", "segfault"}
-_EQUIVALENT_RE = re.compile(r"^\s*-\s*`(capi_relay\.[^`]+)`")
+_NAME_RE = re.compile(r"`(capi_relay\.[^`]+)`")
 
 
 def equivalents() -> set[str]:
     doc = ROOT / "docs" / "mutation.md"
     if not doc.is_file():
         return set()
-    return {m.group(1) for line in doc.read_text().splitlines() if (m := _EQUIVALENT_RE.match(line))}
+    lines = [line.split(" -- ", 1)[0] for line in doc.read_text().splitlines() if line.lstrip().startswith("- `")]
+    return {name for line in lines for name in _NAME_RE.findall(line)}
 
 
 def results() -> dict[str, str]:
