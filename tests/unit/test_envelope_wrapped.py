@@ -224,3 +224,66 @@ def test_an_empty_body_is_refused(body: str | None) -> None:
     with pytest.raises(EnvelopeError) as info:
         parse_body(body)
     assert info.value.reason == "empty_body"
+
+
+# ---------------------------------------------------------------------------- what a user is told
+LONG = "x" * (MAX_REQUEST_FIELD_CHARS + 1)
+DEEP = json.dumps(sns(eventbridge(eventbridge(eventbridge(EVENTS[0])))))
+
+
+@pytest.mark.parametrize(
+    ("body", "attrs", "reason", "detail"),
+    [
+        (DEEP, None, "unknown_shape", "too many nested envelopes"),
+        ("[1]", None, "unknown_shape", "message body is a JSON list, not an object"),
+        (json.dumps({**sns(DATA), "Message": 5}), None, "unknown_shape", "SNS Message is not a string"),
+        (json.dumps(sns("{nope")), None, "body_not_json", "SNS Message is not JSON"),
+        ('{"data": {}}', None, "unknown_shape", "'data' must be a list of events"),
+        ('{"data": []}', None, "empty_data", "'data' is an empty list"),
+        ('{"x": 1}', None, "unknown_shape",
+         "expected a server event, {'data': [...]}, an EventBridge event or an SNS notification"),
+        ("  ", None, "empty_body", "message body is empty"),
+        ("[" * 100_000 + "]" * 100_000, None, "body_not_json", "message body is not valid JSON"),
+        (json.dumps(DATA), {"pixel_id": string_attr("12a")}, "invalid_pixel_id", "pixel_id must be numeric"),
+        (json.dumps({**DATA, "test_event_code": LONG}), None, "invalid_routing",
+         f"test_event_code is longer than {MAX_REQUEST_FIELD_CHARS} characters"),
+        (json.dumps({**DATA, "upload_tag": LONG}), None, "invalid_request_field",
+         f"upload_tag is longer than {MAX_REQUEST_FIELD_CHARS} characters"),
+        (json.dumps({**DATA, "partner_agent": 1.5}), None, "invalid_request_field", "partner_agent must be a string"),
+    ],
+)  # fmt: skip
+def test_each_refusal_says_what_is_wrong(body: str, attrs: Any, reason: str, detail: str) -> None:
+    with pytest.raises(EnvelopeError) as info:
+        parse_body(body, attrs)
+    assert (info.value.reason, info.value.detail) == (reason, detail)
+    assert str(info.value) == f"{reason}: {detail}"
+
+
+def test_a_body_over_the_limit_names_the_limit() -> None:
+    with pytest.raises(EnvelopeError) as info:
+        parse_body("x" * (MAX_MESSAGE_BYTES + 1))
+    assert info.value.detail == f"message body is over {MAX_MESSAGE_BYTES} bytes"
+
+
+def test_ten_thousand_events_are_one_message_and_one_more_is_refused() -> None:
+    from capi_relay.envelope import MAX_EVENTS_PER_MESSAGE
+
+    events = [{"event_name": "E"}] * MAX_EVENTS_PER_MESSAGE
+    assert len(parse_body(json.dumps({"data": events})).events) == MAX_EVENTS_PER_MESSAGE
+    with pytest.raises(EnvelopeError) as info:
+        parse_body(json.dumps({"data": [*events, {"event_name": "E"}]}))
+    assert info.value.detail == f"{MAX_EVENTS_PER_MESSAGE + 1} events in one message (max {MAX_EVENTS_PER_MESSAGE})"
+
+
+def test_a_non_ascii_body_of_exactly_the_limit_is_read() -> None:
+    base = len(json.dumps({"data": EVENTS, "p": ""}))
+    room = MAX_MESSAGE_BYTES - base
+    body = json.dumps({"data": EVENTS, "p": "é" * (room // 2) + "x" * (room % 2)}, ensure_ascii=False)
+    assert len(body.encode()) == MAX_MESSAGE_BYTES
+    assert parse_body(body).events == EVENTS
+
+
+def test_a_lone_surrogate_character_in_the_body_is_read_as_the_standard_library_reads_it() -> None:
+    # Lambda's event is JSON: a body holding the escape "\ud800" arrives as a str with a lone surrogate in it
+    body = '{"event_name": "Lead", "custom_data": {"note": "a\ud800b"}}'
+    assert parse_body(body).events == [json.loads(body)]

@@ -62,6 +62,7 @@ def test_the_size_counts_utf8_bytes_of_body_and_every_attribute_name_type_and_va
 def test_a_batch_fills_to_exactly_the_byte_limit() -> None:
     half = DeadLetter("a", "x" * (MAX_BATCH_BYTES // 2), ())
     assert [len(b) for b in batches([half, half, half])] == [2, 1]
+    assert [len(b) for b in batches([half, half, half, half])] == [2, 2]  # the second batch starts from 0 bytes
     one_over = DeadLetter("b", "x" * (MAX_BATCH_BYTES // 2 + 1), ())
     assert [len(b) for b in batches([half, one_over])] == [1, 1]
 
