@@ -37,9 +37,10 @@ Faults (Python API or ``POST /_standin/faults``) fire per matching request: dela
 usage headers ``X-App-Usage`` and ``X-Business-Use-Case-Usage`` carrying ``estimated_time_to_regain_access``
 in minutes), a ``proxy`` answer (HTML, optionally ``Retry-After`` -- Graph itself never sends Retry-After),
 HTML, a dropped connection, a truncated body, fewer ``events_received``, a body dripped one byte every
-``drip_s`` seconds, a body padded to ``body_bytes`` bytes, an answer lost after Meta handled the request
-(``lose_answer``: the events are taken, the connection is reset instead of answering). Idle keep-alive connections are closed after
+``drip_s`` seconds, a body padded to ``body_bytes`` bytes. Idle keep-alive connections are closed after
 ``idle_timeout_s`` (like real servers); ``tls=True`` serves HTTPS with a throwaway ``trustme`` CA.
+``lose_answer``: an answer lost after Meta handled the request (the events are taken, the connection is
+reset instead of answering).
 
 Sources for the bodies and headers (captured responses and Meta's documentation):
 
