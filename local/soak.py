@@ -96,7 +96,7 @@ class Config:
     p_kill: float = 0.04  # per invocation: SIGKILL the runtime after a random delay
     kill_max_delay_s: float = 1.5
     strict_letters: bool = False  # also fail on duplicate letters that follow a killed invocation
-    drain_timeout_s: float = 900.0
+    drain_timeout_s: float | None = None  # per phase; None: 600 s + 0.15 s per event (publishing is part of phase 1)
     artifact_dir: Path = ARTIFACT_DIR
     quiet: bool = False
 
@@ -688,7 +688,7 @@ def run(cfg: Config) -> Report:
                 outcomes += _drain(esm, cfg)
                 if not producer.is_alive() and esm.pending() == 0:
                     break
-                if time.monotonic() - t1 > cfg.drain_timeout_s:
+                if time.monotonic() - t1 > _drain_limit(cfg):
                     print("WARNING: phase 1 did not drain in time", file=sys.stderr)
                     break
             if producer.error is not None:
@@ -758,10 +758,14 @@ def _causes(report: Report, messages: list[Message], letters: list[Letter]) -> N
 
 def _drain(esm: EventSourceEmulator, cfg: Config) -> list[BatchOutcome]:
     try:
-        return esm.run_until_drained(cfg.drain_timeout_s)
+        return esm.run_until_drained(_drain_limit(cfg))
     except DrainTimeout as exc:
         print(f"WARNING: {exc}", file=sys.stderr)
         return exc.outcomes
+
+
+def _drain_limit(cfg: Config) -> float:
+    return cfg.drain_timeout_s if cfg.drain_timeout_s is not None else 600.0 + 0.15 * cfg.events
 
 
 def _receive_all(resources: Resources) -> list[dict[str, Any]]:
@@ -897,7 +901,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--p-kill", type=float, default=cfg.p_kill, help="share of invocations killed")
     parser.add_argument("--p-outage", type=float, default=cfg.p_outage, help="share of invocations in an outage")
     parser.add_argument("--strict-letters", action="store_true", help="also fail on duplicate letters after a kill")
-    parser.add_argument("--drain-timeout", type=float, default=cfg.drain_timeout_s)
+    parser.add_argument("--drain-timeout", type=float, default=None, help="seconds per phase (default: by size)")
     args = parser.parse_args(argv)
     cfg.events, cfg.seed, cfg.batch_size, cfg.max_receive = args.events, args.seed, args.batch_size, args.max_receive
     for name in ("p_lost_answer", "p_slow_processed", "p_hang", "p_5xx", "p_throttle"):
