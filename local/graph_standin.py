@@ -39,6 +39,8 @@ in minutes), a ``proxy`` answer (HTML, optionally ``Retry-After`` -- Graph itsel
 HTML, a dropped connection, a truncated body, fewer ``events_received``, a body dripped one byte every
 ``drip_s`` seconds, a body padded to ``body_bytes`` bytes. Idle keep-alive connections are closed after
 ``idle_timeout_s`` (like real servers); ``tls=True`` serves HTTPS with a throwaway ``trustme`` CA.
+``lose_answer``: an answer lost after Meta handled the request (the events are taken, the connection is
+reset instead of answering).
 
 Sources for the bodies and headers (captured responses and Meta's documentation):
 
@@ -165,7 +167,9 @@ class Fault:
     ``retry_after`` needs ``proxy=True``: Graph does not send Retry-After, a proxy or load balancer in front
     of it may. ``usage_minutes`` adds Meta's usage headers with that ``estimated_time_to_regain_access``.
     ``drip_s`` sends the answer's body one byte every ``drip_s`` seconds; ``body_bytes`` pads the answer's
-    body (with JSON whitespace) to that many bytes.
+    body (with JSON whitespace) to that many bytes. ``lose_answer``: Meta handles the request as usual
+    (accepted events are taken) but the answer never arrives: the connection is reset where the answer would
+    be sent (after ``delay_ms``, if given) -- a load balancer or network drop after Meta processed it.
     """
 
     pixel_id: str | None = None
@@ -185,6 +189,7 @@ class Fault:
     events_received_delta: int = 0
     drip_s: float = 0.0
     body_bytes: int = 0
+    lose_answer: bool = False
 
     def __post_init__(self) -> None:
         if self.retry_after is not None and not self.proxy:
@@ -712,6 +717,9 @@ class _Handler(BaseHTTPRequestHandler):
         def reject(body: dict[str, Any], status: int = 400) -> None:
             log.status = status
             self._record(log)
+            if fault is not None and fault.lose_answer:
+                self._drop()
+                return
             self._send_json(status, body, fault=fault)
 
         if parsed.token is None:
@@ -778,6 +786,9 @@ class _Handler(BaseHTTPRequestHandler):
                                            "request": request_fields})  # fmt: skip
         log.status = 200
         self._record(log)
+        if fault is not None and fault.lose_answer:  # taken by Meta; the answer is lost on the way back
+            self._drop()
+            return
         self._send_json(200, {"events_received": received, "messages": [], "fbtrace_id": fbtrace_id()}, fault=fault)
 
     def _fault(self, fault: Fault, log: RequestLog) -> bool:
