@@ -292,9 +292,11 @@ def hours_with_data(invocations: float) -> float:
 
 
 def published_metric_count(emf_text: str) -> int:
-    """Custom metrics one invocation publishes: its EMF metrics, plus ColdStart if the handler captures it."""
+    """Custom metrics one invocation publishes: its EMF metrics (relay.process + telemetry.publish), plus what the
+    handler adds to every invocation: ColdStart if it captures it, GraphApiVersionDaysLeft if it publishes it."""
     handler_py = (TEMPLATE.parent / "src" / "capi_relay" / "handler.py").read_text(encoding="utf-8")
-    return len(emf_metrics(emf_text)) + ("capture_cold_start_metric=True" in handler_py)
+    handler_adds = ("capture_cold_start_metric=True" in handler_py) + ("publish_version_days_left(" in handler_py)
+    return len(emf_metrics(emf_text)) + handler_adds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -381,8 +383,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nCloudWatch (${CW_METRIC_MONTH:.2f} per custom metric-month, billed per hour with data; "
           f"${CW_LOGS_INGEST_GB:.2f} per GB of logs):")  # fmt: skip
     print(f"  a clean invocation publishes {published} custom metrics ({', '.join(names)}"
-          f"{'; + ColdStart' if published > len(clean) else ''}): ${published * CW_METRIC_MONTH:.2f} per month when "
-          "every hour has an invocation, nothing in an hour without one")  # fmt: skip
+          f"{'; + what the handler adds' if published > len(clean) else ''}): "
+          f"${published * CW_METRIC_MONTH:.2f} per month when every hour has an invocation, nothing in an hour "
+          "without one")  # fmt: skip
     print(
         f"  logs per invocation of {batch} records: {emf_bytes} B EMF + ~{SUMMARY_LOG_BYTES} B summary + "
         f"~{LAMBDA_PLATFORM_LOG_BYTES} B Lambda lines = ${logs_per_m:.4f} per 1M events ingested (INFO level; "
