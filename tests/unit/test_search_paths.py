@@ -10,13 +10,13 @@ from hypothesis import strategies as st
 from capi_relay.search import (
     SEARCH_PLAIN_FROM,
     SEARCH_POOLED_FROM,
-    VALVE_CONTROLS,
     VALVE_STREAK,
     Mode,
     Probe,
     Search,
     mode_for,
     search_request_bound,
+    valve_controls,
 )
 
 
@@ -165,10 +165,12 @@ def test_the_third_identical_single_rejection_arms_the_valve_and_rejected_contro
     assert not r.bad
     assert set(r.request_level) == set(range(n))
     singles = [p for p in sent if len(p.items) == 1]
-    assert len(singles) == VALVE_STREAK + VALVE_CONTROLS  # the streak, then the single-event controls
-    # the control round: VALVE_CONTROLS events alone, spread over what is undecided, and the rest whole
-    controls = sent[-(VALVE_CONTROLS + 1) :]
-    assert [len(p.items) for p in controls] == [1] * VALVE_CONTROLS + [n - VALVE_STREAK - VALVE_CONTROLS]
+    k = valve_controls(n)
+    assert k == 5  # ceil(log2(32))
+    assert len(singles) == VALVE_STREAK + k  # the streak, then the single-event controls
+    # the control round: k events alone, spread over what is undecided, and the rest whole
+    controls = sent[-(k + 1) :]
+    assert [len(p.items) for p in controls] == [1] * k + [n - VALVE_STREAK - k]
     assert sorted(i for p in controls for i in p.items) == list(range(VALVE_STREAK, n))
     trip_failure = f"why{singles[VALVE_STREAK - 1].items[0]}"
     # the events found bad before the trip are taken back under the trip's failure, like everything else

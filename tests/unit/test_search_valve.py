@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capi_relay.search import VALVE_CONTROLS, VALVE_STREAK, Probe, Search, valve_request_bound
+from capi_relay.search import VALVE_STREAK, Probe, Search, valve_controls, valve_request_bound
 
 Oracle = Callable[[Probe], str | None]  # None: accepted; a string: the rejection's signature
 SAME = "100/2804036"
@@ -160,23 +160,29 @@ def test_the_valve_trips_only_when_no_probe_was_accepted_and_else_the_search_is_
         assert not r.good
         assert not r.bad
         assert set(r.request_level) == set(range(n))
-        # the controls tried at least VALVE_CONTROLS events alone beyond the streak (or every event left)
+        # the controls tried valve_controls(n) events alone beyond the streak (or every event left)
         singles = {p.items[0] for p in sent if len(p.items) == 1}
-        assert len(singles) >= min(n, VALVE_STREAK + VALVE_CONTROLS)
+        assert len(singles) >= min(n, VALVE_STREAK + valve_controls(n))
     else:
         assert_exact(search, n, bad)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(8, 200), st.integers(0, 2**16))
-def test_a_valid_event_among_the_first_untried_ones_is_enough_to_keep_the_valve_off(n: int, seed: int) -> None:
-    # Given bad events everywhere except a run of valid ones after the first three: the controls find one
-    rng = random.Random(seed)
-    bad = {0, 1, 2} | {i for i in range(3, n) if rng.random() < 0.5}
-    good_run = range(3, n)
-    bad -= set(good_run[len(good_run) // 2 - 2 : len(good_run) // 2 + 2])  # the middle control lands here
-    search = start(n, event_level(bad))
-    drive(search, event_level(bad), seed=seed)
+@given(st.integers(6, 600).flatmap(lambda n: st.tuples(st.just(n), st.integers(VALVE_STREAK, n // 2))),
+       st.integers(0, 2**16), st.booleans())  # fmt: skip
+def test_a_run_of_bad_events_first_never_fails_the_valid_half_behind_it(
+    case: tuple[int, int], seed: int, fifo: bool
+) -> None:
+    # Given the first k events (up to half the chunk) rejected with one identical error, the rest valid
+    n, k = case
+    if fifo:  # order allows no spread: the controls are the next events of their groups, in order
+        k = min(k, VALVE_STREAK + valve_controls(n))
+    bad = set(range(k))
+    kw: dict[str, object] = {"groups": {i: i % 3 for i in range(n)}, "block_on_bad": False} if fifo else {}
+    search = start(n, event_level(bad), **kw)
+    drive(search, event_level(bad), fifo=fifo, seed=None if fifo else seed)
+    # Then the controls reach the valid events (unordered: the last control lies in the last part of what
+    # is undecided; FIFO: a valid event is next in order, or the rest is all valid)
     assert_exact(search, n, bad)
 
 
@@ -215,13 +221,22 @@ def test_request_level_rejection_costs_one_control_round_more_than_the_streak() 
     n = 64
     search = start(n, request_level)
     sent = drive(search, request_level)
-    # the control round: VALVE_CONTROLS events alone, spread over the undecided ones, and the rest whole
-    controls = sent[-(VALVE_CONTROLS + 1) :]
-    assert [len(p.items) for p in controls] == [1] * VALVE_CONTROLS + [n - VALVE_STREAK - VALVE_CONTROLS]
-    spread = [p.items[0] for p in controls[:VALVE_CONTROLS]]
+    # the control round: ceil(log2(64)) = 6 events alone, spread over the undecided ones, and the rest whole
+    k = valve_controls(n)
+    assert k == 6
+    controls = sent[-(k + 1) :]
+    assert [len(p.items) for p in controls] == [1] * k + [n - VALVE_STREAK - k]
+    spread = [p.items[0] for p in controls[:k]]
     assert spread == sorted(spread)
-    assert spread[0] < n // 3 < spread[1] < 2 * n // 3 < spread[2]
+    step = (n - VALVE_STREAK) / k
+    assert all(VALVE_STREAK + j * step <= spread[j] < VALVE_STREAK + (j + 1) * step for j in range(k))
     assert search.tripped
+    assert len(sent) + 1 <= valve_request_bound(n)
+
+
+def test_the_control_count_is_what_isolating_one_more_event_costs() -> None:
+    assert [valve_controls(n) for n in (1, 3, 8, 9, 10, 64, 1000)] == [3, 3, 3, 4, 4, 6, 10]
+    assert valve_request_bound(1000) == 3 * 11 + 1 + 10 + 1
 
 
 # ------------------------------------------------------------------------------- stopping during controls
