@@ -114,7 +114,6 @@ class _Sent[F]:
     items: list[int]
     sibling: list[int] | None = None  # known bad if this probe is accepted, undecided if not
     sibling_failure: F | None = None
-    control: bool = False  # a valve control (the trip is decided when the control round ends)
 
 
 class _Valve(Enum):
@@ -334,16 +333,14 @@ class Search[F]:
         # so few left: each alone decides it exactly; else k alone, spread over what is left
         singles = rest if n <= k + 1 else [rest[(2 * j + 1) * n // (2 * k)] for j in range(k)]
         for item in singles:
-            self._send([item], control=True)
+            self._send([item])
         taken = set(singles)
         if len(taken) < n:
-            self._send([i for i in rest if i not in taken], control=True)
+            self._send([i for i in rest if i not in taken])
 
     def _advance_controls(self) -> None:
         """A control round's step: decide the valve when the controls are in, else (FIFO) send the next one."""
         assert self._valve_on is not None
-        if self.result.good:  # accepted ones turn the valve off; belt and braces
-            self._valve_off()
         if self._valve is _Valve.CONTROLS and self.fifo and self._pool and not self._ready:
             self._send_fifo_control()
             return
@@ -362,27 +359,28 @@ class Search[F]:
         """FIFO: the next control, alone on the wire: an event whose group's earlier events are all decided,
         from a group not tried yet (else any), while valve_controls() last; then the rest, whole."""
         if self._controls_left > 0:
-            sendable = [i for i in self._pool if self._fifo_head(i)]
+            sendable = self._fifo_heads()
             fresh = [i for i in sendable if self._group(i) not in self._control_groups]
             pick = (fresh or sendable)[0]
             self._controls_left -= 1
             self._control_groups.add(self._group(pick))
             self._pool.remove(pick)
-            self._send([pick], control=True)
+            self._send([pick])
             return
         rest, self._pool = sorted(self._pool), []
-        self._controls_left = -1  # the rest went out: the control round ends when it comes back
-        self._send(rest, control=True)
+        self._send(rest)  # the control round ends when it comes back
 
     def _group(self, item: int) -> Hashable:
         assert self._groups is not None
         group = self._groups.get(item)
         return group if group is not None else ("item", item)
 
-    def _fifo_head(self, item: int) -> bool:
-        """No earlier event of ``item``'s group is still undecided (the pool holds every undecided item)."""
-        group = self._group(item)
-        return not any(i < item and self._group(i) == group for i in self._pool)
+    def _fifo_heads(self) -> list[int]:
+        """The earliest undecided event of each group (the pool holds every undecided item), in order."""
+        heads: dict[Hashable, int] = {}
+        for item in sorted(self._pool):
+            heads.setdefault(self._group(item), item)
+        return sorted(heads.values())
 
     def _advance_unordered(self) -> None:
         mode = mode_for(len(self.result.bad), len(self.result.good))
@@ -420,15 +418,8 @@ class Search[F]:
                 pool = pool[:1]
             self._send(pool)
 
-    def _send(
-        self,
-        items: list[int],
-        sibling: list[int] | None = None,
-        sibling_failure: F | None = None,
-        *,
-        control: bool = False,
-    ) -> None:
+    def _send(self, items: list[int], sibling: list[int] | None = None, sibling_failure: F | None = None) -> None:
         probe = Probe(self._next_id, tuple(items))
         self._next_id += 1
-        self._inflight[probe.id] = _Sent(items, sibling, sibling_failure, control)
+        self._inflight[probe.id] = _Sent(items, sibling, sibling_failure)
         self._ready.append(probe)
