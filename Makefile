@@ -69,8 +69,8 @@ unit: venv ## unit tests (no network, no SAM CLI)
 integration: venv ## integration tests: moto server and Graph stand-in on real sockets
 	$(PY) -m pytest tests/integration -q -m "not soak"
 
-e2e: build ## end-to-end tests: the packaged function under the Lambda RIE
-	$(PY) -m pytest tests/e2e -q -m "not soak"
+e2e: build ## end-to-end tests: the packaged function under the Lambda RIE (incl. the 300-event soak, ~40 s)
+	$(PY) -m pytest tests/e2e -q
 
 test: lint unit integration e2e kit-test ## everything CI runs: lint, unit, integration, e2e, the producer kit on its oldest Python
 

@@ -25,7 +25,7 @@ from capi_relay.delivery import (
 from capi_relay.envelope import MAX_REQUEST_FIELD_CHARS, REQUEST_FIELDS
 from capi_relay.graph import ErrorKind, GraphError, GraphReply
 from capi_relay.model import Outbound
-from capi_relay.search import SEARCH_POOLED_FROM, search_request_bound
+from capi_relay.search import SEARCH_POOLED_FROM, search_request_bound, valve_request_bound
 from capi_relay.secrets import Credentials, SecretError
 from capi_relay.validate import REQUEST_OVERHEAD_BYTES
 
@@ -666,8 +666,25 @@ def test_safety_valve_single_events_rejected_identically_fail_the_pixel_and_blam
     # Then the search stopped after a few single-event probes: nothing rejected, every record failed
     assert report.rejected == {}
     assert len(report.failed) == 74
-    assert report.requests <= search_request_bound(3, 64) + search_request_bound(3, 10)  # two chunks searched
+    assert report.requests <= valve_request_bound(64) + valve_request_bound(10)  # two chunks searched
     assert {f.reason for f in report.failed.values()} == {"graph_invalid_100_2804050"}
+
+
+@pytest.mark.parametrize("fifo", [False, True])
+def test_bad_events_searched_first_do_not_trip_the_valve_for_their_valid_neighbours(fifo: bool) -> None:
+    # Given a redriven DLQ of one pixel: four letters Meta rejects with one identical error (2804036) come
+    # first, then 12 valid events (soak finding 5: the valve failed every record of the pixel, every receive)
+    clock = Clock()
+    bad = {f"m{i}" for i in range(4)}
+    sender = Sender(invalid_if(bad), clock)
+    outbound = events(16)
+    sender.behaviour = marking(sender, invalid_if(bad))
+    report = run(sender, outbound, clock=clock, fifo=fifo, quarantine=True)
+    # Then only the bad are rejected; the valid ones are delivered; nothing fails for SQS to retry
+    assert rejected_ids(report) == bad
+    assert report.failed == {}
+    assert report.delivered_events == 12
+    assert_accounted(report, outbound, sender)
 
 
 # ------------------------------------------------------------------------------------- throttle memory

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capi_relay.search import SEARCH_POOLED_FROM, VALVE_STREAK, Probe, Search, search_request_bound
+from capi_relay.search import SEARCH_POOLED_FROM, Probe, Search, search_request_bound, valve_request_bound
 
 Oracle = Callable[[Probe], str | None]  # None: accepted; a string: the rejection's signature
 
@@ -173,7 +173,7 @@ def test_safety_valve_stops_when_single_events_fail_identically_and_nothing_was_
     assert not r.bad
     assert not r.good
     assert set(r.request_level) == set(range(n))
-    assert len(sent) + 1 <= search_request_bound(VALVE_STREAK, n)  # stopped after VALVE_STREAK singles
+    assert len(sent) + 1 <= valve_request_bound(n)  # stopped after VALVE_STREAK singles and one control round
 
 
 def test_valve_does_not_trip_once_an_event_was_accepted() -> None:

@@ -16,6 +16,7 @@ from capi_relay.search import (
     Search,
     mode_for,
     search_request_bound,
+    valve_controls,
 )
 
 
@@ -155,7 +156,7 @@ def test_two_identical_single_rejections_do_not_trip_the_valve() -> None:
     assert search.result.good == set(range(2, 64))
 
 
-def test_the_third_identical_single_rejection_trips_and_every_item_carries_the_trip_failure() -> None:
+def test_the_third_identical_single_rejection_arms_the_valve_and_rejected_controls_trip_it() -> None:
     n = 32
     search: Search[str] = Search(range(n), "why0", "same")
     sent = answer_all(search, set(range(n)), signature="same")
@@ -164,8 +165,14 @@ def test_the_third_identical_single_rejection_trips_and_every_item_carries_the_t
     assert not r.bad
     assert set(r.request_level) == set(range(n))
     singles = [p for p in sent if len(p.items) == 1]
-    assert len(singles) == VALVE_STREAK
-    trip_failure = f"why{singles[-1].items[0]}"
+    k = valve_controls(n)
+    assert k == 5  # ceil(log2(32))
+    assert len(singles) == VALVE_STREAK + k  # the streak, then the single-event controls
+    # the control round: k events alone, spread over what is undecided, and the rest whole
+    controls = sent[-(k + 1) :]
+    assert [len(p.items) for p in controls] == [1] * k + [n - VALVE_STREAK - k]
+    assert sorted(i for p in controls for i in p.items) == list(range(VALVE_STREAK, n))
+    trip_failure = f"why{singles[VALVE_STREAK - 1].items[0]}"
     # the events found bad before the trip are taken back under the trip's failure, like everything else
     assert set(r.request_level.values()) == {trip_failure}
 
