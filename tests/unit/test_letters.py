@@ -175,6 +175,34 @@ def test_the_placeholder_of_an_empty_body_names_the_reason_and_is_json() -> None
                                                     "note": "the source message body was empty"}}  # fmt: skip
 
 
+def test_a_body_sqs_refuses_becomes_a_placeholder_holding_it_escaped() -> None:
+    # Given a non-empty body SQS could not store (U+FFFF: an envelope-level refusal keeps the body, not events)
+    letter = dead_letter(Source("m", '{"a":"\uffff"}'), None, "body_not_json", fifo=False)
+    # Then the placeholder names the reason, says why, and keeps the body (JSON-escaped, so SQS stores it)
+    assert sqs_valid(letter.body)
+    assert json.loads(letter.body) == {EMPTY_BODY_PLACEHOLDER_KEY: {
+        "reason": "body_not_json", "note": "the source body, escaped (SQS refused it)", "body": '{"a":"\uffff"}'}}
+
+
+def test_an_index_past_the_last_event_is_a_body_letter() -> None:
+    events = ({"event_name": "A"}, {"event_name": "B"})
+    body = json.dumps({"data": list(events)})
+    for index in (2, -1):
+        letter = dead_letter(Source("m", body, None, "1", None, events), index, "r", fifo=True)
+        assert letter.body == body
+        assert "event_index" not in dict(letter.attributes)
+        assert letter.dedup_id == "m-body"
+    assert json.loads(dead_letter(Source("m", body, None, "1", None, events), 1, "r", fifo=False).body) == {
+        "data": [{"event_name": "B"}]
+    }
+
+
+def test_sqs_safe_writes_each_refused_character_as_its_escape_and_keeps_the_rest() -> None:
+    assert sqs_safe("a\ud800b\uffffc\x00é\U0001f600") == "a\\ud800b\\uffffc\\u0000é\U0001f600"
+    assert sqs_safe("plain\ttext") == "plain\ttext"
+    assert sqs_valid(sqs_safe("\ufffe"))
+
+
 def test_attributes_are_sorted_and_routing_is_left_out_when_unknown() -> None:
     letter = dead_letter(Source("m-2", "{}", None, "", ""), None, "unknown_shape", fifo=False)
     assert letter.attributes == (("rejection_reason", "unknown_shape"), ("source_message_id", "m-2"))
