@@ -18,6 +18,7 @@ from capi_relay.fate import (
     ParkInput,
     park_seconds,
 )
+from capi_relay.model import Identity
 from capi_relay.quarantine import (
     EMPTY_BODY_PLACEHOLDER_KEY,
     MAX_BATCH_BYTES,
@@ -30,7 +31,6 @@ from capi_relay.quarantine import (
     sqs_safe,
     sqs_valid,
 )
-from capi_relay.model import Identity
 from capi_relay.throttle import Hold, HoldBook
 
 NOW = 1_790_000_000.0
@@ -180,8 +180,13 @@ def test_a_body_sqs_refuses_becomes_a_placeholder_holding_it_escaped() -> None:
     letter = dead_letter(Source("m", '{"a":"\uffff"}'), None, "body_not_json", fifo=False)
     # Then the placeholder names the reason, says why, and keeps the body (JSON-escaped, so SQS stores it)
     assert sqs_valid(letter.body)
-    assert json.loads(letter.body) == {EMPTY_BODY_PLACEHOLDER_KEY: {
-        "reason": "body_not_json", "note": "the source body, escaped (SQS refused it)", "body": '{"a":"\uffff"}'}}
+    assert json.loads(letter.body) == {
+        EMPTY_BODY_PLACEHOLDER_KEY: {
+            "reason": "body_not_json",
+            "note": "the source body, escaped (SQS refused it)",
+            "body": '{"a":"\uffff"}',
+        }
+    }
 
 
 def test_an_index_past_the_last_event_is_a_body_letter() -> None:
