@@ -101,7 +101,8 @@ def test_an_unreadable_count_is_one_receive_when_deciding_whether_sqs_moves_the_
 
 # ------------------------------------------------------------------------------------------ the reserve
 def reserve(records: list[dict[str, Any]], **env: str) -> float:
-    summary, _ = run(records, **({"SQS_CONCURRENCY": "1", "SQS_TIMEOUT": "1", "FATE_RESERVE": "1"} | env))
+    fast: dict[str, str] = {"SQS_CONCURRENCY": "1", "SQS_TIMEOUT": "1", "FATE_RESERVE": "1"} | env
+    summary, _ = run(records, dlq=True, **fast)
     return summary.fate_reserve_s
 
 
