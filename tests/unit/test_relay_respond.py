@@ -25,11 +25,15 @@ def by_pixel(pixel: str, events: list[dict[str, Any]]) -> GraphReply | Exception
 
 
 def run(records: list[dict[str, Any]], *, dlq: bool) -> BatchSummary:
+    return relay(dlq=dlq).process({"Records": records})
+
+
+def relay(*, dlq: bool) -> Relay:
     env = {"ACCESS_TOKEN_SECRET_ID": "s", "PIXEL_ID": "111", "MAX_ATTEMPTS": "1", "MAX_RECEIVE_COUNT": "3",
            "PARK_SCHEDULE": "off"} | ({"DLQ_URL": DLQ} if dlq else {})  # fmt: skip
     settings = settings_from_env(env)
     deliverer = Deliverer(FakeSender(by_pixel), FakeTokens(), delivery_config(settings), sleep=lambda _: None)
-    return Relay(settings, deliverer, FakeQueues()).process({"Records": records})
+    return Relay(settings, deliverer, FakeQueues())
 
 
 def fields(rec: logging.LogRecord, *names: str) -> tuple[Any, ...]:
@@ -80,3 +84,34 @@ def test_a_delivered_record_is_logged_at_debug_with_its_events_and_letters(caplo
     assert logged == [("bad", None, 0, 1), ("mixed", "111", 2, 1)]
     assert (summary.records_delivered, summary.records_quarantined, summary.events_dead_lettered) == (2, 2, 0)
     assert summary.response == {"batchItemFailures": []}
+
+
+def test_a_payload_that_is_not_an_sqs_event_is_logged_as_such_and_answers_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    payloads: list[Any] = [[], {"Records": "x"}, None]
+    for payload in payloads:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="capi_relay.relay"):
+            summary = relay(dlq=False).process(payload)
+        assert summary.response == {"batchItemFailures": []}
+        assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+            (logging.ERROR, "not an SQS event: no Records list; nothing to do")
+        ]
+
+
+def test_an_unexpected_error_is_logged_with_what_the_relay_does_about_it(caplog: pytest.LogCaptureFixture) -> None:
+    env = {"ACCESS_TOKEN_SECRET_ID": "s", "PIXEL_ID": "111"}
+    settings = settings_from_env(env)
+    relay = Relay(settings, Deliverer(FakeSender(), FakeTokens(), delivery_config(settings), sleep=lambda _: None))
+
+    def boom(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("bug")
+
+    relay._deliverer.deliver = boom  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="capi_relay.relay"):
+        summary = relay.process({"Records": [record("a", {"data": [event()]})]})
+    assert failed_ids(summary.response) == ["a"]
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == [
+        "unexpected error; failing every record not proven settled so SQS retries it"
+    ]
