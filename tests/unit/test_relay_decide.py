@@ -137,3 +137,18 @@ def test_no_reserve_without_fate_calls_and_no_letter_calls_without_a_dlq() -> No
     summary, _ = run([*records, *bad_bodies(3)], PARK_SCHEDULE="off", SQS_CONCURRENCY="1", SQS_TIMEOUT="1",
                      FATE_RESERVE="1")  # fmt: skip
     assert summary.fate_reserve_s == 1.0  # parking off: the letter calls alone (three letters: one call)
+
+
+def test_without_a_sent_timestamp_a_missing_event_time_is_the_invocations_clock() -> None:
+    sender = FakeSender()
+    settings = settings_from_env({"ACCESS_TOKEN_SECRET_ID": "s", "PIXEL_ID": "111"})
+    relay = Relay(settings, Deliverer(sender, FakeTokens(), delivery_config(settings), sleep=lambda _: None),
+                  wall_clock=lambda: NOW + 0.75)  # fmt: skip
+    timeless = event(event_id="e")
+    del timeless["event_time"]
+    raw = record("m", {"data": [timeless]})
+    del raw["attributes"]["SentTimestamp"]
+    summary = relay.process({"Records": [raw]})
+    assert failed_ids(summary.response) == []
+    assert [e["event_time"] for e in sender.events] == [NOW]
+    assert summary.delivery.latencies_ms == [1.0]

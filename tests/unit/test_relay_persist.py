@@ -157,3 +157,15 @@ def test_a_visibility_change_that_fails_is_made_once_more_then_the_record_counts
     assert queues.visibility_calls == 2
     assert summary.records_parked == 0
     assert failed_ids(summary.response) == ["m"]
+
+
+def test_fifo_a_record_whose_letter_is_not_stored_blocks_the_later_records_of_its_group() -> None:
+    # Given a FIFO batch: g-1's first record has an unreadable body, its letter is refused; the next is fine
+    queues = PickyQueues(refuse_sources={"a"})
+    first = record("a", "{not json", group="g-1")
+    second = record("b", {"data": [event(event_id="b")]}, group="g-1")
+    other = record("c", {"data": [event(event_id="c")]}, group="g-2")
+    summary = run([first, second, other], queues, dlq=FIFO_DLQ)
+    # Then the first fails (quarantine_failed) and the second fails behind it; the other group is delivered
+    assert failed_ids(summary.response) == ["a", "b"]
+    assert summary.failures == {"quarantine_failed": 1, "fifo_group_blocked": 1}
