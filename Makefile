@@ -108,7 +108,7 @@ soak: build ## lifecycle soak under the RIE: faults, kills, one redrive, every e
 # Mutation testing of the decision modules (mutmut 3, [tool.mutmut] in pyproject.toml; docs/mutation.md).
 # CPU-heavy: one module at a time on a shared machine, e.g. `make mutation MODULE=search`.
 MODULE ?=
-mutation: venv ## mutmut on the decision modules (MODULE=search|throttle|envelope|quarantine|fate for one; minutes)
+mutation: venv ## mutmut on the decision modules (MODULE=search|throttle|envelope|quarantine|fate|relay for one; minutes)
 	nice -n 10 $(VENV)/bin/mutmut run --max-children 2 $(if $(MODULE),"capi_relay.$(MODULE).*") ; \
 	$(PY) scripts/mutation_score.py $(MODULE)
 

@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ("fate", "search", "quarantine", "envelope", "throttle")
+MODULES = ("fate", "search", "quarantine", "envelope", "throttle", "relay")
 TARGET = 0.90
 DETECTED = {"killed", "timeout", "caught by type check", "segfault"}
 _NAME_RE = re.compile(r"`(capi_relay\.[^`]+)`")

@@ -1,7 +1,9 @@
 """Dead letters (quarantine.py), parking (fate.park_seconds) and throttle holds (throttle.py) at their edges
 (issue 17, mutation testing): the SendMessageBatch entry shape, the byte count SQS applies, batch boundaries,
-FIFO group/dedup fallbacks, the source body's request-level fields, the first-receive branch of the park cap,
-a zero park, and a throttle hold that ties with the one already known."""
+FIFO group/dedup fallbacks, the request-level fields and body routing a letter carries whatever the wrapper
+(``Source.request_fields`` / ``body_routing``, the parsed fields, never the body's top-level keys), the resolved
+identity, the first-receive branch of the park cap, a zero park, and a throttle hold that ties with the one
+already known."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from capi_relay.fate import (
     ParkInput,
     park_seconds,
 )
+from capi_relay.model import Identity
 from capi_relay.quarantine import (
     EMPTY_BODY_PLACEHOLDER_KEY,
     MAX_BATCH_BYTES,
@@ -24,8 +27,9 @@ from capi_relay.quarantine import (
     Source,
     attribute,
     batches,
-    body_fields,
     dead_letter,
+    sqs_safe,
+    sqs_valid,
 )
 from capi_relay.throttle import Hold, HoldBook
 
@@ -81,22 +85,65 @@ def test_exactly_ten_letters_make_one_batch_and_no_letters_none() -> None:
 
 
 # ----------------------------------------------------------------------------------- letter bodies
-def test_body_fields_are_the_top_level_keys_of_a_data_body_only() -> None:
-    body = '{"pixel_id":"1","data":[{"event_name":"A"}],"upload_tag":"u","namespace_id":7}'
-    assert body_fields(body) == (("pixel_id", "1"), ("upload_tag", "u"), ("namespace_id", 7))
-    assert body_fields('{"event_name":"A","upload_tag":"u"}') == ()
-    assert body_fields('{"data":{"event_name":"A"},"upload_tag":"u"}') == ()
-    assert body_fields("[1, 2]") == ()
-    assert body_fields("{not json") == ()
-    assert body_fields(None) == ()
+def test_a_letter_carries_the_parsed_request_fields_and_routing_never_the_bodys_top_level_keys() -> None:
+    # Given an SNS-wrapped {"data"} message: the request-level fields are not top-level keys of the SQS body
+    events = ({"event_name": "A"}, {"event_name": "B"})
+    inner = {"data": list(events), "pixel_id": "1", "upload_tag": "u", "namespace_id": 7}
+    body = json.dumps({"Type": "Notification", "Message": json.dumps(inner)})
+    source = Source("m", body, None, "1", "T", events, (("namespace_id", "7"), ("upload_tag", "u")),
+                    (("pixel_id", "1"), ("test_event_code", "T")))  # fmt: skip
+    # Then the letter is a plain {"data"} body with the routing and every request-level field the message held
+    doc = json.loads(dead_letter(source, 1, "r", fifo=False).body)
+    assert doc == {"data": [{"event_name": "B"}], "pixel_id": "1", "test_event_code": "T", "namespace_id": "7",
+                   "upload_tag": "u"}  # fmt: skip
+    # and a body's own top-level keys are not copied when the parser found no such fields (plain event body)
+    plain = Source("m", '{"event_name":"A","upload_tag":"u","pixel_id":"9"}', None, "1", None, ({"event_name": "A"},))
+    assert json.loads(dead_letter(plain, 0, "r", fifo=False).body) == {"data": [{"event_name": "A"}]}
+    # routing that came from message attributes only (body_routing empty) stays in the attributes
+    attr_only = dead_letter(Source("m", "{}", None, "1", "T", events, (("upload_tag", "u"),)), 0, "r", fifo=False)
+    assert json.loads(attr_only.body) == {"data": [{"event_name": "A"}], "upload_tag": "u"}
+    assert dict(attr_only.attributes)["pixel_id"] == "1"
 
 
-def test_a_multi_event_letter_is_compact_utf8_and_the_data_key_is_never_overridden() -> None:
+def test_a_letter_body_is_compact_ascii_json_and_its_data_is_the_event_alone() -> None:
     events = ({"event_name": "A", "city": "Zürich"}, {"event_name": "B"})
-    body = json.dumps({"data": list(events)})
-    source = Source("m", body, None, "1", None, events, (("data", "tampered"), ("upload_tag", "ü")))
+    source = Source("m", json.dumps({"data": list(events)}), None, "1", None, events, (("upload_tag", "ü"),))
     letter = dead_letter(source, 0, "r", fifo=False)
-    assert letter.body == '{"data":[{"event_name":"A","city":"Zürich"}],"upload_tag":"ü"}'
+    assert letter.body == '{"data":[{"event_name":"A","city":"Z\\u00fcrich"}],"upload_tag":"\\u00fc"}'
+    assert json.loads(letter.body) == {"data": [events[0]], "upload_tag": "ü"}
+
+
+def test_the_resolved_identity_goes_into_the_event_only_where_the_relay_resolved_it() -> None:
+    event = {"event_name": "A", "event_id": "own"}
+    # the producer's id: kept, and named in the attribute
+    own = dead_letter(Source("m", "{}", None, "1", None, (event,), identities=(Identity("own"),)), 0, "r",
+                      fifo=False)  # fmt: skip
+    assert json.loads(own.body)["data"] == [event]
+    assert dict(own.attributes)["event_id"] == "own"
+    # a derived id is written into the event; a derived flag without an id writes nothing
+    derived = dead_letter(Source("m", "{}", None, "1", None, ({"event_name": "A"},),
+                                 identities=(Identity("cr1-x", True),)), 0, "r", fifo=False)  # fmt: skip
+    assert json.loads(derived.body)["data"] == [{"event_name": "A", "event_id": "cr1-x"}]
+    no_id = dead_letter(Source("m", "{}", None, "1", None, ({"event_name": "A"},),
+                               identities=(Identity(None, True, 5),)), 0, "r", fifo=False)  # fmt: skip
+    assert json.loads(no_id.body)["data"] == [{"event_name": "A", "event_time": 5}]
+    assert "event_id" not in dict(no_id.attributes)
+    # an event that is not an object travels as received; its identity still names the event_id attribute
+    odd = dead_letter(Source("m", "{}", None, "1", None, ("x",), identities=(Identity("cr1-y", True, 5),)), 0, "r",
+                      fifo=False)  # fmt: skip
+    assert json.loads(odd.body) == {"data": ["x"]}
+    assert dict(odd.attributes)["event_id"] == "cr1-y"
+    # fewer identities than events (a record prepared in part): the event is stored without one
+    short = Source("m", "{}", None, "1", None, ({"event_name": "A"}, {"event_name": "B"}),
+                   identities=(Identity("cr1-a", True),))  # fmt: skip
+    late = dead_letter(short, 1, "r", fifo=False)
+    assert json.loads(late.body)["data"] == [{"event_name": "B"}]
+    assert "event_id" not in dict(late.attributes)
+    # the source event is never modified
+    src = {"event_name": "A"}
+    dead_letter(Source("m", "{}", None, "1", None, (src,), identities=(Identity("cr1-z", True, 9),)), 0, "r",
+                fifo=False)  # fmt: skip
+    assert src == {"event_name": "A"}
 
 
 def test_a_multi_event_letter_without_request_fields_holds_only_its_event() -> None:
@@ -126,6 +173,39 @@ def test_the_placeholder_of_an_empty_body_names_the_reason_and_is_json() -> None
         doc = json.loads(letter.body)
         assert doc == {EMPTY_BODY_PLACEHOLDER_KEY: {"reason": "empty_body",
                                                     "note": "the source message body was empty"}}  # fmt: skip
+
+
+def test_a_body_sqs_refuses_becomes_a_placeholder_holding_it_escaped() -> None:
+    # Given a non-empty body SQS could not store (U+FFFF: an envelope-level refusal keeps the body, not events)
+    letter = dead_letter(Source("m", '{"a":"\uffff"}'), None, "body_not_json", fifo=False)
+    # Then the placeholder names the reason, says why, and keeps the body (JSON-escaped, so SQS stores it)
+    assert sqs_valid(letter.body)
+    assert json.loads(letter.body) == {
+        EMPTY_BODY_PLACEHOLDER_KEY: {
+            "reason": "body_not_json",
+            "note": "the source body, escaped (SQS refused it)",
+            "body": '{"a":"\uffff"}',
+        }
+    }
+
+
+def test_an_index_past_the_last_event_is_a_body_letter() -> None:
+    events = ({"event_name": "A"}, {"event_name": "B"})
+    body = json.dumps({"data": list(events)})
+    for index in (2, -1):
+        letter = dead_letter(Source("m", body, None, "1", None, events), index, "r", fifo=True)
+        assert letter.body == body
+        assert "event_index" not in dict(letter.attributes)
+        assert letter.dedup_id == "m-body"
+    assert json.loads(dead_letter(Source("m", body, None, "1", None, events), 1, "r", fifo=False).body) == {
+        "data": [{"event_name": "B"}]
+    }
+
+
+def test_sqs_safe_writes_each_refused_character_as_its_escape_and_keeps_the_rest() -> None:
+    assert sqs_safe("a\ud800b\uffffc\x00é\U0001f600") == "a\\ud800b\\uffffc\\u0000é\U0001f600"
+    assert sqs_safe("plain\ttext") == "plain\ttext"
+    assert sqs_valid(sqs_safe("\ufffe"))
 
 
 def test_attributes_are_sorted_and_routing_is_left_out_when_unknown() -> None:

@@ -1,0 +1,208 @@
+"""The fate ledger (fate.Ledger), the FIFO rule on decided records (fate.block_fifo_groups), the last-chance and
+reserve arithmetic at their edges, and the order of letters: what each rule promises, one at a time (issue 17,
+mutation testing of the decision code)."""
+
+from __future__ import annotations
+
+from capi_relay.fate import (
+    FIFO_BLOCKED,
+    WINDOW_MARGIN_S,
+    Decision,
+    Ledger,
+    Outcome,
+    Rejected,
+    block_fifo_groups,
+    decide,
+    fate_io_reserve_s,
+    last_chance,
+)
+
+NOW = 1_800_000_000.0
+
+
+# --------------------------------------------------------------------------------- decide: letters
+def test_letters_are_ordered_body_first_then_by_event_position() -> None:
+    rejected = [Rejected(2, "a"), Rejected(None, "body"), Rejected(0, "c")]
+    got = decide(None, rejected, quarantine=True)
+    assert got.quarantine == (Rejected(None, "body"), Rejected(0, "c"), Rejected(2, "a"))
+    # without a DLQ the record fails for the first letter's reason (the body's)
+    assert decide(None, rejected, quarantine=False) == Decision(Outcome.FAILED, "body")
+
+
+def test_a_dead_letter_holds_rejected_and_unsettled_events_in_position_order_and_names_the_failure() -> None:
+    got = decide("graph_transient_http503", [Rejected(3, "event_too_old")], quarantine=True, last_chance=True,
+                 unsettled=[Rejected(1, "graph_transient_http503")])  # fmt: skip
+    assert got == Decision(Outcome.DEAD_LETTER, "graph_transient_http503",
+                           (Rejected(1, "graph_transient_http503"), Rejected(3, "event_too_old")))  # fmt: skip
+    assert got.letters
+
+
+def test_a_dead_letter_with_nothing_known_stores_the_body_for_the_failure() -> None:
+    got = decide("internal_error", [], quarantine=True, last_chance=True)
+    assert got == Decision(Outcome.DEAD_LETTER, "internal_error", (Rejected(None, "internal_error"),))
+
+
+def test_the_last_chance_without_a_dlq_fails_the_record() -> None:
+    got = decide("graph_throttled_4", [], quarantine=False, last_chance=True)
+    assert got == Decision(Outcome.FAILED, "graph_throttled_4", park=True)
+    assert not got.letters
+
+
+# ------------------------------------------------------------------------------------- last chance
+def test_retention_is_a_last_chance_only_when_it_ends_strictly_before_the_next_receive_plus_the_margin() -> None:
+    def chance(left: float) -> bool:
+        return last_chance(receive_count=1, max_receive_count=5, sent=NOW - 1000, retention_s=int(1000 + left),
+                           now=NOW, next_receive_s=300)  # fmt: skip
+
+    assert chance(300 + WINDOW_MARGIN_S) is False  # exactly enough: it comes back once more
+    assert chance(300 + WINDOW_MARGIN_S - 1) is True
+    assert last_chance(receive_count=5, max_receive_count=5, sent=None, retention_s=0, now=NOW, next_receive_s=0)
+    assert not last_chance(receive_count=4, max_receive_count=5, sent=None, retention_s=0, now=NOW, next_receive_s=0)
+    assert not last_chance(receive_count=None, max_receive_count=1, sent=None, retention_s=0, now=NOW,
+                           next_receive_s=0)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ ledger
+def test_the_ledger_registers_each_message_id_once_in_input_order() -> None:
+    ledger = Ledger(["b", "a"])
+    assert "a" in ledger
+    assert "z" not in ledger
+    assert ledger.add("c") is True
+    assert ledger.add("a") is False
+    assert list(ledger) == ["b", "a", "c"]
+    assert ledger.unsettled() == ["b", "a", "c"]  # nothing is proven yet
+
+
+def test_a_record_never_read_and_never_rejected_is_unsettled_and_fails() -> None:
+    ledger = Ledger(["m"])
+    assert ledger.decide("m", quarantine=True, last_chance=False) == Decision(Outcome.FAILED, "unsettled")
+    assert ledger.failure("m") == "unsettled"
+    assert ledger.unsettled() == ["m"]
+
+
+def test_an_undecided_event_fails_the_record_for_its_own_reason_first_reason_wins() -> None:
+    ledger = Ledger(["m"])
+    ledger.expect("m", 3)
+    ledger.accept("m", 0)
+    ledger.undecided("m", 2, "graph_throttled_4")
+    ledger.undecided("m", 2, "deadline")
+    ledger.undecided("unknown", 1, "deadline")  # a messageId never registered is ignored
+    decision = ledger.decide("m", quarantine=True, last_chance=True)
+    # position 1 has no reason of its own: the record's failure (from position 1's turn: "unsettled") is used
+    assert decision == Decision(Outcome.DEAD_LETTER, "unsettled",
+                                (Rejected(1, "unsettled"), Rejected(2, "graph_throttled_4")))  # fmt: skip
+    other = Ledger(["n"])
+    other.expect("n", 2)
+    other.accept("n", 0)
+    other.undecided("n", 1, "graph_throttled_4")
+    assert other.decide("n", quarantine=True, last_chance=False) == Decision(
+        Outcome.FAILED, "graph_throttled_4", park=True
+    )
+
+
+def test_the_first_failure_wins_and_unknown_ids_are_ignored() -> None:
+    ledger = Ledger(["m"])
+    ledger.fail("m", "graph_throttled_4", 60.0)
+    ledger.fail("m", "deadline", 1.0)
+    ledger.fail("unknown", "deadline")
+    ledger.accept("unknown", 0)
+    ledger.reject("unknown", 0, "x")
+    assert (ledger.failure("m"), ledger.retry_after_s("m")) == ("graph_throttled_4", 60.0)
+
+
+def test_a_failed_record_never_read_dead_letters_its_body_once_with_its_failure() -> None:
+    ledger = Ledger(["m"])
+    ledger.fail("m", "internal_error")
+    assert ledger.decide("m", quarantine=True, last_chance=True).quarantine == (Rejected(None, "internal_error"),)
+    # events rejected before the record failed are stored too, after the body
+    partly = Ledger(["p"])
+    partly.reject("p", 0, "event_too_old")
+    partly.fail("p", "internal_error")
+    assert partly.decide("p", quarantine=True, last_chance=True).quarantine == (
+        Rejected(None, "internal_error"),
+        Rejected(0, "event_too_old"),
+    )
+    # a body already rejected is not stored a second time for the failure
+    body = Ledger(["b"])
+    body.reject("b", None, "body_not_json")
+    body.fail("b", "internal_error")
+    assert body.decide("b", quarantine=True, last_chance=True).quarantine == (Rejected(None, "body_not_json"),)
+
+
+def test_stored_settles_only_a_record_whose_decision_has_letters() -> None:
+    ledger = Ledger(["q", "f", "u"])
+    ledger.reject("q", None, "body_not_json")
+    assert ledger.decide("q", quarantine=True, last_chance=False).outcome is Outcome.QUARANTINE
+    assert ledger.settled("q") is False  # not proven until the letters are stored
+    ledger.stored("q")
+    ledger.fail("f", "graph_auth_190")
+    ledger.decide("f", quarantine=True, last_chance=False)
+    ledger.stored("f")  # a failing record has no letters: storing proves nothing
+    ledger.stored("u")  # never decided
+    assert ledger.unsettled() == ["f", "u"]
+    ledger.not_stored("q")
+    assert ledger.settled("q") is False
+    assert ledger.decision("q") == Decision(Outcome.FAILED, "quarantine_failed")
+    assert ledger.unsettled() == ["q", "f", "u"]
+
+
+def test_unpark_keeps_the_decision_but_parks_nothing() -> None:
+    ledger = Ledger(["m", "n"])
+    ledger.fail("m", "graph_throttled_4")
+    assert ledger.decide("m", quarantine=True, last_chance=False).park
+    ledger.unpark("m")
+    assert ledger.decision("m") == Decision(Outcome.FAILED, "graph_throttled_4", (), park=False)
+    ledger.unpark("n")  # never decided: nothing to unpark
+    assert ledger.decision("n") is None
+
+
+# ---------------------------------------------------------------------------------------- FIFO rule
+def _decided(ledger: Ledger, message_id: str, *, failure: str | None = None, rejected: bool = False,
+             last: bool = False) -> None:  # fmt: skip
+    ledger.expect(message_id, 1)
+    if rejected:
+        ledger.reject(message_id, 0, "event_too_old")
+    elif failure is None:
+        ledger.accept(message_id, 0)
+    if failure is not None:
+        ledger.fail(message_id, failure)
+    ledger.decide(message_id, quarantine=True, last_chance=last)
+
+
+def test_a_failed_record_blocks_every_later_record_of_its_group_and_no_other() -> None:
+    ledger = Ledger(["a1", "n1", "b1", "a2", "u", "a3", "b2", "a4"])
+    _decided(ledger, "a1", failure="graph_transient_http503")  # group a fails
+    _decided(ledger, "n1")  # standard record (no group)
+    _decided(ledger, "b1")
+    _decided(ledger, "a2")  # delivered, but behind a1
+    # "u" is registered but never decided (e.g. the invocation stopped): skipped, stays unsettled
+    _decided(ledger, "a3", rejected=True)  # would be quarantined
+    _decided(ledger, "b2")
+    _decided(ledger, "a4", failure="deadline", last=True)  # would be dead-lettered
+    block_fifo_groups(ledger, [("a1", "a"), ("n1", None), ("b1", "b"), ("a2", "a"), ("u", "a"), ("a3", "a"),
+                               ("b2", "b"), ("a4", "a")])  # fmt: skip
+    for blocked in ("a2", "a3", "a4"):
+        assert ledger.decision(blocked) == Decision(Outcome.FAILED, FIFO_BLOCKED)
+        assert ledger.settled(blocked) is False
+    assert ledger.failure("a2") == FIFO_BLOCKED
+    assert ledger.failure("a4") == "deadline"  # a record's own failure is kept
+    assert ledger.decision("u") is None
+    assert ledger.decision("a1") == Decision(Outcome.FAILED, "graph_transient_http503", park=True)
+    assert ledger.unsettled() == ["a1", "a2", "u", "a3", "a4"]
+
+
+def test_a_group_is_blocked_only_after_its_failed_record() -> None:
+    ledger = Ledger(["a1", "a2"])
+    _decided(ledger, "a1")
+    _decided(ledger, "a2", failure="graph_auth_190")
+    block_fifo_groups(ledger, [("a1", "a"), ("a2", "a")])
+    assert ledger.decision("a1") == Decision(Outcome.DELIVERED)
+    assert ledger.unsettled() == ["a2"]
+
+
+# ------------------------------------------------------------------------------------- fate reserve
+def test_the_reserve_counts_letter_and_park_waves_apart_and_a_concurrency_below_one_as_one() -> None:
+    assert fate_io_reserve_s(park_calls=3, letter_calls=3, concurrency=1, call_timeout_s=2.0) == 12.0
+    assert fate_io_reserve_s(park_calls=3, letter_calls=3, concurrency=0, call_timeout_s=2.0) == 12.0
+    assert fate_io_reserve_s(park_calls=3, letter_calls=1, concurrency=2, call_timeout_s=2.0) == 6.0
+    assert fate_io_reserve_s(park_calls=0, letter_calls=0, concurrency=4, call_timeout_s=2.0) == 0.0
