@@ -49,7 +49,8 @@ def test_check_explain_shows_values_conversions_and_warnings() -> None:
     [explained] = doc["explain"]
     db = next(v for v in explained["user_data"] if v["field"] == "db")
     assert db["hashed"] == ["19900503"]  # MDY by default ...
-    assert {"index": 0, "field": "db", "warning": "date_read_by_convention", "date_order": "MDY"} in doc["warnings"]
+    assert {"index": 0, "field": "db", "warning": "date_read_by_convention", "date_order": "MDY",
+            "decided_by": "DATE_ORDER"} in doc["warnings"]  # fmt: skip
     assert {"index": 0, "field": "custom_data.value", "note": "converted", "from": "59.90", "to": 59.9} in doc[
         "adjusted"
     ]
