@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from capi_relay.settings import SettingsError
+from capi_relay.settings import DEFAULT_GRAPH_API_VERSION, SettingsError, _float, _get
 
 MAX_PIXELS = 10
 FAMILIES = ("emq", "keys", "coverage", "dedup", "freshness")
@@ -58,11 +58,6 @@ class QualityConfig:
         return self.events == ("*",) or event_name in self.events
 
 
-def _get(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name)
-    return value.strip() or None if value is not None else None
-
-
 def _list(env: Mapping[str, str], name: str, default: tuple[str, ...], pattern: re.Pattern[str]) -> tuple[str, ...]:
     raw = _get(env, name)
     if raw is None:
@@ -72,19 +67,6 @@ def _list(env: Mapping[str, str], name: str, default: tuple[str, ...], pattern: 
     if bad or not items:
         raise SettingsError(f"{name} must be a comma-separated list of names, got {raw!r}")
     return items
-
-
-def _number(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
-    raw = _get(env, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise SettingsError(f"{name} must be between {lo:g} and {hi:g}, got {raw!r}")
-    return value
 
 
 def quality_config_from_env(env: Mapping[str, str] | None = None, *, need_secret: bool = True) -> QualityConfig:
@@ -106,7 +88,7 @@ def quality_config_from_env(env: Mapping[str, str] | None = None, *, need_secret
     agent = _get(env, "QUALITY_AGENT_NAME")
     if agent is not None and not _AGENT_RE.fullmatch(agent):
         raise SettingsError(f"QUALITY_AGENT_NAME must be a normalized partner_agent name (a-z0-9_.-), got {agent!r}")
-    version = _get(env, "GRAPH_API_VERSION") or "v26.0"
+    version = _get(env, "GRAPH_API_VERSION") or DEFAULT_GRAPH_API_VERSION
     if not _VERSION_RE.fullmatch(version):
         raise SettingsError(f"GRAPH_API_VERSION must look like v26.0, got {version!r}")
     url = (_get(env, "GRAPH_API_URL") or "https://graph.facebook.com").rstrip("/")
@@ -121,13 +103,13 @@ def quality_config_from_env(env: Mapping[str, str] | None = None, *, need_secret
         events=events,
         match_keys=_list(env, "QUALITY_MATCH_KEYS", ("email", "phone"), _NAME_RE),
         families=families,
-        max_metrics=int(_number(env, "QUALITY_MAX_METRICS", 20, 1, 200)),
-        key_coverage_floor_pct=_number(env, "QUALITY_KEY_COVERAGE_FLOOR", 50.0, 0.0, 100.0),
+        max_metrics=int(_float(env, "QUALITY_MAX_METRICS", 20, 1, 200)),
+        key_coverage_floor_pct=_float(env, "QUALITY_KEY_COVERAGE_FLOOR", 50.0, 0.0, 100.0),
         agent_name=agent,
         graph_api_version=version,
         graph_api_url=url,
-        read_timeout_s=_number(env, "QUALITY_READ_TIMEOUT", 10.0, 0.5, 60.0),
-        deadline_margin_s=_number(env, "DEADLINE_MARGIN", 2.0, 0.0, 60.0),
+        read_timeout_s=_float(env, "QUALITY_READ_TIMEOUT", 10.0, 0.5, 60.0),
+        deadline_margin_s=_float(env, "DEADLINE_MARGIN", 2.0, 0.0, 60.0),
         service_name=_get(env, "POWERTOOLS_SERVICE_NAME") or "capi-relay",
         metrics_namespace=_get(env, "POWERTOOLS_METRICS_NAMESPACE") or "CapiRelay",
     )
