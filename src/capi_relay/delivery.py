@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from capi_relay.fate import FIFO_BLOCKED, FifoGate
-from capi_relay.graph import ErrorKind, GraphError, GraphReply, GraphSender
+from capi_relay.graph import GraphReply, GraphSender
+from capi_relay.graph_policy import ErrorKind, GraphError
 from capi_relay.model import Outbound, encode_event
 from capi_relay.search import Probe, Search, search_request_bound
 from capi_relay.secrets import Credentials, InvocationScoped, SecretError, TokenProvider

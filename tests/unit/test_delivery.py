@@ -23,7 +23,8 @@ from capi_relay.delivery import (
     request_overhead,
 )
 from capi_relay.envelope import MAX_REQUEST_FIELD_CHARS, REQUEST_FIELDS
-from capi_relay.graph import ErrorKind, GraphError, GraphReply
+from capi_relay.graph import GraphReply
+from capi_relay.graph_policy import ErrorKind, GraphError
 from capi_relay.model import Outbound
 from capi_relay.search import SEARCH_POOLED_FROM, search_request_bound, valve_request_bound
 from capi_relay.secrets import Credentials, SecretError

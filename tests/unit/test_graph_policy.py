@@ -1,4 +1,4 @@
-"""Graph error classification: on error.code / error_subcode / is_transient, never on status or text."""
+"""Graph error classification (graph_policy): on error.code / error_subcode / is_transient, never on status or text."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from capi_relay.graph import ErrorKind, GraphError, _hold_s, _retry_after, classify, usage_percent, usage_regain_s
+from capi_relay.graph_policy import (
+    ErrorKind,
+    GraphError,
+    _hold_s,
+    _retry_after,
+    classify,
+    usage_percent,
+    usage_regain_s,
+)
 
 
 def body(code: int | None, subcode: int | None = None, transient: bool | None = None, **extra: Any) -> dict[str, Any]:
