@@ -51,7 +51,7 @@ from enum import Enum
 from capi_relay.fate import FIFO_BLOCKED, FifoGate
 from capi_relay.graph import GraphReply, GraphSender
 from capi_relay.graph_policy import ErrorKind, GraphError
-from capi_relay.model import Outbound, encode_event
+from capi_relay.model import Outbound
 from capi_relay.search import Probe, Search, search_request_bound
 from capi_relay.secrets import Credentials, InvocationScoped, SecretError, TokenProvider
 from capi_relay.throttle import Hold, HoldBook
@@ -120,7 +120,6 @@ ChunkKey = tuple[str, str | None, tuple[tuple[str, str], ...]]  # pixel, test_ev
 @dataclass(slots=True)
 class _Item:
     outbound: Outbound
-    encoded: bytes
     index: int  # position in the invocation's input: keeps order
 
 
@@ -151,7 +150,7 @@ def request_body(key: ChunkKey, items: list[_Item], credentials: Credentials) ->
     proof = credentials.appsecret_proof
     if proof:
         tail["appsecret_proof"] = proof
-    parts = [b'{"data":[', b",".join(item.encoded for item in items), b"]"]
+    parts = [b'{"data":[', b",".join(item.outbound.encoded for item in items), b"]"]
     if tail:
         parts.append(b"," + json.dumps(tail, separators=(",", ":"), ensure_ascii=False).encode()[1:-1])
     parts.append(b"}")
@@ -181,11 +180,10 @@ class _Chunker:
 
     def add(self, event: Outbound) -> list[_Chunk]:
         """Add one event; return the chunks it closed (full ones)."""
-        encoded = event.encoded if event.encoded is not None else encode_event(event.event)
-        item = _Item(event, encoded, self.index)
+        item = _Item(event, self.index)
         self.index += 1
         key: ChunkKey = (event.pixel_id, event.test_event_code, event.request_fields)
-        size = len(encoded) + 1
+        size = len(event.encoded) + 1
         closed: list[_Chunk] = []
         if self.contiguous and self.open and key not in self.open:
             closed.extend(self.flush())
