@@ -308,8 +308,10 @@ class Deliverer:
         report = DeliveryReport()
         if isinstance(self.tokens, InvocationScoped):
             self.tokens.begin_invocation(deadline)
-        run = _Run(_Context(self.config, deadline, fifo, quarantine, report, self.sender, self.tokens, self.holds,
-                            self.pool, self.clock, self.wall_clock, self.sleep, self.rng))  # fmt: skip
+        ctx = _Context(config=self.config, deadline=deadline, fifo=fifo, quarantine=quarantine, report=report,
+                       sender=self.sender, tokens=self.tokens, holds=self.holds, pool=self.pool, clock=self.clock,
+                       wall_clock=self.wall_clock, sleep=self.sleep, rng=self.rng)  # fmt: skip
+        run = _Run(ctx)
         try:
             run.run(outbound)
         except Exception:  # a bug here must not lose records: fail everything not proven delivered
@@ -774,26 +776,25 @@ class _Ledger:
     """Writes event outcomes into the report; in FIFO mode, remembers the groups they block."""
 
     def __init__(self, ctx: _Context) -> None:
-        self.report = ctx.report
-        self.fifo = ctx.fifo
-        self.quarantine = ctx.quarantine
+        self.ctx = ctx
         self.gate = FifoGate()  # fate's one FIFO rule: a failed event blocks the rest of its group
 
     def fail(self, items: list[_Item], failure: Failure) -> None:
+        failed, fifo = self.ctx.report.failed, self.ctx.fifo
         for item in items:
-            self.report.failed.setdefault(item.outbound.message_id, failure)
-            if self.fifo:
+            failed.setdefault(item.outbound.message_id, failure)
+            if fifo:
                 self.gate.failed(item.outbound.group_id)
 
     def reject(self, items: list[_Item], failure: Failure) -> None:
         for item in items:
             o = item.outbound
-            self.report.rejected[(o.message_id, o.position)] = failure
+            self.ctx.report.rejected[(o.message_id, o.position)] = failure
             logger.warning(
                 "Meta rejected an event",
                 extra={"message_id": o.message_id, "event_position": o.position, "pixel_id": o.pixel_id,
                        "reason": failure.reason, "code": failure.code, "error_subcode": failure.subcode,
                        "fbtrace_id": failure.fbtrace_id},
             )  # fmt: skip
-            if self.fifo and not self.quarantine:
+            if self.ctx.fifo and not self.ctx.quarantine:
                 self.gate.failed(o.group_id)
