@@ -76,7 +76,7 @@ TOP_LEVEL: dict[str, str] = {
 }
 
 LAMBDA_STAGES = frozenset({"base", "settings", "ingest", "prepare", "fate", "aws", "deliver", "relay", "top"})
-RELAY_STAGES = LAMBDA_STAGES - {"top"}  # what the operator tools and the quality reader may use
+RELAY_STAGES = LAMBDA_STAGES - {"top"}  # what the top, the quality reader and the tools may import
 STAGES = LAMBDA_STAGES | {"quality", "tools"}
 
 # Which other stages a stage's modules may import (imports within a stage are always allowed).
@@ -89,7 +89,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "aws": frozenset({"base", "settings", "fate"}),  # the SQS adapter sends fate's letters
     "deliver": frozenset({"base", "settings", "ingest", "fate", "aws"}),  # the FIFO gate; credentials
     "relay": frozenset({"base", "settings", "ingest", "prepare", "fate", "aws", "deliver"}),
-    "top": LAMBDA_STAGES,
+    "top": RELAY_STAGES,
     "quality": RELAY_STAGES,
     "tools": RELAY_STAGES | {"quality"},
 }
@@ -263,6 +263,16 @@ def test_the_build_leaves_out_exactly_the_operator_tools() -> None:
     left_out = modules_under(makefile_operator_tools(), files, SRC / PACKAGE)
     assert left_out == {m for m in GRAPH if stage_of(m) == "tools"}
     assert not left_out & reachable(GRAPH, HANDLERS)
+
+
+def test_architecture_md_states_these_rules() -> None:
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    section = text[text.index("## What may import what") :]
+    documented = {}
+    for row in re.findall(r"^\| `(\w+)` \|[^|]*\|([^|]*)\|$", section, re.MULTILINE):
+        stage, allowed = row
+        documented[stage] = frozenset(re.findall(r"`(\w+)`", allowed))
+    assert documented == MAY_IMPORT
 
 
 @pytest.mark.parametrize(
