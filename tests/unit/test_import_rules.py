@@ -32,8 +32,9 @@ PACKAGE = "capi_relay"
 HANDLERS = ("capi_relay.handler", "capi_relay.quality.handler")  # template.yaml: RelayFunction, QualityFunction
 
 # ------------------------------------------------------------------------------------------------ stages
-# Today's flat modules -> the stage (sub-package) they move to. DELETE this mapping once the files live in
-# their sub-packages (capi_relay.<stage>.<module>): stage_of() then reads the stage from the path.
+# Today's flat modules -> the stage (sub-package) they move to. Once the files live in their sub-packages
+# (capi_relay.<stage>.<module>) empty this mapping (`STAGE_OF: dict[str, str] = {}`, or keep only the
+# quality/cli.py line if that file stays): stage_of() then reads the stage from the path.
 STAGE_OF: dict[str, str] = {
     "capi_relay.envelope": "ingest",
     "capi_relay.model": "ingest",
@@ -142,9 +143,12 @@ def imported_modules(module: str, path: Path, known: Iterable[str]) -> set[str]:
     return out
 
 
-def import_graph(src: Path = SRC) -> dict[str, set[str]]:
+def import_graph(src: Path = SRC, known: Iterable[str] = ()) -> dict[str, set[str]]:
+    """Module -> the capi_relay modules it imports. ``known``: further module names that exist (so that
+    ``from capi_relay import x`` means the module ``x`` even where the tree read has no ``x``)."""
     files = module_files(src)
-    return {module: imported_modules(module, path, files) for module, path in files.items()}
+    names = set(files) | set(known)
+    return {module: imported_modules(module, path, names) for module, path in files.items()}
 
 
 GRAPH = import_graph()
@@ -327,7 +331,7 @@ def test_sam_build_ships_no_operator_tool_and_everything_the_handlers_import(
     shipped = module_files(artifact)
     assert set(HANDLERS) <= set(shipped)  # QualityFunction ships the same artifact (same makefile target)
     assert {m for m in shipped if stage_of(m) == "tools"} == set()
-    graph = import_graph(artifact)
+    graph = import_graph(artifact, known=GRAPH)  # an import of a module the build left out stays visible
     assert reachable(graph, HANDLERS) <= set(shipped)
     # no module left in the artifact imports one the build left out
     missing = {f"{m} -> {t}" for m, targets in graph.items() for t in targets if t not in shipped}
