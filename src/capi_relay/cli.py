@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from capi_relay import dlq
 from capi_relay._compat import UTC
+from capi_relay.console import fail, read_text
 from capi_relay.envelope import MAX_MESSAGE_BYTES, EnvelopeError, parse_body
 from capi_relay.explain import all_rejections, ambiguity_warnings, conversions, explain_event
 from capi_relay.graph_versions import version_warning
@@ -87,14 +88,6 @@ def check(
     if explain:
         document["explain"] = [explain_event(i, raw, settings, now) for i, raw in enumerate(message.events)]
     return document, result.exit_code
-
-
-def read_text(path: str, stdin: TextIO, limit: int) -> str:
-    """The file (``-``: stdin) as text, at most ``limit`` + 1 characters: enough to tell it is over ``limit``."""
-    if path == "-":
-        return stdin.read(limit + 1)
-    with open(path, encoding="utf-8") as handle:
-        return handle.read(limit + 1)
 
 
 DESCRIPTION = """\
@@ -193,11 +186,11 @@ def _main(argv: list[str] | None, stdin: TextIO, stdout: TextIO) -> int:
     if args.command == "dlq":
         return dlq.main(args, stdout)
     if args.command == "quality":
-        return quality_cli.main(args, stdout, stdin)
+        return quality_cli.main(args, stdout, stdin, check=check)
     if args.command == "send":
         from capi_relay.producer import run_send  # noqa: PLC0415 -- boto3 only for send, never for check
 
-        return run_send(args, stdin, stdout)
+        return run_send(args, stdin, stdout, settings_from_args)
     try:
         settings = settings_from_args(args)
         body = read_text(args.file, stdin, MAX_MESSAGE_BYTES)  # parse_body refuses more: message_too_large
@@ -209,14 +202,11 @@ def _main(argv: list[str] | None, stdin: TextIO, stdout: TextIO) -> int:
             explain=args.explain,
         )
     except (OSError, UnicodeDecodeError) as exc:
-        print(f"capi-relay: cannot read {args.file}: {exc.__class__.__name__}", file=sys.stderr)
-        return 2
+        return fail(f"cannot read {args.file}: {exc.__class__.__name__}")
     except EnvelopeError as exc:
-        print(f"capi-relay: unreadable message ({exc.reason}): {exc.detail}", file=sys.stderr)
-        return 2
+        return fail(f"unreadable message ({exc.reason}): {exc.detail}")
     except SettingsError as exc:
-        print(f"capi-relay: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"configuration error: {exc}")
     json.dump(document, stdout, ensure_ascii=False, indent=2)
     stdout.write("\n")
     return code

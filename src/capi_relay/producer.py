@@ -8,7 +8,7 @@ event per ``SendMessage`` pays for ~60 times more requests than packed messages 
 2. runs the relay's own prepare step on them (:func:`capi_relay.preflight.preflight`): rejected events are
    reported and never sent;
 3. packs the accepted events **as the producer wrote them** (the relay stays the single normalizer, and a
-   producer's own ``event_id`` is kept) into messages of at most ``MAX_MESSAGE_BYTES`` and
+   producer's own ``event_id`` is kept) into messages of at most ``SQS_MAX_MESSAGE_BYTES`` and
    ``MAX_EVENTS_PER_MESSAGE`` events (:func:`pack`), and groups messages into ``SendMessageBatch`` calls of at
    most 10 entries and ``MAX_CALL_BYTES`` (:func:`plan_calls`);
 4. sends each call, retrying the entries SQS failed for a server-side reason with bounded, jittered backoff
@@ -25,17 +25,17 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO, cast
 
+from capi_relay.console import fail, note, read_text
 from capi_relay.envelope import EnvelopeError, parse_body
 from capi_relay.preflight import Preflight, preflight
-from capi_relay.settings import NormalizationSettings
+from capi_relay.settings import NormalizationSettings, SettingsError
 
-MAX_MESSAGE_BYTES = 256 * 1024  # SQS message size limit (and the relay's per-message assumption)
+SQS_MAX_MESSAGE_BYTES = 256 * 1024  # SQS's message size limit (the relay itself reads bodies up to envelope's cap)
 MAX_EVENTS_PER_MESSAGE = 1000  # Meta's events per request: a message never needs more than one POST
 MAX_CALL_BYTES = 256 * 1024  # SendMessageBatch: all entries together
 MAX_ENTRIES_PER_CALL = 10
@@ -124,7 +124,7 @@ def pack(
     events: Sequence[tuple[int, dict[str, Any]]],
     routing: Routing,
     *,
-    max_bytes: int = MAX_MESSAGE_BYTES,
+    max_bytes: int = SQS_MAX_MESSAGE_BYTES,
     max_events: int = MAX_EVENTS_PER_MESSAGE,
 ) -> tuple[list[Message], list[dict[str, Any]]]:
     """Greedily pack ``(index, event)`` pairs, in order, into ``{"data": [...], <routing>}`` bodies of at most
@@ -365,32 +365,26 @@ def send_events(
     return summary, code
 
 
-def run_send(args: Any, stdin: TextIO, stdout: TextIO) -> int:
+def run_send(args: Any, stdin: TextIO, stdout: TextIO, settings_of: Callable[[Any], NormalizationSettings]) -> int:
     """``capi-relay send``: exit 0 all sent, 1 events rejected (the rest sent), 2 unreadable input or
-    configuration, 3 some messages could not be sent."""
-    from capi_relay.cli import read_text, settings_from_args  # noqa: PLC0415 -- cli imports this module lazily
-    from capi_relay.settings import SettingsError  # noqa: PLC0415
-
+    configuration, 3 some messages could not be sent. ``settings_of(args)`` gives the normalization settings
+    (the command's flags over the environment; ``cli.settings_from_args``); a SettingsError from it exits 2."""
     try:
         text = read_text(args.file, stdin, MAX_INPUT_BYTES)
         if len(text) > MAX_INPUT_BYTES:
             raise InputError(f"the input is larger than {MAX_INPUT_BYTES} characters: split it")
         source = read_input(text)
-        settings = settings_from_args(args)
+        settings = settings_of(args)
     except (OSError, UnicodeDecodeError) as exc:
-        print(f"capi-relay: cannot read {args.file}: {exc.__class__.__name__}", file=sys.stderr)
-        return 2
+        return fail(f"cannot read {args.file}: {exc.__class__.__name__}")
     except InputError as exc:
-        print(f"capi-relay: unreadable input: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"unreadable input: {exc}")
     except SettingsError as exc:
-        print(f"capi-relay: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"configuration error: {exc}")
     try:
         client = cast(BatchSender, sqs_client_for(args.queue_url, args.region, args.endpoint_url))
     except SendSetupError as exc:
-        print(f"capi-relay: cannot send: {exc}", file=sys.stderr)
-        return 3
+        return fail(f"cannot send: {exc}", 3)
     summary, code = send_events(
         source,
         client,
@@ -400,14 +394,14 @@ def run_send(args: Any, stdin: TextIO, stdout: TextIO) -> int:
         pixel_id=args.pixel_id,
         test_event_code=args.test_event_code,
         sender_options={"message_group_id": args.message_group_id},
-        on_detail=lambda line: print(f"capi-relay: {line}", file=sys.stderr),
+        on_detail=note,
     )
     json.dump(summary, stdout, ensure_ascii=False, indent=2)
     stdout.write("\n")
     if summary["failed"]:
         failed = sum(len(f["indexes"]) for f in summary["failed"])
         why = summary["error"] or ", ".join(sorted({f["code"] for f in summary["failed"]}))
-        print(f"capi-relay: could not send {failed} events: {why}", file=sys.stderr)
+        fail(f"could not send {failed} events: {why}")
     return code
 
 

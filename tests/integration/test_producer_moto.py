@@ -13,7 +13,7 @@ from typing import Any, cast
 import pytest
 
 from capi_relay import cli
-from capi_relay.producer import MAX_MESSAGE_BYTES, BatchSender, ProducerInput, Routing, send_events
+from capi_relay.producer import SQS_MAX_MESSAGE_BYTES, BatchSender, ProducerInput, Routing, send_events
 from capi_relay.settings import NormalizationSettings
 from local.stack import Clients, MotoServer, drain_queue
 from tests.factories import NOW, make_event
@@ -67,8 +67,8 @@ def test_many_events_become_few_messages_each_event_exactly_once(clients: Client
     messages = received(clients, url)
     assert len(messages) == summary["messages_sent"]
     sizes = [len(m["Body"].encode()) for m in messages]
-    assert all(size <= MAX_MESSAGE_BYTES for size in sizes)
-    assert len(messages) <= -(-sum(sizes) // MAX_MESSAGE_BYTES) + 1  # packed: hardly more than the minimum
+    assert all(size <= SQS_MAX_MESSAGE_BYTES for size in sizes)
+    assert len(messages) <= -(-sum(sizes) // SQS_MAX_MESSAGE_BYTES) + 1  # packed: hardly more than the minimum
     assert len(messages) < 3000 / 100
     ids = [e["event_id"] for m in messages for e in json.loads(m["Body"])["data"]]
     expected = [f"order-{i}" for i in range(3000) if i not in (10, 500, 2999)]

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from capi_relay.producer import (
     MAX_CALL_BYTES,
-    MAX_MESSAGE_BYTES,
+    SQS_MAX_MESSAGE_BYTES,
     InputError,
     Message,
     Routing,
@@ -96,11 +96,11 @@ def test_pack_fills_messages_up_to_the_size_limit() -> None:
     events = [(i, sized_event(i, 900)) for i in range(1000)]
     messages, unsendable = pack(events, Routing())
     assert unsendable == []
-    assert all(m.size <= MAX_MESSAGE_BYTES for m in messages)
+    assert all(m.size <= SQS_MAX_MESSAGE_BYTES for m in messages)
     one = len(json.dumps(events[0][1], separators=(",", ":")).encode()) + 1
-    assert all(m.size > MAX_MESSAGE_BYTES - one for m in messages[:-1])  # no room for one more event
+    assert all(m.size > SQS_MAX_MESSAGE_BYTES - one for m in messages[:-1])  # no room for one more event
     assert len(messages) == -(
-        -sum(len(json.dumps(e, separators=(",", ":"))) + 1 for _, e in events) // MAX_MESSAGE_BYTES
+        -sum(len(json.dumps(e, separators=(",", ":"))) + 1 for _, e in events) // SQS_MAX_MESSAGE_BYTES
     )
 
 
@@ -114,7 +114,7 @@ def test_events_that_cannot_be_written_are_reported_not_sent() -> None:
     events: list[tuple[int, dict[str, Any]]] = [
         (0, {"a": float("nan")}),
         (1, {"b": "\ud800"}),
-        (2, {"c": "y" * MAX_MESSAGE_BYTES}),
+        (2, {"c": "y" * SQS_MAX_MESSAGE_BYTES}),
         (3, {"d": 1}),
     ]
     messages, unsendable = pack(events, Routing())

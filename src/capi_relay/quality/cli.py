@@ -18,8 +18,10 @@ import os
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any, TextIO
 
+from capi_relay.console import fail, read_text
 from capi_relay.envelope import EnvelopeError
 from capi_relay.quality.config import quality_config_from_env
 from capi_relay.quality.dataset_quality import DatasetQuality, EventQuality
@@ -41,6 +43,9 @@ RELAY_TO_META = {
     "country": "country", "fb_login_id": "fb_login_id", "lead_id": "lead_id",
 }  # fmt: skip
 
+# ``capi-relay check`` of one message body: its document and exit code (cli.check, passed in by cli).
+Check = Callable[[str], tuple[dict[str, Any], int]]
+
 
 def add_parser(sub: Any) -> None:
     cmd = sub.add_parser("quality", help="Meta's match quality for a pixel, beside the relay's own for a sample")
@@ -51,11 +56,9 @@ def add_parser(sub: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------ the sample
-def sample_coverage(text: str) -> tuple[dict[str, dict[str, Any]], int]:
+def sample_coverage(text: str, check: Check) -> tuple[dict[str, dict[str, Any]], int]:
     """Per event name: events the relay would send and, per Meta identifier, the % that carry the key; and
     how many events (or unreadable messages) the relay would reject."""
-    from capi_relay.cli import check  # noqa: PLC0415 -- cli imports this module
-
     bodies = _bodies(text)
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     totals: Counter[str] = Counter()
@@ -172,8 +175,7 @@ def _credentials(pixel_id: str, secret_id: str | None) -> Credentials:
     return SecretsManagerTokenProvider(secret_id).get(pixel_id)
 
 
-def main(args: argparse.Namespace, stdout: TextIO, stdin: TextIO | None = None) -> int:
-    from capi_relay.cli import read_text  # noqa: PLC0415 -- cli imports this module
+def main(args: argparse.Namespace, stdout: TextIO, stdin: TextIO | None = None, *, check: Check) -> int:
     from capi_relay.quality.app import build_client  # noqa: PLC0415 -- urllib3 only for this command
     from capi_relay.quality.reader import QualityReader, StaticTokens  # noqa: PLC0415
 
@@ -187,26 +189,20 @@ def main(args: argparse.Namespace, stdout: TextIO, stdin: TextIO | None = None) 
         if args.sample:
             text = read_text(args.sample, stdin or sys.stdin, SAMPLE_MAX_BYTES)
             if len(text) > SAMPLE_MAX_BYTES:
-                print(f"capi-relay: the sample is larger than {SAMPLE_MAX_BYTES} bytes", file=sys.stderr)
-                return 2
-            sample = sample_coverage(text)
+                return fail(f"the sample is larger than {SAMPLE_MAX_BYTES} bytes")
+            sample = sample_coverage(text, check)
         credentials = _credentials(args.pixel_id, config.access_token_secret_id)
     except SettingsError as exc:
-        print(f"capi-relay: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"configuration error: {exc}")
     except (OSError, UnicodeDecodeError) as exc:
-        print(f"capi-relay: cannot read {args.sample}: {exc.__class__.__name__}", file=sys.stderr)
-        return 2
+        return fail(f"cannot read {args.sample}: {exc.__class__.__name__}")
     except SecretError as exc:
-        print(f"capi-relay: no access token ({exc.reason}): {exc}", file=sys.stderr)
-        return 2
+        return fail(f"no access token ({exc.reason}): {exc}")
     reader = QualityReader(build_client(config), StaticTokens(credentials), config)
     read = reader.read(args.pixel_id, time.monotonic() + config.read_timeout_s * 3 + config.deadline_margin_s)
     if read.quality is None:
         hint = WHAT_TO_DO.get(read.error or "", "see docs/quality.md")
-        print(f"capi-relay: Meta did not answer the quality read ({read.error}: {read.detail}); {hint}",
-              file=sys.stderr)  # fmt: skip
-        return 1
+        return fail(f"Meta did not answer the quality read ({read.error}: {read.detail}); {hint}", 1)
     doc = report(args.pixel_id, read.quality, sample)
     if args.json:
         json.dump(doc, stdout, ensure_ascii=False, indent=2)
