@@ -5,10 +5,10 @@ generator that prepares them lazily is fine: full chunks are sent while the rest
 :class:`DeliveryReport`: events Meta rejected as invalid in ``rejected`` (per event), message ids with an
 event that could not be decided in ``failed``; an event in neither was accepted.
 
-Data flow, top to bottom: chunking (:class:`_Chunker`) -> the next step after a failed attempt
-(:func:`after_failure`, pure) -> one ``deliver`` call (:class:`Deliverer`, and the :class:`_Context` every part
-of the call shares: config, deadline, mode, report, the Deliverer's ports) -> the scheduler (:class:`_Run`:
-intake, dispatch, bounded waits) -> outcomes (:class:`_Outcomes`: what a finished attempt means) -> bad-event
+Data flow, top to bottom: chunking (:class:`_Chunker`) -> one ``deliver`` call (:class:`Deliverer`, and the
+:class:`_Context` every part of the call shares: config, deadline, mode, report, the Deliverer's ports) -> the
+scheduler (:class:`_Run`: intake, dispatch, bounded waits) -> outcomes (:class:`_Outcomes`: what a finished
+attempt means; the next step after a failure is graph_policy's pure :func:`after_failure`) -> bad-event
 searches (:class:`_Searches`) -> the per-invocation state they write (:class:`_Pixels`, :class:`_Ledger`).
 The bad-event search itself is the pure state machine in ``search.py``; throttle holds that outlive an
 invocation are in ``throttle.py``.
@@ -46,18 +46,16 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from enum import Enum
 
 from capi_relay.fate import FIFO_BLOCKED, FifoGate
 from capi_relay.graph import GraphReply, GraphSender
-from capi_relay.graph_policy import ErrorKind, GraphError
+from capi_relay.graph_policy import Action, ErrorKind, GraphError, after_failure, unknown_outcome
 from capi_relay.model import Outbound
 from capi_relay.search import Probe, Search, search_request_bound
 from capi_relay.secrets import Credentials, InvocationScoped, SecretError, TokenProvider
 from capi_relay.throttle import Hold, HoldBook
 
-__all__ = ["Deliverer", "DeliveryConfig", "DeliveryReport", "Failure", "after_failure", "chunk",
-           "search_request_bound"]  # fmt: skip
+__all__ = ["Deliverer", "DeliveryConfig", "DeliveryReport", "Failure", "chunk", "search_request_bound"]
 
 logger = logging.getLogger(__name__)
 
@@ -209,69 +207,6 @@ def chunk(outbound: Iterable[Outbound], max_events: int, max_bytes: int, *, cont
     chunker = _Chunker(max_events, max_bytes, contiguous=contiguous)
     chunks = [c for event in outbound for c in chunker.add(event)]
     return chunks + chunker.flush()
-
-
-# ------------------------------------------------------------------------------ after a failed attempt
-class Action(Enum):
-    RETRY = "retry"  # send again at ``at``
-    HOLD = "hold"  # throttled: hold the pixel until ``at``, then send again
-    REFRESH = "refresh"  # force-refresh the token once, then send again
-    FAIL = "fail"  # give these records up (SQS retries them)
-    FAIL_PIXEL = "fail_pixel"  # give up every record of the pixel for this invocation
-    INVALID = "invalid"  # Meta rejected the events: reject a single one, search a chunk
-
-
-@dataclass(frozen=True, slots=True)
-class NextStep:
-    """What to do with a request after a failed attempt, and when."""
-
-    action: Action
-    at: float = 0.0
-    retry_after_s: float | None = None  # FAIL of a throttled request: Meta's estimate / the remaining hold
-
-
-def after_failure(
-    error: GraphError,
-    *,
-    attempt: int,
-    stale_token: bool,
-    refreshed: bool,
-    now: float,
-    deadline: float,
-    config: DeliveryConfig,
-    jitter: float,
-) -> NextStep:
-    """The next step after a failed attempt (pure: ``jitter`` in [0, 1) is the caller's random draw)."""
-    kind = error.kind
-    if kind is ErrorKind.INVALID:
-        return NextStep(Action.INVALID)
-    if kind in (ErrorKind.CONFIG, ErrorKind.REQUEST):
-        return NextStep(Action.FAIL_PIXEL)
-    if kind is ErrorKind.AUTH:
-        if stale_token:  # the token was refreshed after this request left: retry with the new one
-            return NextStep(Action.RETRY, at=now)
-        return NextStep(Action.FAIL_PIXEL) if refreshed else NextStep(Action.REFRESH, at=now)
-    if kind is ErrorKind.THROTTLED:
-        wait_s = error.retry_after_s
-        if wait_s is None:
-            wait_s = config.throttle_backoff_s * 2 ** (attempt - 1) * (0.5 + jitter / 2)
-        if attempt >= config.max_attempts or deadline - (now + wait_s) < config.min_request_s:
-            return NextStep(Action.FAIL, retry_after_s=wait_s)
-        return NextStep(Action.HOLD, at=now + wait_s, retry_after_s=wait_s)
-    if attempt >= config.max_attempts:
-        return NextStep(Action.FAIL)
-    backoff = jitter * min(config.max_backoff_s, config.base_backoff_s * 2 ** (attempt - 1))
-    return NextStep(Action.RETRY, at=now + backoff)
-
-
-def failure_of(error: GraphError, retry_after_s: float | None = None) -> Failure:
-    return Failure(error.reason, error.code, error.subcode, error.fbtrace_id, retry_after_s)
-
-
-def unknown_outcome(error: GraphError) -> bool:
-    """No HTTP answer although a connection was made: the request may have reached Meta (timeout, connection
-    lost mid-answer). A connection that was never made (refused, DNS, connect timeout) is not unknown."""
-    return error.kind is ErrorKind.TRANSIENT and error.http_status is None and not error.unsent
 
 
 # ------------------------------------------------------------------------------------ one deliver call
@@ -484,6 +419,10 @@ class _Run:
 
 
 # ------------------------------------------------------------------------------------------- outcomes
+def failure_of(error: GraphError, retry_after_s: float | None = None) -> Failure:
+    return Failure(error.reason, error.code, error.subcode, error.fbtrace_id, retry_after_s)
+
+
 class _Outcomes:
     """What becomes of a request: whether it may still start, then what its finished attempt means --
     accepted, retried, held, refreshed, given up, or searched for bad events -- written onto the report."""

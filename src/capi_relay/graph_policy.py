@@ -1,11 +1,12 @@
-"""What Meta's Graph API answers mean: the error kinds the delivery engine acts on, and how long Meta asks us
-to stay away. No I/O, no threads (the transport is graph.py); the one outside input is the wall clock, to
-read a ``Retry-After`` given as an HTTP date.
+"""What Meta's Graph API answers mean and what the delivery engine does about them. No I/O, no threads (the
+transport is graph.py); the one outside input is the wall clock, to read a ``Retry-After`` given as an HTTP date.
 
 A non-2xx answer becomes a :class:`GraphError` whose :class:`ErrorKind` is decided from Meta's
 ``error.code`` / ``error_subcode`` / ``is_transient`` -- never from localized message text -- and whose
 ``retry_after_s`` is the longer of ``Retry-After`` and the usage headers' estimate (capped). The transport
 raises :class:`GraphError` too, for what never became an answer (timeouts, resets, oversized bodies).
+After a failed attempt, :func:`after_failure` picks the :class:`NextStep`: retry (backoff), hold the pixel
+(throttle), refresh the token, search (invalid events), fail the records or the whole pixel.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from enum import StrEnum
-from typing import Any
+from enum import Enum, StrEnum
+from typing import Any, Protocol
 
 THROTTLE_CODES = frozenset({4, 17, 32, 613}) | frozenset(range(80000, 80015))
 TRANSIENT_CODES = frozenset({1, 2, 341, 368})
@@ -135,6 +137,12 @@ def classify(http_status: int, payload: Any, retry_after_s: float | None) -> Gra
     )
 
 
+def unknown_outcome(error: GraphError) -> bool:
+    """No HTTP answer although a connection was made: the request may have reached Meta (timeout, connection
+    lost mid-answer). A connection that was never made (refused, DNS, connect timeout) is not unknown."""
+    return error.kind is ErrorKind.TRANSIENT and error.http_status is None and not error.unsent
+
+
 # ------------------------------------------------------------------------------------ how long to stay away
 def _retry_after(headers: Any) -> float | None:
     """``Retry-After`` in seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
@@ -226,3 +234,71 @@ def _hold_s(headers: Any) -> float | None:
     execution environment); a value that is not a number (NaN) is ignored."""
     values = [v for v in (_retry_after(headers), usage_regain_s(headers)) if v is not None and not math.isnan(v)]
     return min(max(values), MAX_HOLD_S) if values else None
+
+
+# ------------------------------------------------------------------------------ after a failed attempt
+class RetryLimits(Protocol):
+    """What :func:`after_failure` reads of the delivery config (``delivery.DeliveryConfig`` has it)."""
+
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def base_backoff_s(self) -> float: ...
+    @property
+    def max_backoff_s(self) -> float: ...
+    @property
+    def throttle_backoff_s(self) -> float: ...
+    @property
+    def min_request_s(self) -> float: ...
+
+
+class Action(Enum):
+    RETRY = "retry"  # send again at ``at``
+    HOLD = "hold"  # throttled: hold the pixel until ``at``, then send again
+    REFRESH = "refresh"  # force-refresh the token once, then send again
+    FAIL = "fail"  # give these records up (SQS retries them)
+    FAIL_PIXEL = "fail_pixel"  # give up every record of the pixel for this invocation
+    INVALID = "invalid"  # Meta rejected the events: reject a single one, search a chunk
+
+
+@dataclass(frozen=True, slots=True)
+class NextStep:
+    """What to do with a request after a failed attempt, and when."""
+
+    action: Action
+    at: float = 0.0
+    retry_after_s: float | None = None  # FAIL of a throttled request: Meta's estimate / the remaining hold
+
+
+def after_failure(
+    error: GraphError,
+    *,
+    attempt: int,
+    stale_token: bool,
+    refreshed: bool,
+    now: float,
+    deadline: float,
+    config: RetryLimits,
+    jitter: float,
+) -> NextStep:
+    """The next step after a failed attempt (pure: ``jitter`` in [0, 1) is the caller's random draw)."""
+    kind = error.kind
+    if kind is ErrorKind.INVALID:
+        return NextStep(Action.INVALID)
+    if kind in (ErrorKind.CONFIG, ErrorKind.REQUEST):
+        return NextStep(Action.FAIL_PIXEL)
+    if kind is ErrorKind.AUTH:
+        if stale_token:  # the token was refreshed after this request left: retry with the new one
+            return NextStep(Action.RETRY, at=now)
+        return NextStep(Action.FAIL_PIXEL) if refreshed else NextStep(Action.REFRESH, at=now)
+    if kind is ErrorKind.THROTTLED:
+        wait_s = error.retry_after_s
+        if wait_s is None:
+            wait_s = config.throttle_backoff_s * 2 ** (attempt - 1) * (0.5 + jitter / 2)
+        if attempt >= config.max_attempts or deadline - (now + wait_s) < config.min_request_s:
+            return NextStep(Action.FAIL, retry_after_s=wait_s)
+        return NextStep(Action.HOLD, at=now + wait_s, retry_after_s=wait_s)
+    if attempt >= config.max_attempts:
+        return NextStep(Action.FAIL)
+    backoff = jitter * min(config.max_backoff_s, config.base_backoff_s * 2 ** (attempt - 1))
+    return NextStep(Action.RETRY, at=now + backoff)
