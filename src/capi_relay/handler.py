@@ -78,7 +78,7 @@ def function() -> Function:
     return _function
 
 
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:  # Any: as Powertools' decorators had it
     return function().handle(event, context)
 
 

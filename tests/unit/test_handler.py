@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -103,7 +104,12 @@ def test_the_relay_is_built_on_the_first_invocation_and_kept(monkeypatch: pytest
     handler = load_handler(monkeypatch, PIXEL_ID="111", ACCESS_TOKEN_SECRET_ID="s")
     built: list[object] = []
     real_build = handler.build
-    monkeypatch.setattr(handler, "build", lambda settings: built.append(settings) or real_build(settings))
+
+    def counting(settings: Any) -> Any:
+        built.append(settings)
+        return real_build(settings)
+
+    monkeypatch.setattr(handler, "build", counting)
     # Given INIT (start) validated the settings: nothing is built yet
     handler.start()
     assert built == []
