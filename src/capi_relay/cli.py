@@ -29,9 +29,9 @@ from capi_relay.graph_versions import version_warning
 from capi_relay.preflight import preflight
 from capi_relay.quality import cli as quality_cli
 from capi_relay.settings import (
-    DEFAULT_GRAPH_API_VERSION,
     NormalizationSettings,
     SettingsError,
+    check_settings_from_env,
     normalization_settings_from_env,
 )
 
@@ -44,6 +44,7 @@ def check(
     default_test_event_code: str | None = None,
     settings: NormalizationSettings | None = None,
     explain: bool = False,
+    graph_api_version: str | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Return the check document and the exit code for one message body. Raises EnvelopeError.
 
@@ -51,7 +52,8 @@ def check(
     names the field (``event`` with ``key`` for an unknown top-level key) and the reason, never the value.
     The human-readable detail of a rejection goes to stderr in :func:`main`, never to the JSON document.
     ``pixel_id`` / ``test_event_code`` are what the relay would use: the message's, else the defaults
-    (the relay's ``PIXEL_ID`` / ``TEST_EVENT_CODE``).
+    (the relay's ``PIXEL_ID`` / ``TEST_EVENT_CODE``). ``graph_api_version``: the relay's ``GRAPH_API_VERSION``
+    (read from the environment when None), whose expiry is a warning.
     """
     settings = settings or normalization_settings_from_env()
     message = parse_body(body)
@@ -71,7 +73,7 @@ def check(
     result.adjusted.sort(key=lambda a: int(a["index"]))
     result.warnings.sort(key=lambda w: -1 if w["index"] is None else int(w["index"]))
     warnings = result.warnings
-    version = os.environ.get("GRAPH_API_VERSION") or DEFAULT_GRAPH_API_VERSION
+    version = graph_api_version or check_settings_from_env().graph_api_version
     if version_alert := version_warning(version, datetime.fromtimestamp(now, UTC).date()):
         warnings.append(version_alert)  # the relay's Graph API version expires within 90 days
         print(f"capi-relay: GRAPH_API_VERSION {version} expires in {version_alert['days_left']} days", file=sys.stderr)
@@ -156,15 +158,19 @@ def _normalization_flags(cmd: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def settings_from_args(args: argparse.Namespace) -> NormalizationSettings:
-    """The relay's environment variables, overridden by ``--date-order`` / ``--phone-region``. Raises
-    SettingsError for a malformed value."""
+def environment(args: argparse.Namespace) -> dict[str, str]:
+    """The relay's environment variables, overridden by ``--date-order`` / ``--phone-region``."""
     env = dict(os.environ)
     if getattr(args, "date_order", None):
         env["DATE_ORDER"] = args.date_order
     if getattr(args, "phone_region", None):
         env["DEFAULT_PHONE_REGION"] = args.phone_region
-    return normalization_settings_from_env(env)
+    return env
+
+
+def settings_from_args(args: argparse.Namespace) -> NormalizationSettings:
+    """The normalization settings of :func:`environment`. Raises SettingsError for a malformed value."""
+    return normalization_settings_from_env(environment(args))
 
 
 def main(argv: list[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
@@ -192,14 +198,15 @@ def _main(argv: list[str] | None, stdin: TextIO, stdout: TextIO) -> int:
 
         return run_send(args, stdin, stdout, settings_from_args)
     try:
-        settings = settings_from_args(args)
+        relay = check_settings_from_env(environment(args))  # the relay's variables, read as the relay reads them
         body = read_text(args.file, stdin, MAX_MESSAGE_BYTES)  # parse_body refuses more: message_too_large
         document, code = check(
             body,
-            default_pixel_id=os.environ.get("PIXEL_ID") or None,
-            default_test_event_code=os.environ.get("TEST_EVENT_CODE") or None,
-            settings=settings,
+            default_pixel_id=relay.pixel_id,
+            default_test_event_code=relay.test_event_code,
+            settings=relay.normalization,
             explain=args.explain,
+            graph_api_version=relay.graph_api_version,
         )
     except (OSError, UnicodeDecodeError) as exc:
         return fail(f"cannot read {args.file}: {exc.__class__.__name__}")

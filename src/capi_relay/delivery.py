@@ -53,6 +53,7 @@ from capi_relay.graph_policy import Action, ErrorKind, GraphError, after_failure
 from capi_relay.model import Outbound
 from capi_relay.search import Probe, Search, search_request_bound
 from capi_relay.secrets import Credentials, InvocationScoped, SecretError, TokenProvider
+from capi_relay.settings import Settings, default_of
 from capi_relay.throttle import Hold, HoldBook
 
 __all__ = ["Deliverer", "DeliveryConfig", "DeliveryReport", "Failure", "chunk", "search_request_bound"]
@@ -65,14 +66,16 @@ ABANDON_GRACE_S = 0.1  # an attempt still running this long after the deadline i
 
 @dataclass(frozen=True, slots=True)
 class DeliveryConfig:
-    max_events_per_request: int = 1000
-    max_request_bytes: int = 2 * 1024 * 1024
-    concurrency: int = 10
-    max_attempts: int = 5
+    # The relay's settings' defaults (app.delivery_config passes the configured values).
+    max_events_per_request: int = default_of(Settings, "max_events_per_request")
+    max_request_bytes: int = default_of(Settings, "max_request_bytes")
+    concurrency: int = default_of(Settings, "http_concurrency")
+    max_attempts: int = default_of(Settings, "max_attempts")
     base_backoff_s: float = 0.2
     max_backoff_s: float = 5.0
     throttle_backoff_s: float = 2.0
-    request_timeout_s: float = 6.0  # wall-clock cap of one attempt (cut to the time left); graph.py enforces it
+    # wall-clock cap of one attempt (cut to the time left; graph.py enforces it): connect + read
+    request_timeout_s: float = default_of(Settings, "connect_timeout_s") + default_of(Settings, "read_timeout_s")
     min_request_s: float = 1.0  # no attempt starts with less than this left before the deadline
 
 

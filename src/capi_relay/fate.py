@@ -27,6 +27,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from capi_relay.settings import Settings, default_of
+
 # Failure reasons worth parking: Meta is throttling or unavailable (or the token store is), so an immediate
 # retry after the queue's visibility timeout is likely to fail again. Other failures (configuration, auth,
 # request-level, deadline, FIFO order) return after the visibility timeout as before.
@@ -305,8 +307,8 @@ class ParkInput:
     sent: float | None = None  # SentTimestamp
     oldest_event_time: int | None = None  # the earliest event_time among the record's events
     retry_after_s: float | None = None  # Meta's estimate
-    schedule_s: tuple[int, ...] = field(default=(300, 1800, 7200, 21600, 43200))
-    retention_s: int = 345_600
+    schedule_s: tuple[int, ...] = field(default=default_of(Settings, "park_schedule_s"))
+    retention_s: int = default_of(Settings, "queue_retention_s")
 
 
 def park_seconds(p: ParkInput) -> int | None:

@@ -3,24 +3,36 @@
 Logic never reads ``os.environ``; it receives a :class:`Settings` (relay) or a
 :class:`NormalizationSettings` (the pure parse -> normalize -> validate path, which the
 ``capi-relay check`` CLI runs without any AWS configuration).
+
+One table: each field of :class:`Settings` (and :class:`NormalizationSettings`) is declared once, with its
+default, the environment variable it is read from and that variable's parser (bounds, choices, format), in
+the field's metadata (:func:`setting`). :func:`settings_from_env` is a loop over those fields
+(:func:`read_fields`) plus the checks that involve two fields. Other readers take what they need from the
+same table: :func:`default_of` for a default (``DeliveryConfig``, ``fate.ParkInput``), :func:`same_as` for a
+field read from the same variable the same way (``CheckSettings``, the quality reader's ``QualityConfig``),
+and the public parsers (:func:`integer`, :func:`number`, :func:`names`, ...) for variables of their own.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
 from functools import cache
-from typing import Literal
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 DateOrder = Literal["MDY", "DMY"]
+T = TypeVar("T")
+# A variable's parser: (variable name, its value stripped and not empty) -> the setting's value. It raises
+# SettingsError with a message that starts with the variable's name and never quotes a secret.
+Parser = Callable[[str, str], T]
 
-_PIXEL_RE = re.compile(r"[0-9]{1,32}")  # ASCII digits only: \d (and str.isdigit) accept "١٢٣"
-_VERSION_RE = re.compile(r"^v\d{1,3}\.\d$")
-_REGION_RE = re.compile(r"^[A-Z]{2}$")
-
+PIXEL_RE = re.compile(r"[0-9]{1,32}")  # ASCII digits only: \d (and str.isdigit) accept "١٢٣"
+_VERSION_RE = re.compile(r"v\d{1,3}\.\d")
+_REGION_RE = re.compile(r"[A-Z]{2}")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 # Visibility of a record parked after a throttle/transient failure, by receive: 5 min, 30 min, 2 h, 6 h, 12 h.
 # With MaxReceiveCount 5 the 5th receive comes 8 h 35 min after the 1st (template.yaml shows the arithmetic).
@@ -34,88 +46,96 @@ class SettingsError(ValueError):
     """A configuration value is missing or malformed. The message names the variable, never a secret."""
 
 
-@dataclass(frozen=True, slots=True)
-class NormalizationSettings:
-    default_phone_region: str = "US"
-    date_order: DateOrder = "MDY"
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    pixel_id: str | None
-    access_token_secret_id: str
-    graph_api_version: str = DEFAULT_GRAPH_API_VERSION
-    graph_api_url: str = "https://graph.facebook.com"
-    test_event_code: str | None = None
-    normalization: NormalizationSettings = NormalizationSettings()
-    stage: str = "dev"
-    # Outbound HTTP: Meta recommends a 1.5 s request timeout; connect is kept short.
-    connect_timeout_s: float = 1.0
-    read_timeout_s: float = 5.0
-    http_concurrency: int = 10
-    max_events_per_request: int = 1000
-    max_request_bytes: int = 2 * 1024 * 1024
-    secret_max_age_s: int = 300
-    # Time kept back from the Lambda deadline: no new attempt starts inside it.
-    deadline_margin_s: float = 2.0
-    max_attempts: int = 5
-    service_name: str = "capi-relay"
-    metrics_namespace: str = "CapiRelay"
-    # Fate of each record (quarantine, parking): see relay.py and fate.py.
-    dlq_url: str | None = None  # where permanent rejections are quarantined; None: they fail (redrive path)
-    max_receive_count: int = 5  # the events queue's redrive maxReceiveCount
-    # Visibility after receive 1, 2, ... (the last step repeats); empty (PARK_SCHEDULE=off): no parking.
-    park_schedule_s: tuple[int, ...] = DEFAULT_PARK_SCHEDULE_S
-    queue_retention_s: int = 345_600  # the events queue's MessageRetentionPeriod: a parked message must not expire
-    # Time kept back after delivery for the quarantine and parking calls to SQS (each call is bounded).
-    fate_reserve_s: float = 3.0
-    sqs_timeout_s: float = 2.0  # connect + read of one SQS call (no botocore retries: SQS redelivers)
-    sqs_concurrency: int = 10  # SQS calls that persist fates (letters, parking) run this many at once
-    queue_visibility_timeout_s: int = 180  # the events queue's VisibilityTimeout: when an unparked record returns
-
-    @property
-    def is_production(self) -> bool:
-        return self.stage.lower() in {"prod", "production"}
-
-
-def _get(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name)
-    if value is None:
+# ------------------------------------------------------------------------------------------- parsers
+def value(env: Mapping[str, str], name: str) -> str | None:
+    """The variable's value, stripped; None when it is unset or blank (the setting keeps its default)."""
+    raw = env.get(name)
+    if raw is None:
         return None
-    value = value.strip()
-    return value or None
+    raw = raw.strip()
+    return raw or None
 
 
-def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
-    raw = _get(env, name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
+def text(name: str, raw: str) -> str:
+    return raw
 
 
-def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
-    raw = _get(env, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
+def integer(lo: int, hi: int) -> Parser[int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            parsed = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        if not lo <= parsed <= hi:
+            raise SettingsError(f"{name} must be between {lo} and {hi}, got {parsed}")
+        return parsed
+
+    return parse
 
 
-def _schedule(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
-    raw = _get(env, name)
-    if raw is None:
-        return default
+def number(lo: float, hi: float) -> Parser[float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            parsed = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+        if not lo <= parsed <= hi:  # also refuses nan
+            raise SettingsError(f"{name} must be between {lo} and {hi}, got {parsed}")
+        return parsed
+
+    return parse
+
+
+def matching(pattern: re.Pattern[str], must: str, *, upper: bool = False) -> Parser[str]:
+    """The value (upper-cased first when ``upper``) if ``pattern`` matches all of it; else "NAME must {must}"."""
+
+    def parse(name: str, raw: str) -> str:
+        parsed = raw.upper() if upper else raw
+        if not pattern.fullmatch(parsed):
+            raise SettingsError(f"{name} must {must}, got {parsed!r}")
+        return parsed
+
+    return parse
+
+
+def choice(*choices: str) -> Parser[str]:
+    """One of ``choices``, case-insensitive (the value is upper-cased)."""
+
+    def parse(name: str, raw: str) -> str:
+        parsed = raw.upper()
+        if parsed not in choices:
+            raise SettingsError(f"{name} must be {' or '.join(choices)}, got {parsed!r}")
+        return parsed
+
+    return parse
+
+
+def printable(name: str, raw: str) -> str:
+    if not raw.isprintable():  # undecodable bytes, controls
+        raise SettingsError(f"{name} must be printable text")
+    return raw
+
+
+def base_url(name: str, raw: str) -> str:
+    """An http(s) base URL without a query or a trailing slash; plain http only for a loopback stand-in."""
+    url = raw.rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query:
+        raise SettingsError(f"{name} must be an http(s) base URL without a query, got {url!r}")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        raise SettingsError(f"{name} may use plain http only for a loopback stand-in")
+    return url
+
+
+def queue_url(name: str, raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("https", "http") or not parts.netloc or len(parts.path.strip("/").split("/")) != 2:
+        raise SettingsError(f"{name} must be an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)")
+    return raw
+
+
+def schedule(name: str, raw: str) -> tuple[int, ...]:
+    """Comma-separated whole seconds (1 to 20 of them, each at most 12 h); ``off``: the empty schedule."""
     if raw.lower() == "off":
         return ()  # parking disabled: failing records return after the queue's visibility timeout
     try:
@@ -127,86 +147,183 @@ def _schedule(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tu
     return values
 
 
-def _queue_url(env: Mapping[str, str], name: str) -> str | None:
-    raw = _get(env, name)
-    if raw is None:
-        return None
-    parts = urlsplit(raw)
-    if parts.scheme not in ("https", "http") or not parts.netloc or len(parts.path.strip("/").split("/")) != 2:
-        raise SettingsError(f"{name} must be an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)")
-    return raw
+def names(pattern: re.Pattern[str]) -> Parser[tuple[str, ...]]:
+    """A comma-separated list of at least one name, each matching ``pattern``, in order, without repeats."""
+
+    def parse(name: str, raw: str) -> tuple[str, ...]:
+        items = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+        if not items or not all(pattern.fullmatch(item) for item in items):
+            raise SettingsError(f"{name} must be a comma-separated list of names, got {raw!r}")
+        return items
+
+    return parse
+
+
+# --------------------------------------------------------------------------------------------- table
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """How one setting is read from the environment (a field's metadata under ``"env"``)."""
+
+    name: str
+    parse: Parser[Any]
+    doc: str
+    required: bool = False  # unset or blank: SettingsError "NAME is required (doc)"
+
+    def read(self, env: Mapping[str, str], default: Any) -> Any:
+        raw = value(env, self.name)
+        if raw is None:
+            if self.required:
+                raise SettingsError(f"{self.name} is required ({self.doc})")
+            return default
+        return self.parse(self.name, raw)
+
+
+def setting(name: str, default: T, parse: Parser[T], doc: str) -> T:  # noqa: UP047 -- the kit runs on 3.10
+    """A dataclass field read from the variable ``name`` by ``parse``; ``default`` when unset or blank."""
+    return field(default=default, metadata={"env": Variable(name, parse, doc)})
+
+
+def required(name: str, parse: Parser[Any], doc: str) -> dict[str, Variable]:
+    """Metadata of a field without a default: ``field(metadata=required(...))``."""
+    return {"env": Variable(name, parse, doc, required=True)}
+
+
+def _field(cls: type[Any], name: str) -> Field[Any]:
+    found: Field[Any] = cls.__dataclass_fields__[name]  # KeyError at import for a misspelt name
+    return found
+
+
+def default_of(cls: type[Any], name: str) -> Any:
+    """The default of the field ``name`` of ``cls``: for a component's own default, without a second copy."""
+    default = _field(cls, name).default
+    if default is MISSING:
+        raise TypeError(f"{cls.__name__}.{name} has no default")
+    return default
+
+
+def same_as(cls: type[Any], name: str) -> Any:
+    """A field read from the same variable, with the same parser and default, as ``cls``'s field ``name``."""
+    source = _field(cls, name)
+    return field(default=source.default, metadata=source.metadata)
+
+
+def variables(cls: type[Any]) -> dict[str, Variable]:
+    """The fields of ``cls`` read from the environment: field name -> its variable."""
+    return {f.name: f.metadata["env"] for f in fields(cls) if "env" in f.metadata}
+
+
+def read_fields(cls: type[Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """The value of every field of ``cls`` that is read from the environment, by field name. Raises
+    :class:`SettingsError` naming the first variable that is missing or malformed."""
+    return {f.name: f.metadata["env"].read(env, f.default) for f in fields(cls) if "env" in f.metadata}
+
+
+# ------------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NormalizationSettings:
+    default_phone_region: str = setting(
+        "DEFAULT_PHONE_REGION", "US", matching(_REGION_RE, "be an ISO 3166-1 alpha-2 code", upper=True),
+        "region of national phone numbers in events without a country",
+    )  # fmt: skip
+    date_order: DateOrder = setting(  # noqa: RUF009 -- a str (ruff does not see through the Literal)
+        "DATE_ORDER", "MDY", cast(Parser[DateOrder], choice("MDY", "DMY")), "how to read an ambiguous date"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    pixel_id: str | None = setting(
+        "PIXEL_ID", None, matching(PIXEL_RE, "be the numeric pixel (dataset) id"),
+        "the pixel of messages that name none; None: each message names its pixel",
+    )  # fmt: skip
+    access_token_secret_id: str = field(
+        metadata=required("ACCESS_TOKEN_SECRET_ID", text, "the name or ARN of the access-token secret")
+    )
+    graph_api_version: str = setting(
+        "GRAPH_API_VERSION", DEFAULT_GRAPH_API_VERSION, matching(_VERSION_RE, "look like v26.0"),
+        "the Graph API version in the URL",
+    )  # fmt: skip
+    graph_api_url: str = setting("GRAPH_API_URL", "https://graph.facebook.com", base_url, "the Graph API base URL")
+    test_event_code: str | None = setting("TEST_EVENT_CODE", None, printable, "Events Manager's test code")
+    normalization: NormalizationSettings = NormalizationSettings()  # DEFAULT_PHONE_REGION, DATE_ORDER
+    stage: str = setting("STAGE", "dev", text, "prod or production: a TEST_EVENT_CODE raises a warning metric")
+    # Outbound HTTP: Meta recommends a 1.5 s request timeout; connect is kept short.
+    connect_timeout_s: float = setting("GRAPH_CONNECT_TIMEOUT", 1.0, number(0.05, 30.0), "s, connect to Graph")
+    read_timeout_s: float = setting("GRAPH_READ_TIMEOUT", 5.0, number(0.1, 60.0), "s, read of one Graph answer")
+    http_concurrency: int = setting("HTTP_CONCURRENCY", 10, integer(1, 64), "Graph requests at once")
+    max_events_per_request: int = setting("MAX_EVENTS_PER_REQUEST", 1000, integer(1, 1000), "Meta's limit: 1000")
+    max_request_bytes: int = setting(
+        "MAX_REQUEST_BYTES", 2 * 1024 * 1024, integer(64 * 1024, 16 * 1024 * 1024), "bytes of one request body"
+    )
+    secret_max_age_s: int = setting("SECRET_MAX_AGE", 300, integer(0, 86_400), "s a cached token is used")
+    # Time kept back from the Lambda deadline: no new attempt starts inside it.
+    deadline_margin_s: float = setting("DEADLINE_MARGIN", 2.0, number(0.0, 60.0), "s kept back from the deadline")
+    max_attempts: int = setting("MAX_ATTEMPTS", 5, integer(1, 20), "attempts of one request")
+    service_name: str = setting("POWERTOOLS_SERVICE_NAME", "capi-relay", text, "the metrics' service dimension")
+    metrics_namespace: str = setting("POWERTOOLS_METRICS_NAMESPACE", "CapiRelay", text, "the metrics' namespace")
+    # Fate of each record (quarantine, parking): see relay.py and fate.py.
+    dlq_url: str | None = setting(
+        "DLQ_URL", None, queue_url, "where permanent rejections are quarantined; None: they fail (redrive path)"
+    )
+    max_receive_count: int = setting(
+        "MAX_RECEIVE_COUNT", 5, integer(1, 1000), "the events queue's redrive maxReceiveCount"
+    )
+    park_schedule_s: tuple[int, ...] = setting(
+        "PARK_SCHEDULE", DEFAULT_PARK_SCHEDULE_S, schedule,
+        "visibility after receive 1, 2, ... (the last step repeats); off (empty): no parking",
+    )  # fmt: skip
+    queue_retention_s: int = setting(
+        "QUEUE_RETENTION", 345_600, integer(60, 1_209_600),
+        "the events queue's MessageRetentionPeriod: a parked message must not expire",
+    )  # fmt: skip
+    # Time kept back after delivery for the quarantine and parking calls to SQS (each call is bounded).
+    fate_reserve_s: float = setting("FATE_RESERVE", 3.0, number(0.0, 60.0), "s kept for the SQS fate calls")
+    sqs_timeout_s: float = setting(
+        "SQS_TIMEOUT", 2.0, number(0.1, 30.0), "s, connect + read of one SQS call (no botocore retries)"
+    )
+    sqs_concurrency: int = setting("SQS_CONCURRENCY", 10, integer(1, 64), "SQS fate calls (letters, parking) at once")
+    queue_visibility_timeout_s: int = setting(
+        "QUEUE_VISIBILITY_TIMEOUT", 180, integer(0, 43_200),
+        "the events queue's VisibilityTimeout: when an unparked record returns",
+    )  # fmt: skip
+
+    @property
+    def is_production(self) -> bool:
+        return self.stage.lower() in {"prod", "production"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckSettings:
+    """What ``capi-relay check`` reads of the relay's variables (no AWS setting, no secret): the defaults a
+    message falls back on and the normalization settings."""
+
+    pixel_id: str | None = same_as(Settings, "pixel_id")
+    test_event_code: str | None = same_as(Settings, "test_event_code")
+    graph_api_version: str = same_as(Settings, "graph_api_version")
+    normalization: NormalizationSettings = NormalizationSettings()
 
 
 def normalization_settings_from_env(env: Mapping[str, str] | None = None) -> NormalizationSettings:
+    return NormalizationSettings(**read_fields(NormalizationSettings, os.environ if env is None else env))
+
+
+def check_settings_from_env(env: Mapping[str, str] | None = None) -> CheckSettings:
     env = os.environ if env is None else env
-    region = (_get(env, "DEFAULT_PHONE_REGION") or "US").upper()
-    if not _REGION_RE.match(region):
-        raise SettingsError(f"DEFAULT_PHONE_REGION must be an ISO 3166-1 alpha-2 code, got {region!r}")
-    order = (_get(env, "DATE_ORDER") or "MDY").upper()
-    if order not in ("MDY", "DMY"):
-        raise SettingsError(f"DATE_ORDER must be MDY or DMY, got {order!r}")
-    return NormalizationSettings(default_phone_region=region, date_order=order)  # type: ignore[arg-type]
+    return CheckSettings(normalization=normalization_settings_from_env(env), **read_fields(CheckSettings, env))
 
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Build and validate the relay settings. Raises :class:`SettingsError` with a clear message."""
     env = os.environ if env is None else env
-    pixel_id = _get(env, "PIXEL_ID")
-    if pixel_id is not None and not _PIXEL_RE.fullmatch(pixel_id):
-        raise SettingsError(f"PIXEL_ID must be the numeric pixel (dataset) id, got {pixel_id!r}")
-    secret_id = _get(env, "ACCESS_TOKEN_SECRET_ID")
-    if secret_id is None:
-        raise SettingsError("ACCESS_TOKEN_SECRET_ID is required (the name or ARN of the access-token secret)")
-    version = _get(env, "GRAPH_API_VERSION") or DEFAULT_GRAPH_API_VERSION
-    if not _VERSION_RE.match(version):
-        raise SettingsError(f"GRAPH_API_VERSION must look like v26.0, got {version!r}")
-    url = (_get(env, "GRAPH_API_URL") or "https://graph.facebook.com").rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query:
-        raise SettingsError(f"GRAPH_API_URL must be an http(s) base URL without a query, got {url!r}")
-    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise SettingsError("GRAPH_API_URL may use plain http only for a loopback stand-in")
-    fate_reserve_s = _float(env, "FATE_RESERVE", 3.0, 0.0, 60.0)
-    sqs_timeout_s = _float(env, "SQS_TIMEOUT", 2.0, 0.1, 30.0)
-    if fate_reserve_s < sqs_timeout_s:  # else a delivery that runs to its deadline leaves no time to quarantine
-        raise SettingsError(f"FATE_RESERVE ({fate_reserve_s} s) must be at least SQS_TIMEOUT ({sqs_timeout_s} s)")
-    test_event_code = _get(env, "TEST_EVENT_CODE")
-    if test_event_code is not None and not test_event_code.isprintable():  # undecodable bytes, controls
-        raise SettingsError("TEST_EVENT_CODE must be printable text")
-    max_receive_count = _int(env, "MAX_RECEIVE_COUNT", 5, 1, 1000)
-    park_schedule_s = _schedule(env, "PARK_SCHEDULE", DEFAULT_PARK_SCHEDULE_S)
-    queue_retention_s = _int(env, "QUEUE_RETENTION", 345_600, 60, 1_209_600)
-    visibility_s = _int(env, "QUEUE_VISIBILITY_TIMEOUT", 180, 0, 43_200)
-    dlq_url = _queue_url(env, "DLQ_URL")
-    if dlq_url is None:
-        _check_receives_fit_retention(max_receive_count, park_schedule_s, visibility_s, queue_retention_s)
-    return Settings(
-        pixel_id=pixel_id,
-        access_token_secret_id=secret_id,
-        graph_api_version=version,
-        graph_api_url=url,
-        test_event_code=test_event_code,
-        normalization=normalization_settings_from_env(env),
-        stage=_get(env, "STAGE") or "dev",
-        connect_timeout_s=_float(env, "GRAPH_CONNECT_TIMEOUT", 1.0, 0.05, 30.0),
-        read_timeout_s=_float(env, "GRAPH_READ_TIMEOUT", 5.0, 0.1, 60.0),
-        http_concurrency=_int(env, "HTTP_CONCURRENCY", 10, 1, 64),
-        max_events_per_request=_int(env, "MAX_EVENTS_PER_REQUEST", 1000, 1, 1000),
-        max_request_bytes=_int(env, "MAX_REQUEST_BYTES", 2 * 1024 * 1024, 64 * 1024, 16 * 1024 * 1024),
-        secret_max_age_s=_int(env, "SECRET_MAX_AGE", 300, 0, 86_400),
-        deadline_margin_s=_float(env, "DEADLINE_MARGIN", 2.0, 0.0, 60.0),
-        max_attempts=_int(env, "MAX_ATTEMPTS", 5, 1, 20),
-        service_name=_get(env, "POWERTOOLS_SERVICE_NAME") or "capi-relay",
-        metrics_namespace=_get(env, "POWERTOOLS_METRICS_NAMESPACE") or "CapiRelay",
-        dlq_url=dlq_url,
-        max_receive_count=max_receive_count,
-        park_schedule_s=park_schedule_s,
-        queue_retention_s=queue_retention_s,
-        fate_reserve_s=fate_reserve_s,
-        sqs_timeout_s=sqs_timeout_s,
-        sqs_concurrency=_int(env, "SQS_CONCURRENCY", 10, 1, 64),
-        queue_visibility_timeout_s=visibility_s,
-    )
+    settings = Settings(normalization=normalization_settings_from_env(env), **read_fields(Settings, env))
+    if settings.fate_reserve_s < settings.sqs_timeout_s:  # else a delivery run to its deadline leaves no time
+        raise SettingsError(  # to quarantine
+            f"FATE_RESERVE ({settings.fate_reserve_s} s) must be at least SQS_TIMEOUT ({settings.sqs_timeout_s} s)"
+        )
+    if settings.dlq_url is None:
+        _check_receives_fit_retention(settings.max_receive_count, settings.park_schedule_s,
+                                      settings.queue_visibility_timeout_s, settings.queue_retention_s)  # fmt: skip
+    return settings
 
 
 RETENTION_MARGIN_S = 3_600

@@ -9,7 +9,6 @@ within the scenario's bound; no exception escaped the handler.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import random
@@ -264,21 +263,20 @@ def test_1_random_500s_and_timeouts_through_the_handler_module(
     # When the handler module itself (Powertools decorators included) is invoked by the ESM
     for key, value in m.env.items():
         monkeypatch.setenv(key, value)
+    import capi_relay.handler as handler_module
     import capi_relay.settings as settings_module
 
-    settings_module.get_settings.cache_clear()
-    import capi_relay.handler as handler_module
-
-    handler_module = importlib.reload(handler_module)
+    handler_module.start()  # what INIT does in a fresh execution environment: read and validate the settings
     summaries = m.summaries
-    original = handler_module.relay.process
+    relay = handler_module.function().relay
+    original = relay.process
 
     def recording(event: Any, remaining: Any = None) -> BatchSummary:
         summary = original(event, remaining)
         summaries.append(summary)
         return summary
 
-    monkeypatch.setattr(handler_module.relay, "process", recording)
+    monkeypatch.setattr(relay, "process", recording)
 
     def invoke(event: dict[str, Any]) -> Any:
         return handler_module.lambda_handler(event, FakeLambdaContext(BUDGET_S))

@@ -9,18 +9,15 @@ Lambda leaves the root logger at WARNING and POWERTOOLS_LOG_LEVEL only governs t
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import re
-import sys
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from capi_relay.settings import get_settings
 from local.esm import EventSourceEmulator, in_process_invoker
 from local.graph_standin import GraphStandIn
 from local.samples import SAMPLES, SAMPLES_BY_NAME, publish, raw_pii_values
@@ -57,15 +54,16 @@ def root_capture() -> Iterator[_Capture]:
 def load_handler(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> ModuleType:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    sys.modules.pop("capi_relay.handler", None)
-    # Powertools configures a service's logger once per process: when an earlier test imported the handler
-    # at INFO, a re-import keeps that level. Start from a clean logger, as a fresh Lambda environment does.
+    # Powertools configures a service's logger once per process: when an earlier test built the handler
+    # at INFO, a new Logger keeps that level. Start from a clean logger, as a fresh Lambda environment does.
     service_logger = logging.getLogger(env.get("POWERTOOLS_SERVICE_NAME", "capi-relay"))
     service_logger.handlers.clear()
     for attribute in ("init", "powertools_handler"):
         service_logger.__dict__.pop(attribute, None)
-    return importlib.import_module("capi_relay.handler")
+    import capi_relay.handler as handler  # the first import runs start() too
+
+    handler.start()  # what INIT does in a fresh execution environment: read and validate the settings
+    return handler
 
 
 def test_debug_logs_hold_no_token_secret_or_raw_pii(

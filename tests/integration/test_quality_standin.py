@@ -4,7 +4,6 @@ throttled, slow, a field Meta dropped; then the scheduled handler end to end wit
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import logging
@@ -223,11 +222,12 @@ def run_handler(
 ) -> tuple[Any, list[dict[str, Any]]]:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    sys.modules.pop("capi_relay.quality.handler", None)
-    handler = importlib.import_module("capi_relay.quality.handler")
+    import capi_relay.quality.handler as handler  # the first import runs start() too
+
+    config = handler.start()  # what INIT does in a fresh execution environment: read and validate the settings
     # Powertools' handler keeps the stream it was created with (an earlier test's captured stdout): point the
     # reader's loggers at this test's.
-    for name in ("capi_relay.quality.publish", "capi_relay", handler.logger.name):
+    for name in ("capi_relay.quality.publish", "capi_relay", config.service_name):
         for log_handler in logging.getLogger(name).handlers:
             if isinstance(log_handler, logging.StreamHandler):
                 log_handler.stream = sys.stdout  # not setStream: it flushes the old, closed one
@@ -334,7 +334,7 @@ def test_the_handler_reads_the_secret_once_for_every_pixel(
     env = {"ACCESS_TOKEN_SECRET_ID": resources.secret_id, "QUALITY_PIXEL_IDS": ",".join(pixels),
            "GRAPH_API_URL": standin.url}  # fmt: skip
     result, _ = run_handler(monkeypatch, env, capsys)
-    handler = sys.modules["capi_relay.quality.handler"]
+    handler = sys.modules["capi_relay.quality.handler"].function()  # what the invocation built
     assert result["read"] == 3
     assert handler.reader._tokens.fetches == 1
     assert [r.query["dataset_id"] for r in standin.requests] == [[p] for p in pixels]

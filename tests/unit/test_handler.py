@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import sys
 import time
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -21,14 +21,16 @@ def load_handler(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    sys.modules.pop("capi_relay.handler", None)
-    module = importlib.import_module("capi_relay.handler")
+    import capi_relay.handler as module  # the first import runs start() too
+
+    module.start()  # what INIT does in a fresh execution environment: read and validate the settings
     # Powertools reuses the service's logging.Logger, whose StreamHandler still holds the sys.stdout of the first
-    # test that imported the handler: point it at this test's (captured) stdout.
-    for handler in logging.getLogger("capi_relay").handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.stream = sys.stdout  # not setStream: it flushes the old, closed, stream
+    # test that built the handler (the first invocation copies it to the capi_relay loggers): point it at this
+    # test's (captured) stdout.
+    for name in ("capi_relay", "capi-relay"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.stream = sys.stdout  # not setStream: it flushes the old, closed, stream
     return module
 
 
@@ -71,7 +73,7 @@ def test_adjusted_events_are_counted_by_note(
     handler = load_handler(monkeypatch, PIXEL_ID="111", ACCESS_TOKEN_SECRET_ID="s")
     body = {"event_name": "Lead", "event_time": int(time.time() * 1000) - 60_000, "action_source": "other",
             "user_data": {"em": "a@example.com"}}  # fmt: skip
-    handler.relay._deliverer.deliver = lambda events, deadline, **_: (list(events), DeliveryReport())[1]
+    handler.function().relay._deliverer.deliver = lambda events, deadline, **_: (list(events), DeliveryReport())[1]
     # When the handler prepares it (delivery stubbed: this test is about the metric)
     handler.lambda_handler({"Records": [{"messageId": "m1", "body": json.dumps(body)}]}, FakeLambdaContext(30))
     # Then the conversion is counted in a "reason count" log line (Logs Insights), not in a metric per note
@@ -95,4 +97,46 @@ def test_every_invocation_reports_the_days_left_for_its_graph_api_version(
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert [line["GraphApiVersionDaysLeft"] for line in emf if "GraphApiVersionDaysLeft" in line] == [[expected]]
     monkeypatch.delenv("GRAPH_API_VERSION")
+    get_settings.cache_clear()
+
+
+def test_the_relay_is_built_on_the_first_invocation_and_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    handler = load_handler(monkeypatch, PIXEL_ID="111", ACCESS_TOKEN_SECRET_ID="s")
+    built: list[object] = []
+    real_build = handler.build
+
+    def counting(settings: Any) -> Any:
+        built.append(settings)
+        return real_build(settings)
+
+    monkeypatch.setattr(handler, "build", counting)
+    # Given INIT (start) validated the settings: nothing is built yet
+    handler.start()
+    assert built == []
+    # When the function is invoked twice
+    handler.lambda_handler({"Records": []}, FakeLambdaContext(30))
+    handler.lambda_handler({"Records": []}, FakeLambdaContext(30))
+    # Then the first invocation built the relay from INIT's settings, and the second reused it
+    assert len(built) == 1
+    assert handler.function().settings is built[0]
+
+
+def test_a_new_environment_needs_no_reload(monkeypatch: pytest.MonkeyPatch) -> None:
+    handler = load_handler(monkeypatch, PIXEL_ID="111", ACCESS_TOKEN_SECRET_ID="s")
+    handler.lambda_handler({"Records": []}, FakeLambdaContext(30))
+    assert handler.function().relay._settings.pixel_id == "111"
+    same = load_handler(monkeypatch, PIXEL_ID="222", ACCESS_TOKEN_SECRET_ID="s")
+    same.lambda_handler({"Records": []}, FakeLambdaContext(30))
+    assert same is handler
+    assert handler.function().relay._settings.pixel_id == "222"
+    get_settings.cache_clear()
+
+
+def test_a_configuration_broken_after_init_fails_every_invocation_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    handler = load_handler(monkeypatch, PIXEL_ID="111", ACCESS_TOKEN_SECRET_ID="s")
+    monkeypatch.delenv("ACCESS_TOKEN_SECRET_ID")
+    get_settings.cache_clear()  # as if INIT had not run (or its settings were forgotten)
+    for _ in range(2):
+        with pytest.raises(SettingsError, match="ACCESS_TOKEN_SECRET_ID"):
+            handler.lambda_handler({"Records": []}, FakeLambdaContext(30))
     get_settings.cache_clear()

@@ -402,3 +402,30 @@ def test_parse_and_plan_never_raise_on_any_json(doc: Any) -> None:
                        [read])  # fmt: skip
     for point in plan.points:
         assert math.isfinite(point.value)
+
+
+def test_the_reader_is_built_on_the_first_invocation_after_init_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {"ACCESS_TOKEN_SECRET_ID": "s", "PIXEL_ID": "123", "QUALITY_PIXEL_IDS": ""}.items():
+        monkeypatch.setenv(key, value)
+    import capi_relay.quality.handler as handler  # the first import runs start() too
+
+    built: list[QualityConfig] = []
+    real_build = handler.build
+
+    def counting(config: QualityConfig) -> Any:
+        built.append(config)
+        return real_build(config)
+
+    monkeypatch.setattr(handler, "build", counting)
+    # Given INIT (start) validated the configuration: nothing is built yet
+    assert handler.start().pixel_ids == ("123",)
+    assert built == []
+    # When the first invocation asks for the reader, twice
+    first, second = handler.function(), handler.function()
+    # Then it was built once, from INIT's configuration
+    assert first is second
+    assert [c.pixel_ids for c in built] == [("123",)]
+    # And a bad configuration still fails INIT, naming the variable
+    monkeypatch.setenv("PIXEL_ID", "abc")
+    with pytest.raises(SettingsError, match="PIXEL_ID"):
+        handler.start()

@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import io
+import json
+from dataclasses import MISSING, fields
+from pathlib import Path
+
 import pytest
 
-from capi_relay.settings import SettingsError, normalization_settings_from_env, settings_from_env
+from bench.cfn import function_properties, load_template
+from capi_relay import cli
+from capi_relay.app import delivery_config
+from capi_relay.delivery import DeliveryConfig
+from capi_relay.fate import ParkInput
+from capi_relay.quality.config import QualityConfig, quality_config_from_env
+from capi_relay.settings import (
+    NormalizationSettings,
+    Settings,
+    SettingsError,
+    check_settings_from_env,
+    normalization_settings_from_env,
+    settings_from_env,
+    text,
+    variables,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 BASE = {"ACCESS_TOKEN_SECRET_ID": "capi/token", "PIXEL_ID": "1234567890"}
 
@@ -93,3 +115,100 @@ def test_fate_settings_read_their_values() -> None:
     s = settings_from_env(BASE | {"FATE_RESERVE": "4", "SQS_TIMEOUT": "1.5", "PARK_SCHEDULE": "off"})
     assert (s.fate_reserve_s, s.sqs_timeout_s) == (4.0, 1.5)
     assert not s.park_schedule_s
+
+
+# ------------------------------------------------------------------------------ one table (issue 22)
+TABLES = (Settings, NormalizationSettings)
+NOT_READ = {(Settings, "normalization")}  # a nested table: DEFAULT_PHONE_REGION and DATE_ORDER
+
+
+def test_every_settings_field_is_read_from_the_table() -> None:
+    for cls in TABLES:
+        unread = {f.name for f in fields(cls)} - set(variables(cls)) - {name for c, name in NOT_READ if c is cls}
+        assert not unread, f"{cls.__name__} fields without a variable: {unread}"
+
+
+def test_variable_names_are_unique() -> None:
+    names = [v.name for cls in TABLES for v in variables(cls).values()]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
+def test_settings_read_from_an_empty_environment_are_the_table_defaults() -> None:
+    settings = settings_from_env({"ACCESS_TOKEN_SECRET_ID": "s"})
+    for cls, values in ((Settings, settings), (NormalizationSettings, settings.normalization)):
+        for f in fields(cls):
+            if "env" in f.metadata and f.default is not MISSING:
+                assert getattr(values, f.name) == f.default, f.name
+
+
+def test_components_take_their_defaults_from_the_table() -> None:
+    settings = settings_from_env({"ACCESS_TOKEN_SECRET_ID": "s"})
+    # DeliveryConfig's defaults are what app.delivery_config builds from the default settings
+    assert DeliveryConfig() == delivery_config(settings)
+    park = ParkInput(receive_count=1, now=0.0, invocation_started=0.0)
+    assert (park.schedule_s, park.retention_s) == (settings.park_schedule_s, settings.queue_retention_s)
+    quality = QualityConfig()
+    assert (quality.graph_api_version, quality.graph_api_url, quality.deadline_margin_s, quality.connect_timeout_s,
+            quality.secret_max_age_s, quality.service_name, quality.metrics_namespace) == (
+        settings.graph_api_version, settings.graph_api_url, settings.deadline_margin_s, settings.connect_timeout_s,
+        settings.secret_max_age_s, settings.service_name, settings.metrics_namespace,
+    )  # fmt: skip
+    check = check_settings_from_env({})
+    assert (check.pixel_id, check.test_event_code, check.graph_api_version, check.normalization) == (
+        settings.pixel_id, settings.test_event_code, settings.graph_api_version, settings.normalization,
+    )  # fmt: skip
+
+
+def test_every_variable_of_the_relay_function_is_in_the_table() -> None:
+    template = load_template(ROOT / "template.yaml")
+    table = {v.name for cls in TABLES for v in variables(cls).values()}
+    read_elsewhere = {"POWERTOOLS_LOG_LEVEL", "AWS_ENDPOINT_URL"}  # Powertools' and botocore's own
+    missing = set(function_properties(template)["Environment"]["Variables"]) - read_elsewhere - table
+    assert not missing, missing
+    # the reader's own table, the relay's variables it reads, and the Globals' STAGE (every function gets it)
+    quality = {v.name for v in variables(QualityConfig).values()} | {"PIXEL_ID", "ACCESS_TOKEN_SECRET_ID", "STAGE"}
+    missing = set(function_properties(template, "QualityFunction")["Environment"]["Variables"]) - read_elsewhere
+    assert not missing - quality, missing - quality
+
+
+MALFORMED = "\x01?"  # a control character: only plain text accepts it
+
+
+def malformed_cases() -> list[tuple[str, str]]:
+    """(reader, variable) for every variable whose parser refuses something."""
+    cases = [("relay", v.name) for cls in TABLES for v in variables(cls).values() if v.parse is not text]
+    cases += [("quality", v.name) for v in variables(QualityConfig).values() if v.parse is not text]
+    return cases
+
+
+@pytest.mark.parametrize(("reader", "name"), malformed_cases())
+def test_a_malformed_value_fails_naming_its_variable(reader: str, name: str) -> None:
+    read = settings_from_env if reader == "relay" else quality_config_from_env
+    with pytest.raises(SettingsError, match=rf"^{name}\b"):
+        read(BASE | {name: MALFORMED})
+
+
+def test_only_free_text_variables_take_any_value() -> None:
+    # every other variable is checked (bounds, format, choices): test_a_malformed_value_fails_naming_its_variable
+    free = {v.name for cls in (*TABLES, QualityConfig) for v in variables(cls).values() if v.parse is text}
+    assert free == {"ACCESS_TOKEN_SECRET_ID", "STAGE", "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"}
+
+
+@pytest.mark.parametrize("name", ["PIXEL_ID", "GRAPH_API_VERSION", "DATE_ORDER"])
+def test_check_reads_the_relays_variables_as_the_relay_does(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a malformed relay variable in the environment of `capi-relay check`
+    monkeypatch.setenv(name, MALFORMED)
+    # Then check refuses it as a configuration error naming it, as the relay's cold start would
+    assert cli.main(["check", "-"], stdin=io.StringIO("{}"), stdout=io.StringIO()) == 2
+    assert f"configuration error: {name}" in capsys.readouterr().err
+
+
+def test_check_takes_the_default_pixel_as_the_relay_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIXEL_ID", " 123 ")  # stripped, as settings_from_env strips it
+    body = json.dumps({"data": [{"event_name": "Lead", "event_time": 1_700_000_000, "action_source": "other",
+                                 "user_data": {"em": "a@example.com"}}]})  # fmt: skip
+    out = io.StringIO()
+    cli.main(["check", "-"], stdin=io.StringIO(body), stdout=out)
+    assert json.loads(out.getvalue())["pixel_id"] == "123" == settings_from_env(BASE | {"PIXEL_ID": " 123 "}).pixel_id

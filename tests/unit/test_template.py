@@ -3,10 +3,9 @@ the env-var contract with settings.py, alarms on metrics the relay really emits)
 
 from __future__ import annotations
 
-import ast
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ from local.graph_standin import CHECKED_VERSION
 from tests.sam_cli import run_sam
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS_PY = ROOT / "src" / "capi_relay" / "settings.py"
 TELEMETRY_PY = ROOT / "src" / "capi_relay" / "telemetry.py"
 QUALITY_DECIDE_PY = ROOT / "src" / "capi_relay" / "quality" / "decide.py"
 # The quality reader's alarms exist only with the reader (EnableQualityReader and a pixel): QualityReaderOn.
@@ -327,20 +325,29 @@ def test_every_patterned_parameter_says_what_it_wants(template: dict[str, Any]) 
 
 # ------------------------------------------------------------------------------------- environment
 def env_names_read_by_settings() -> set[str]:
-    """String literals passed as the variable name to _get/_int/_float/_schedule/_queue_url(env, NAME, ...) in
-    settings.py (the helpers pass their own ``name`` argument on: those calls have a variable, not a literal)."""
-    names = set()
-    for node in ast.walk(ast.parse(SETTINGS_PY.read_text())):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id in {"_get", "_int", "_float", "_schedule", "_queue_url"}
-        ):
-            arg = node.args[1]
-            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                names.add(arg.value)
-    assert names, "settings.py no longer reads variables through _get/_int/_float: update this test"
-    return names
+    """The variables ``settings_from_env`` asks its environment for (a mapping that records every lookup; the
+    values given are valid, so every check runs)."""
+    from capi_relay.settings import settings_from_env
+
+    read: set[str] = set()
+
+    class Recording(Mapping[str, str]):
+        def __init__(self, values: dict[str, str]) -> None:
+            self._values = values
+
+        def __getitem__(self, key: str) -> str:
+            read.add(key)
+            return self._values[key]
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(self._values)
+
+        def __len__(self) -> int:
+            return len(self._values)
+
+    settings_from_env(Recording({"ACCESS_TOKEN_SECRET_ID": "s"}))
+    assert read, "settings_from_env no longer reads its env argument: update this test"
+    return read
 
 
 def test_settings_reads_exactly_the_variables_listed_here() -> None:
