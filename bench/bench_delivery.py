@@ -34,7 +34,7 @@ def outbound_events(records: int) -> list[Outbound]:
         prepared = prepare_event(make_event(now=now, event_id=f"bench-{i}"), settings, now)
         if isinstance(prepared, Rejection):
             raise SystemExit(f"the sample event is rejected: {prepared.reason}")
-        out.append(Outbound(f"msg-{i}", 0, PIXEL, None, prepared.event))
+        out.append(Outbound(f"msg-{i}", 0, PIXEL, None, prepared.encoded))
     return out
 
 

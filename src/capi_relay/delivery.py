@@ -5,10 +5,13 @@ generator that prepares them lazily is fine: full chunks are sent while the rest
 :class:`DeliveryReport`: events Meta rejected as invalid in ``rejected`` (per event), message ids with an
 event that could not be decided in ``failed``; an event in neither was accepted.
 
-Data flow, top to bottom: chunking (:class:`_Chunker`) -> the per-attempt decision (:func:`decide`, pure)
--> the scheduler (:class:`_Run`: intake, dispatch, bounded waits) -> outcomes (:class:`_Outcomes`: maps a
-decision or a search step onto the report). The bad-event search itself is the pure state machine in
-``search.py``; throttle holds that outlive an invocation are in ``throttle.py``.
+Data flow, top to bottom: chunking (:class:`_Chunker`) -> one ``deliver`` call (:class:`Deliverer`, and the
+:class:`_Context` every part of the call shares: config, deadline, mode, report, the Deliverer's ports) -> the
+scheduler (:class:`_Run`: intake, dispatch, bounded waits) -> outcomes (:class:`_Outcomes`: what a finished
+attempt means; the next step after a failure is graph_policy's pure :func:`after_failure`) -> bad-event
+searches (:class:`_Searches`) -> the per-invocation state they write (:class:`_Pixels`, :class:`_Ledger`).
+The bad-event search itself is the pure state machine in ``search.py``; throttle holds that outlive an
+invocation are in ``throttle.py``.
 
 Policy (../shared/design/architecture.md, failure policy):
 
@@ -40,21 +43,20 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from enum import Enum
 
 from capi_relay.fate import FIFO_BLOCKED, FifoGate
-from capi_relay.graph import ErrorKind, GraphError, GraphReply, GraphSender
-from capi_relay.model import Outbound, encode_event
+from capi_relay.graph import GraphReply, GraphSender
+from capi_relay.graph_policy import Action, ErrorKind, GraphError, after_failure, unknown_outcome
+from capi_relay.model import Outbound
 from capi_relay.search import Probe, Search, search_request_bound
 from capi_relay.secrets import Credentials, InvocationScoped, SecretError, TokenProvider
 from capi_relay.settings import Settings, default_of
 from capi_relay.throttle import Hold, HoldBook
 
-__all__ = ["Deliverer", "DeliveryConfig", "DeliveryReport", "Failure", "chunk",
-           "decide", "search_request_bound"]  # fmt: skip
+__all__ = ["Deliverer", "DeliveryConfig", "DeliveryReport", "Failure", "chunk", "search_request_bound"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +121,6 @@ ChunkKey = tuple[str, str | None, tuple[tuple[str, str], ...]]  # pixel, test_ev
 @dataclass(slots=True)
 class _Item:
     outbound: Outbound
-    encoded: bytes
     index: int  # position in the invocation's input: keeps order
 
 
@@ -150,7 +151,7 @@ def request_body(key: ChunkKey, items: list[_Item], credentials: Credentials) ->
     proof = credentials.appsecret_proof
     if proof:
         tail["appsecret_proof"] = proof
-    parts = [b'{"data":[', b",".join(item.encoded for item in items), b"]"]
+    parts = [b'{"data":[', b",".join(item.outbound.encoded for item in items), b"]"]
     if tail:
         parts.append(b"," + json.dumps(tail, separators=(",", ":"), ensure_ascii=False).encode()[1:-1])
     parts.append(b"}")
@@ -180,11 +181,10 @@ class _Chunker:
 
     def add(self, event: Outbound) -> list[_Chunk]:
         """Add one event; return the chunks it closed (full ones)."""
-        encoded = event.encoded if event.encoded is not None else encode_event(event.event)
-        item = _Item(event, encoded, self.index)
+        item = _Item(event, self.index)
         self.index += 1
         key: ChunkKey = (event.pixel_id, event.test_event_code, event.request_fields)
-        size = len(encoded) + 1
+        size = len(event.encoded) + 1
         closed: list[_Chunk] = []
         if self.contiguous and self.open and key not in self.open:
             closed.extend(self.flush())
@@ -212,105 +212,7 @@ def chunk(outbound: Iterable[Outbound], max_events: int, max_bytes: int, *, cont
     return chunks + chunker.flush()
 
 
-# ------------------------------------------------------------------------------------------- decision
-class Action(Enum):
-    RETRY = "retry"  # send again at ``at``
-    HOLD = "hold"  # throttled: hold the pixel until ``at``, then send again
-    REFRESH = "refresh"  # force-refresh the token once, then send again
-    FAIL = "fail"  # give these records up (SQS retries them)
-    FAIL_PIXEL = "fail_pixel"  # give up every record of the pixel for this invocation
-    INVALID = "invalid"  # Meta rejected the events: reject a single one, search a chunk
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    action: Action
-    at: float = 0.0
-    retry_after_s: float | None = None  # FAIL of a throttled request: Meta's estimate / the remaining hold
-
-
-def decide(
-    error: GraphError,
-    *,
-    attempt: int,
-    stale_token: bool,
-    refreshed: bool,
-    now: float,
-    deadline: float,
-    config: DeliveryConfig,
-    jitter: float,
-) -> Decision:
-    """What to do after a failed attempt (pure: ``jitter`` in [0, 1) is the caller's random draw)."""
-    kind = error.kind
-    if kind is ErrorKind.INVALID:
-        return Decision(Action.INVALID)
-    if kind in (ErrorKind.CONFIG, ErrorKind.REQUEST):
-        return Decision(Action.FAIL_PIXEL)
-    if kind is ErrorKind.AUTH:
-        if stale_token:  # the token was refreshed after this request left: retry with the new one
-            return Decision(Action.RETRY, at=now)
-        return Decision(Action.FAIL_PIXEL) if refreshed else Decision(Action.REFRESH, at=now)
-    if kind is ErrorKind.THROTTLED:
-        wait_s = error.retry_after_s
-        if wait_s is None:
-            wait_s = config.throttle_backoff_s * 2 ** (attempt - 1) * (0.5 + jitter / 2)
-        if attempt >= config.max_attempts or deadline - (now + wait_s) < config.min_request_s:
-            return Decision(Action.FAIL, retry_after_s=wait_s)
-        return Decision(Action.HOLD, at=now + wait_s, retry_after_s=wait_s)
-    if attempt >= config.max_attempts:
-        return Decision(Action.FAIL)
-    backoff = jitter * min(config.max_backoff_s, config.base_backoff_s * 2 ** (attempt - 1))
-    return Decision(Action.RETRY, at=now + backoff)
-
-
-def failure_of(error: GraphError, retry_after_s: float | None = None) -> Failure:
-    return Failure(error.reason, error.code, error.subcode, error.fbtrace_id, retry_after_s)
-
-
-def unknown_outcome(error: GraphError) -> bool:
-    """No HTTP answer although a connection was made: the request may have reached Meta (timeout, connection
-    lost mid-answer). A connection that was never made (refused, DNS, connect timeout) is not unknown."""
-    return error.kind is ErrorKind.TRANSIENT and error.http_status is None and not error.unsent
-
-
-# ------------------------------------------------------------------------------------------- scheduler
-@dataclass(slots=True)
-class _SearchRun:
-    search: Search[Failure]
-    chunk: _Chunk
-
-
-@dataclass(slots=True)
-class _Request:
-    """One request to make (a chunk, or a probe of a search), with its retry state."""
-
-    key: ChunkKey
-    items: list[_Item]
-    seq: int  # input order of its first item: FIFO sends strictly in this order
-    attempt: int = 0
-    ready_at: float = 0.0
-    credentials: Credentials | None = None
-    last_failure: Failure | None = None
-    unknown: bool = False  # the last attempt's outcome is unknown: sending again is a resend
-    anomalies: int = 0  # attempts answered 2xx with a short events_received or an unreadable body
-    search: _SearchRun | None = None
-    probe: Probe | None = None
-
-    @property
-    def pixel_id(self) -> str:
-        return self.key[0]
-
-
-@dataclass(slots=True)
-class _Pixel:
-    credentials: Credentials | None = None
-    refreshed: bool = False
-    hold_until: float = 0.0  # monotonic
-    hold: Failure | None = None  # the throttle that set hold_until
-    broken: Failure | None = None
-    request_level: Failure | None = None  # the safety valve tripped on this error: it blames no event
-
-
+# ------------------------------------------------------------------------------------ one deliver call
 class Deliverer:
     """Sends prepared events; one instance per execution environment (keeps only throttle holds)."""
 
@@ -344,7 +246,10 @@ class Deliverer:
         report = DeliveryReport()
         if isinstance(self.tokens, InvocationScoped):
             self.tokens.begin_invocation(deadline)
-        run = _Run(self, report, deadline, fifo=fifo, quarantine=quarantine)
+        ctx = _Context(config=self.config, deadline=deadline, fifo=fifo, quarantine=quarantine, report=report,
+                       sender=self.sender, tokens=self.tokens, holds=self.holds, pool=self.pool, clock=self.clock,
+                       wall_clock=self.wall_clock, sleep=self.sleep, rng=self.rng)  # fmt: skip
+        run = _Run(ctx)
         try:
             run.run(outbound)
         except Exception:  # a bug here must not lose records: fail everything not proven delivered
@@ -357,24 +262,66 @@ class Deliverer:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What every part of one ``deliver`` call shares: the config, the deadline (a ``clock`` value), the mode,
+    the report being written, and the Deliverer's ports (the sender, the tokens, the hold book that outlives
+    the call, the pool, the clocks, sleep and the random source)."""
+
+    config: DeliveryConfig
+    deadline: float
+    fifo: bool
+    quarantine: bool
+    report: DeliveryReport
+    sender: GraphSender
+    tokens: TokenProvider
+    holds: HoldBook
+    pool: ThreadPoolExecutor
+    clock: Clock
+    wall_clock: Clock
+    sleep: Callable[[float], None]
+    rng: random.Random
+
+
+# ------------------------------------------------------------------------------------------- scheduler
+@dataclass(slots=True)
+class _Request:
+    """One request to make (a chunk, or a probe of a search), with its retry state."""
+
+    key: ChunkKey
+    items: list[_Item]
+    seq: int  # input order of its first item: FIFO sends strictly in this order
+    attempt: int = 0
+    ready_at: float = 0.0  # not before (a retry's backoff); its pixel's hold may push the start later
+    credentials: Credentials | None = None
+    last_failure: Failure | None = None
+    unknown: bool = False  # the last attempt's outcome is unknown: sending again is a resend
+    anomalies: int = 0  # attempts answered 2xx with a short events_received or an unreadable body
+    search: _SearchRun | None = None
+    probe: Probe | None = None
+
+    @property
+    def pixel_id(self) -> str:
+        return self.key[0]
+
+
 class _Run:
     """The loop of one ``deliver`` call: intake (lazily), dispatch what is ready, wait (bounded), settle."""
 
-    def __init__(self, owner: Deliverer, report: DeliveryReport, deadline: float, *, fifo: bool,
-                 quarantine: bool) -> None:  # fmt: skip
-        self.d = owner
-        self.cfg = owner.config
-        self.deadline = deadline
-        self.fifo = fifo
-        self.limit = 1 if fifo else max(1, self.cfg.concurrency)
+    def __init__(self, ctx: _Context) -> None:
+        self.ctx = ctx
+        self.limit = 1 if ctx.fifo else max(1, ctx.config.concurrency)
         self.seen: list[str] = []  # message ids of the events taken from the input so far
-        self.out = _Outcomes(owner, report, deadline, fifo=fifo, quarantine=quarantine)
+        self.pixels = _Pixels(ctx)
+        ledger = _Ledger(ctx)
+        self.out = _Outcomes(ctx, self.pixels, ledger, _Searches(ctx, self.pixels, ledger))
 
     def run(self, outbound: Iterable[Outbound]) -> None:
         """Send while the input is still being produced: every chunk that fills up is scheduled at once, so
         preparing the next events (CPU, this thread) overlaps the requests in flight (I/O, the pool)."""
+        ctx = self.ctx
         source: Iterator[Outbound] | None = iter(outbound)
-        chunker = _Chunker(self.cfg.max_events_per_request, self.cfg.max_request_bytes, contiguous=self.fifo)
+        chunker = _Chunker(ctx.config.max_events_per_request, ctx.config.max_request_bytes, contiguous=ctx.fifo)
         pending: list[_Request] = []
         running: dict[Future[GraphReply], _Request] = {}
         while source is not None or pending or running:
@@ -382,7 +329,7 @@ class _Run:
                 filled = self._intake(source, chunker)
                 if filled is None:
                     source, filled = None, chunker.flush()
-                pending.extend(self.out.requests_for(c) for c in filled)
+                pending.extend(self._request(c) for c in filled)
             pending = self._dispatch(pending, running)
             if source is not None:  # more input to prepare: only collect what has finished, never block
                 done = {f for f in running if f.done()}
@@ -390,7 +337,7 @@ class _Run:
                 done = self._wait(pending, running)
             else:
                 if pending:
-                    self.d.sleep(max(0.0, self._next_start(pending) - self.d.clock()))
+                    ctx.sleep(max(0.0, self._next_start(pending) - ctx.clock()))
                 continue
             for future in done:
                 pending.extend(self.out.settle(running.pop(future), future))
@@ -404,18 +351,22 @@ class _Run:
                 return filled
         return None
 
+    def _request(self, c: _Chunk) -> _Request:
+        self.pixels.get(c.pixel_id)  # load the token (and a known hold) on first sight of the pixel
+        return _Request(c.key, c.items, c.items[0].index)
+
     def _dispatch(self, pending: list[_Request], running: dict[Future[GraphReply], _Request]) -> list[_Request]:
         """Start every request that is ready (within the concurrency limit); give up those that cannot
         start before the deadline. FIFO: only the earliest request, and only when nothing is running."""
-        now = self.d.clock()
-        if self.fifo:
+        now = self.ctx.clock()
+        if self.ctx.fifo:
             pending.sort(key=lambda r: r.seq)
             while pending and not running:
                 gone = self.out.before_send(pending[0], now)
                 if gone is not None:  # given up or emptied; a search may have new probes to send first
                     pending = sorted(gone + pending[1:], key=lambda r: r.seq)
                     continue
-                if self._ready(pending[0], now):
+                if self.pixels.start_at(pending[0]) <= now:
                     req = pending.pop(0)
                     running[self._send(req, now)] = req
                 break
@@ -427,34 +378,32 @@ class _Run:
             gone = self.out.before_send(req, now)
             if gone is not None:
                 pending.extend(gone)
-            elif self._ready(req, now) and len(running) < self.limit:
+            elif self.pixels.start_at(req) <= now and len(running) < self.limit:
                 running[self._send(req, now)] = req
             else:
                 waiting.append(req)
         return waiting
 
-    def _ready(self, req: _Request, now: float) -> bool:
-        return max(req.ready_at, self.out.pixels.get(req.pixel_id).hold_until) <= now
-
     def _send(self, req: _Request, now: float) -> Future[GraphReply]:
-        creds = self.out.pixels.get(req.pixel_id).credentials
+        ctx = self.ctx
+        creds = self.pixels.get(req.pixel_id).credentials
         assert creds is not None
         req.credentials = creds
         req.attempt += 1
-        report = self.out.report
+        report = ctx.report
         report.requests += 1
         if req.search is not None:
             report.splits += 1
         if req.unknown:
             report.resent_events += len(req.items)
-        timeout = min(self.cfg.request_timeout_s, self.deadline - now)
+        timeout = min(ctx.config.request_timeout_s, ctx.deadline - now)
         body = request_body(req.key, req.items, creds)
-        return self.d.pool.submit(self.d.sender.send, req.pixel_id, body, creds, timeout)
+        return ctx.pool.submit(ctx.sender.send, req.pixel_id, body, creds, timeout)
 
     def _wait(self, pending: list[_Request], running: dict[Future[GraphReply], _Request]) -> set[Future[GraphReply]]:
         """Wait for a request to finish, or for the next one to be ready -- never past the deadline."""
-        now = self.d.clock()
-        left = self.deadline + ABANDON_GRACE_S - now
+        now = self.ctx.clock()
+        left = self.ctx.deadline + ABANDON_GRACE_S - now
         if left <= 0:
             for future in list(running):
                 self.out.abandon(running.pop(future))
@@ -466,113 +415,30 @@ class _Run:
         return done
 
     def _next_start(self, pending: list[_Request]) -> float:
-        heads = [min(pending, key=lambda r: r.seq)] if self.fifo else pending  # FIFO: only the head can go
-        nxt = min(max(r.ready_at, self.out.pixels.get(r.pixel_id).hold_until) for r in heads)
+        heads = [min(pending, key=lambda r: r.seq)] if self.ctx.fifo else pending  # FIFO: only the head can go
+        nxt = min(self.pixels.start_at(r) for r in heads)
         # A request that can never start fails on the next pass: wake up by then, not later.
-        return min(nxt, self.deadline - self.cfg.min_request_s)
+        return min(nxt, self.ctx.deadline - self.ctx.config.min_request_s)
 
 
-class _Pixels:
-    """Per-pixel state of one invocation: the token (loaded on first sight), the refresh, hold, breakage."""
-
-    def __init__(self, owner: Deliverer, report: DeliveryReport) -> None:
-        self.d = owner
-        self.report = report
-        self.state: dict[str, _Pixel] = {}
-
-    def get(self, pixel_id: str) -> _Pixel:
-        state = self.state.get(pixel_id)
-        if state is None:
-            state = self.state[pixel_id] = self._load(pixel_id)
-        return state
-
-    def _load(self, pixel_id: str) -> _Pixel:
-        state = _Pixel()
-        hold = self.d.holds.get(pixel_id, self.d.wall_clock())
-        if hold is not None:  # a block this environment already knows: do not post into it
-            state.hold_until = self.d.clock() + (hold.until - self.d.wall_clock())
-            state.hold = Failure(hold.reason, hold.code, hold.subcode)
-        try:
-            state.credentials = self.d.tokens.get(pixel_id)
-        except SecretError as exc:
-            logger.error("access token unavailable", extra={"pixel_id": pixel_id, "reason": exc.reason})
-            state.broken = Failure(exc.reason)
-        except Exception as exc:  # a provider bug must not escape: the records go back to SQS
-            logger.error("access token provider error", extra={"pixel_id": pixel_id, "error": type(exc).__name__})
-            state.broken = Failure("secret_unavailable")
-        return state
-
-    def refresh(self, pixel_id: str, state: _Pixel) -> bool:
-        """The one forced refresh of this pixel's token in this invocation."""
-        state.refreshed = True
-        self.report.auth_refreshes += 1
-        try:
-            state.credentials = self.d.tokens.get(pixel_id, force_refresh=True)
-        except Exception as exc:
-            state.broken = Failure(exc.reason if isinstance(exc, SecretError) else "secret_unavailable")
-            return False
-        return True
-
-    def hold(self, pixel_id: str, state: _Pixel, until: float, failure: Failure, *, remember: bool) -> None:
-        """Hold the pixel until ``until`` (clock); ``remember``: Meta's estimate, kept across invocations."""
-        if until > state.hold_until:
-            state.hold_until, state.hold = until, failure
-        if remember:
-            wall_until = self.d.wall_clock() + (until - self.d.clock())
-            self.d.holds.hold(pixel_id, Hold(wall_until, failure.reason, failure.code, failure.subcode))
-
-
-class _Ledger:
-    """Writes event outcomes into the report; in FIFO mode, remembers the groups they block."""
-
-    def __init__(self, report: DeliveryReport, *, fifo: bool, quarantine: bool) -> None:
-        self.report = report
-        self.fifo = fifo
-        self.quarantine = quarantine
-        self.gate = FifoGate()  # fate's one FIFO rule: a failed event blocks the rest of its group
-
-    def fail(self, items: list[_Item], failure: Failure) -> None:
-        for item in items:
-            self.report.failed.setdefault(item.outbound.message_id, failure)
-            if self.fifo:
-                self.gate.failed(item.outbound.group_id)
-
-    def reject(self, items: list[_Item], failure: Failure) -> None:
-        for item in items:
-            o = item.outbound
-            self.report.rejected[(o.message_id, o.position)] = failure
-            logger.warning(
-                "Meta rejected an event",
-                extra={"message_id": o.message_id, "event_position": o.position, "pixel_id": o.pixel_id,
-                       "reason": failure.reason, "code": failure.code, "error_subcode": failure.subcode,
-                       "fbtrace_id": failure.fbtrace_id},
-            )  # fmt: skip
-            if self.fifo and not self.quarantine:
-                self.gate.failed(o.group_id)
+# ------------------------------------------------------------------------------------------- outcomes
+def failure_of(error: GraphError, retry_after_s: float | None = None) -> Failure:
+    return Failure(error.reason, error.code, error.subcode, error.fbtrace_id, retry_after_s)
 
 
 class _Outcomes:
-    """Maps what happened (a chunk taken in, a finished attempt, a search step) onto the report."""
+    """What becomes of a request: whether it may still start, then what its finished attempt means --
+    accepted, retried, held, refreshed, given up, or searched for bad events -- written onto the report."""
 
-    def __init__(self, owner: Deliverer, report: DeliveryReport, deadline: float, *, fifo: bool,
-                 quarantine: bool) -> None:  # fmt: skip
-        self.d = owner
-        self.cfg = owner.config
-        self.report = report
-        self.deadline = deadline
-        self.fifo = fifo
-        self.quarantine = quarantine
-        self.pixels = _Pixels(owner, report)
-        self.ledger = _Ledger(report, fifo=fifo, quarantine=quarantine)
-
-    # ------------------------------------------------------------------------------- intake / send
-    def requests_for(self, c: _Chunk) -> _Request:
-        self.pixels.get(c.pixel_id)  # load the token (and a known hold) on first sight of the pixel
-        return _Request(c.key, c.items, c.items[0].index)
+    def __init__(self, ctx: _Context, pixels: _Pixels, ledger: _Ledger, searches: _Searches) -> None:
+        self.ctx = ctx
+        self.pixels = pixels
+        self.ledger = ledger
+        self.searches = searches
 
     def before_send(self, req: _Request, now: float) -> list[_Request] | None:
         """None: ``req`` may be sent (if ready). Else it was given up or emptied: what to schedule instead."""
-        if self.fifo and req.search is None and req.attempt == 0:  # a search's probes are already filtered
+        if self.ctx.fifo and req.search is None and req.attempt == 0:  # a search's probes are already filtered
             gate = self.ledger.gate
             blocked = [i for i in req.items if gate.blocks(i.outbound.group_id)]
             if blocked:
@@ -583,15 +449,13 @@ class _Outcomes:
         state = self.pixels.get(req.pixel_id)
         if state.broken is not None:
             return self.give_up(req, state.broken)
-        start_at = max(req.ready_at, state.hold_until, now)
-        if self.deadline - start_at >= self.cfg.min_request_s:
+        if self.ctx.deadline - max(self.pixels.start_at(req), now) >= self.ctx.config.min_request_s:
             return None
         if state.hold_until > now and state.hold is not None:  # a hold that outlives the deadline
             h = state.hold
             return self.give_up(req, Failure(h.reason, h.code, h.subcode, None, state.hold_until - now))
         return self.give_up(req, req.last_failure or Failure("deadline"))
 
-    # ------------------------------------------------------------------------------- attempts
     def settle(self, req: _Request, future: Future[GraphReply]) -> list[_Request]:
         """Handle one finished attempt; return the requests to schedule next."""
         try:
@@ -601,7 +465,7 @@ class _Outcomes:
         except Exception as exc:  # a bug in the sender must not lose records
             error = GraphError(ErrorKind.TRANSIENT, detail=f"unexpected {type(exc).__name__}")
         else:
-            self.report.latencies_ms.append(reply.latency_ms)
+            self.ctx.report.latencies_ms.append(reply.latency_ms)
             if reply.events_received == len(req.items):
                 return self._accepted(req)
             error = GraphError(
@@ -615,27 +479,27 @@ class _Outcomes:
 
     def abandon(self, req: _Request) -> None:
         """An attempt still running past the deadline: its outcome is unknown; its records fail."""
-        self.report.unknown_outcomes += 1
+        self.ctx.report.unknown_outcomes += 1
         logger.warning("request still running at the deadline; abandoned", extra={"pixel_id": req.pixel_id,
                                                                                  "events": len(req.items)})  # fmt: skip
         self.give_up(req, Failure("deadline_in_flight"))
 
     def _attempt_failed(self, req: _Request, error: GraphError) -> list[_Request]:
-        report = self.report
+        ctx, report = self.ctx, self.ctx.report
         report.graph_errors[error.reason] += 1
         state = self.pixels.get(req.pixel_id)
-        now = self.d.clock()
+        now = ctx.clock()
         if error.http_status is not None and 200 <= error.http_status < 300 and self._anomaly_is_final(req, now):
             return self._accepted_on_anomaly(req, error)  # every attempt was answered 2xx, oddly
         req.unknown = unknown_outcome(error)
         report.unknown_outcomes += req.unknown
-        decision = decide(error, attempt=req.attempt, stale_token=req.credentials != state.credentials,
-                          refreshed=state.refreshed, now=now, deadline=self.deadline, config=self.cfg,
-                          jitter=self.d.rng.random())  # fmt: skip
+        step = after_failure(error, attempt=req.attempt, stale_token=req.credentials != state.credentials,
+                             refreshed=state.refreshed, now=now, deadline=ctx.deadline, config=ctx.config,
+                             jitter=ctx.rng.random())  # fmt: skip
         extra = {"pixel_id": req.pixel_id, "events": len(req.items), "attempt": req.attempt, "reason": error.reason,
                  "code": error.code, "error_subcode": error.subcode, "fbtrace_id": error.fbtrace_id,
                  "http_status": error.http_status}  # fmt: skip
-        action = decision.action
+        action = step.action
         if action is Action.INVALID:
             return self._invalid(req, error)
         if action is Action.FAIL_PIXEL:
@@ -650,28 +514,29 @@ class _Outcomes:
                 return self.give_up(req, state.broken)
             req.ready_at = now
             return [req]
-        failure = failure_of(error, decision.retry_after_s)
+        failure = failure_of(error, step.retry_after_s)
         if error.kind is ErrorKind.THROTTLED:
             report.throttles += 1
-            assert decision.retry_after_s is not None
-            self.pixels.hold(req.pixel_id, state, now + decision.retry_after_s, failure,
+            assert step.retry_after_s is not None
+            self.pixels.hold(req.pixel_id, state, now + step.retry_after_s, failure,
                              remember=error.retry_after_s is not None)  # fmt: skip
-            logger.warning("throttled by Meta; holding the pixel", extra={**extra, "hold_s": decision.retry_after_s})
+            logger.warning("throttled by Meta; holding the pixel", extra={**extra, "hold_s": step.retry_after_s})
         if action is Action.FAIL:
             logger.warning("giving up; records go back to SQS", extra=extra)
             return self.give_up(req, failure, stop=error.kind is ErrorKind.THROTTLED)
         report.retries += 1
         req.last_failure = failure
-        req.ready_at = decision.at
+        req.ready_at = step.at
         return [req]
 
     def _anomaly_is_final(self, req: _Request, now: float) -> bool:
         """A 2xx with a short ``events_received`` or an unreadable body. Final when no other attempt is possible
         and every attempt of the request was answered so (a systematic anomaly of Meta's answer; a sporadic
         one among other failures is a transient failure like them)."""
-        self.report.anomalous_2xx += 1
+        self.ctx.report.anomalous_2xx += 1
         req.anomalies += 1
-        last = req.attempt >= self.cfg.max_attempts or self.deadline - now < 2 * self.cfg.min_request_s
+        config = self.ctx.config
+        last = req.attempt >= config.max_attempts or self.ctx.deadline - now < 2 * config.min_request_s
         return last and req.anomalies == req.attempt
 
     def _accepted_on_anomaly(self, req: _Request, error: GraphError) -> list[_Request]:
@@ -679,11 +544,29 @@ class _Outcomes:
         events are accepted -- never failed, which would send 1,000 neighbours back (and on their last
         receive into the DLQ) for an answer that is not an error -- and the anomaly is counted
         (``GraphAnomalousSuccess``) and logged as an error with its fbtrace_id."""
-        self.report.accepted_on_anomaly += len(req.items)
+        self.ctx.report.accepted_on_anomaly += len(req.items)
         extra = {"pixel_id": req.pixel_id, "events": len(req.items), "attempt": req.attempt, "reason": error.reason,
                  "fbtrace_id": error.fbtrace_id, "detail": error.detail}  # fmt: skip
         logger.error("Meta answered 2xx without a readable full events_received; accepting the events", extra=extra)
         return self._accepted(req)
+
+    def _accepted(self, req: _Request) -> list[_Request]:
+        report = self.ctx.report
+        report.delivered_events += len(req.items)
+        report.accepted.update((i.outbound.message_id, i.outbound.position) for i in req.items)
+        if req.search is None or req.probe is None:
+            return []
+        return self.searches.accepted(req.search, req.probe)
+
+    def _invalid(self, req: _Request, error: GraphError) -> list[_Request]:
+        failure = failure_of(error)
+        signature = (error.kind, error.code, error.subcode)
+        if req.search is not None and req.probe is not None:
+            return self.searches.rejected(req.search, req.probe, failure, signature)
+        if len(req.items) == 1:
+            self.ledger.reject(req.items, failure)
+            return []
+        return self.searches.start(req, failure, signature)
 
     def give_up(self, req: _Request, failure: Failure, *, stop: bool = True) -> list[_Request]:
         """The request's records fail (for SQS to retry). A search it belonged to goes on with the rest,
@@ -691,44 +574,57 @@ class _Outcomes:
         if req.search is None or req.probe is None:
             self.ledger.fail(req.items, failure)
             return []
-        if stop:
-            req.search.search.abandon(failure)
-        req.search.search.undecided(req.probe, failure)
-        return self._search_step(req.search)
+        return self.searches.undecided(req.search, req.probe, failure, stop=stop)
 
-    # ------------------------------------------------------------------------------- search
-    def _accepted(self, req: _Request) -> list[_Request]:
-        self.report.delivered_events += len(req.items)
-        self.report.accepted.update((i.outbound.message_id, i.outbound.position) for i in req.items)
-        if req.search is None or req.probe is None:
-            return []
-        req.search.search.accepted(req.probe)
-        return self._search_step(req.search)
 
-    def _invalid(self, req: _Request, error: GraphError) -> list[_Request]:
-        failure = failure_of(error)
-        signature = (error.kind, error.code, error.subcode)
-        if req.search is not None and req.probe is not None:
-            req.search.search.rejected(req.probe, failure, signature)
-            return self._search_step(req.search)
-        if len(req.items) == 1:
-            self.ledger.reject(req.items, failure)
-            return []
+# ------------------------------------------------------------------------------------- bad-event search
+@dataclass(slots=True)
+class _SearchRun:
+    search: Search[Failure]
+    chunk: _Chunk
+
+
+class _Searches:
+    """The bad-event searches of one ``deliver`` call: a rejected multi-event request becomes a
+    :class:`~capi_relay.search.Search`; each probe's outcome moves it on (its next probes are new requests);
+    a finished search's verdicts go to the ledger."""
+
+    def __init__(self, ctx: _Context, pixels: _Pixels, ledger: _Ledger) -> None:
+        self.ctx = ctx
+        self.pixels = pixels
+        self.ledger = ledger
+
+    def start(self, req: _Request, failure: Failure, signature: Hashable) -> list[_Request]:
         logger.info("Meta rejected a multi-event request; searching for the bad events",
-                    extra={"pixel_id": req.pixel_id, "events": len(req.items), "reason": error.reason})  # fmt: skip
-        groups = {n: item.outbound.group_id for n, item in enumerate(req.items)} if self.fifo else None
-        search = Search(range(len(req.items)), failure, signature, groups=groups, block_on_bad=not self.quarantine)
-        return self._search_step(_SearchRun(search, _Chunk(req.key, req.items)))
+                    extra={"pixel_id": req.pixel_id, "events": len(req.items), "reason": failure.reason})  # fmt: skip
+        groups = {n: item.outbound.group_id for n, item in enumerate(req.items)} if self.ctx.fifo else None
+        search = Search(range(len(req.items)), failure, signature, groups=groups, block_on_bad=not self.ctx.quarantine)
+        return self._step(_SearchRun(search, _Chunk(req.key, req.items)))
 
-    def _search_step(self, run: _SearchRun) -> list[_Request]:
-        items, now = run.chunk.items, self.d.clock()
+    def accepted(self, run: _SearchRun, probe: Probe) -> list[_Request]:
+        run.search.accepted(probe)
+        return self._step(run)
+
+    def rejected(self, run: _SearchRun, probe: Probe, failure: Failure, signature: Hashable) -> list[_Request]:
+        run.search.rejected(probe, failure, signature)
+        return self._step(run)
+
+    def undecided(self, run: _SearchRun, probe: Probe, failure: Failure, *, stop: bool) -> list[_Request]:
+        """The probe's records could not be decided; ``stop``: neither can the rest of the search."""
+        if stop:
+            run.search.abandon(failure)
+        run.search.undecided(probe, failure)
+        return self._step(run)
+
+    def _step(self, run: _SearchRun) -> list[_Request]:
+        items, now = run.chunk.items, self.ctx.clock()
         new = [_Request(run.chunk.key, [items[i] for i in p.items], items[p.items[0]].index, ready_at=now,
                         search=run, probe=p) for p in run.search.probes()]  # fmt: skip
         if run.search.done:
-            self._search_done(run)
+            self._done(run)
         return new
 
-    def _search_done(self, run: _SearchRun) -> None:
+    def _done(self, run: _SearchRun) -> None:
         r, items = run.search.result, run.chunk.items
         state = self.pixels.get(run.chunk.pixel_id)
         for i, failure in sorted(r.bad.items()):
@@ -750,3 +646,97 @@ class _Outcomes:
                 state.broken = failure
             for i, f in sorted(r.request_level.items()):
                 self.ledger.fail([items[i]], f)
+
+
+# --------------------------------------------------------------------------------- per-invocation state
+@dataclass(slots=True)
+class _Pixel:
+    credentials: Credentials | None = None
+    refreshed: bool = False
+    hold_until: float = 0.0  # monotonic
+    hold: Failure | None = None  # the throttle that set hold_until
+    broken: Failure | None = None
+    request_level: Failure | None = None  # the safety valve tripped on this error: it blames no event
+
+
+class _Pixels:
+    """Per-pixel state of one invocation: the token (loaded on first sight), the refresh, hold, breakage."""
+
+    def __init__(self, ctx: _Context) -> None:
+        self.ctx = ctx
+        self.state: dict[str, _Pixel] = {}
+
+    def get(self, pixel_id: str) -> _Pixel:
+        state = self.state.get(pixel_id)
+        if state is None:
+            state = self.state[pixel_id] = self._load(pixel_id)
+        return state
+
+    def start_at(self, req: _Request) -> float:
+        """When ``req`` may start (a ``clock`` value): not before its own ``ready_at`` (a retry's backoff)
+        nor before its pixel's hold ends."""
+        return max(req.ready_at, self.get(req.pixel_id).hold_until)
+
+    def _load(self, pixel_id: str) -> _Pixel:
+        ctx = self.ctx
+        state = _Pixel()
+        hold = ctx.holds.get(pixel_id, ctx.wall_clock())
+        if hold is not None:  # a block this environment already knows: do not post into it
+            state.hold_until = ctx.clock() + (hold.until - ctx.wall_clock())
+            state.hold = Failure(hold.reason, hold.code, hold.subcode)
+        try:
+            state.credentials = ctx.tokens.get(pixel_id)
+        except SecretError as exc:
+            logger.error("access token unavailable", extra={"pixel_id": pixel_id, "reason": exc.reason})
+            state.broken = Failure(exc.reason)
+        except Exception as exc:  # a provider bug must not escape: the records go back to SQS
+            logger.error("access token provider error", extra={"pixel_id": pixel_id, "error": type(exc).__name__})
+            state.broken = Failure("secret_unavailable")
+        return state
+
+    def refresh(self, pixel_id: str, state: _Pixel) -> bool:
+        """The one forced refresh of this pixel's token in this invocation."""
+        state.refreshed = True
+        self.ctx.report.auth_refreshes += 1
+        try:
+            state.credentials = self.ctx.tokens.get(pixel_id, force_refresh=True)
+        except Exception as exc:
+            state.broken = Failure(exc.reason if isinstance(exc, SecretError) else "secret_unavailable")
+            return False
+        return True
+
+    def hold(self, pixel_id: str, state: _Pixel, until: float, failure: Failure, *, remember: bool) -> None:
+        """Hold the pixel until ``until`` (clock); ``remember``: Meta's estimate, kept across invocations."""
+        if until > state.hold_until:
+            state.hold_until, state.hold = until, failure
+        if remember:
+            wall_until = self.ctx.wall_clock() + (until - self.ctx.clock())
+            self.ctx.holds.hold(pixel_id, Hold(wall_until, failure.reason, failure.code, failure.subcode))
+
+
+class _Ledger:
+    """Writes event outcomes into the report; in FIFO mode, remembers the groups they block."""
+
+    def __init__(self, ctx: _Context) -> None:
+        self.ctx = ctx
+        self.gate = FifoGate()  # fate's one FIFO rule: a failed event blocks the rest of its group
+
+    def fail(self, items: list[_Item], failure: Failure) -> None:
+        failed, fifo = self.ctx.report.failed, self.ctx.fifo
+        for item in items:
+            failed.setdefault(item.outbound.message_id, failure)
+            if fifo:
+                self.gate.failed(item.outbound.group_id)
+
+    def reject(self, items: list[_Item], failure: Failure) -> None:
+        for item in items:
+            o = item.outbound
+            self.ctx.report.rejected[(o.message_id, o.position)] = failure
+            logger.warning(
+                "Meta rejected an event",
+                extra={"message_id": o.message_id, "event_position": o.position, "pixel_id": o.pixel_id,
+                       "reason": failure.reason, "code": failure.code, "error_subcode": failure.subcode,
+                       "fbtrace_id": failure.fbtrace_id},
+            )  # fmt: skip
+            if self.ctx.fifo and not self.ctx.quarantine:
+                self.gate.failed(o.group_id)

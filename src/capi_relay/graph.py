@@ -1,10 +1,10 @@
-"""Graph API client: one pooled urllib3 connection set, Bearer auth, bounded attempts, error classification.
+"""Graph API client (transport): one pooled urllib3 connection set, Bearer auth, bounded attempts.
 
 This is the relay's only outbound HTTP. It never retries by itself (delivery.py owns retry policy), with
 one exception that costs no attempt: a kept-alive connection that the server closed while idle (a stale
-socket after a Lambda freeze) is retried once at once on a fresh connection. Every failure becomes a
-:class:`GraphError` with an :class:`ErrorKind` decided from Meta's ``error.code`` / ``error_subcode`` /
-``is_transient`` -- never from localized message text.
+socket after a Lambda freeze) is retried once at once on a fresh connection. A 2xx answer becomes a
+:class:`GraphReply`; every failure a :class:`~capi_relay.graph_policy.GraphError`: a non-2xx answer as
+graph_policy.py classifies it (Meta's error codes, its hold estimate), a failure to get an answer as TRANSIENT.
 
 Bounds: each attempt has one wall-clock cap (connect + request + every read), enforced by a watchdog that
 shuts the socket down when the cap passes, so a body trickling in byte by byte cannot hold the caller; a
@@ -14,14 +14,11 @@ response body is read up to ``max_response_bytes`` and a larger one drops the co
 from __future__ import annotations
 
 import json
-import math
 import socket
 import threading
 import time
 from contextlib import suppress
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
-from enum import StrEnum
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -30,68 +27,13 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from capi_relay import __version__
+from capi_relay.graph_policy import ErrorKind, GraphError, classify_answer
 from capi_relay.secrets import Credentials, header_value_ok
 
 USER_AGENT = f"capi-relay/{__version__}"
 BASE_HEADERS: dict[str, str] = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
-THROTTLE_CODES = frozenset({4, 17, 32, 613}) | frozenset(range(80000, 80015))
-TRANSIENT_CODES = frozenset({1, 2, 341, 368})
-AUTH_CODES = frozenset({190, 102, 104})  # 104: no token reached Meta
-CONFIG_CODES = frozenset({3, 10, 2635})  # 2635: the Graph API version is retired
-CODE_PARAM = 100
-INVALID_SUBCODES_LO, INVALID_SUBCODES_HI = 2804000, 2804999  # CAPI event validation failures
-SUBCODE_OBJECT_MISSING = 33
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 _READ_CHUNK = 64 * 1024
-
-
-class ErrorKind(StrEnum):
-    TRANSIENT = "transient"  # retry with backoff
-    THROTTLED = "throttled"  # back off longer, honour Retry-After / the usage headers, never spin
-    AUTH = "auth"  # refresh the token once, then fail
-    CONFIG = "config"  # permission / wrong pixel / retired version: every request for this pixel would fail
-    INVALID = "invalid"  # Meta rejected the request's content (2804xxx): search for the bad events
-    REQUEST = "request"  # the request itself is unacceptable (code 100, no subcode): no search, fail the pixel
-
-
-class GraphError(Exception):
-    def __init__(
-        self,
-        kind: ErrorKind,
-        *,
-        http_status: int | None = None,
-        code: int | None = None,
-        subcode: int | None = None,
-        fbtrace_id: str | None = None,
-        retry_after_s: float | None = None,
-        detail: str = "",
-        reason: str | None = None,
-        unsent: bool = False,
-    ) -> None:
-        super().__init__(f"{kind}: http={http_status} code={code} subcode={subcode} {detail}".strip())
-        self.kind = kind
-        self.unsent = unsent  # the request never left: no connection was made (refused, DNS, connect timeout)
-        self.http_status = http_status
-        self.code = code
-        self.subcode = subcode
-        self.fbtrace_id = fbtrace_id
-        self.retry_after_s = retry_after_s
-        self.detail = detail
-        self._reason = reason
-
-    @property
-    def reason(self) -> str:
-        """Stable reason code for metrics and logs, e.g. ``graph_invalid_100_2804003``, ``graph_config_2635``."""
-        if self._reason is not None:
-            return self._reason
-        parts = ["graph", self.kind.value]
-        if self.code is not None:
-            parts.append(str(self.code))
-            if self.subcode is not None:
-                parts.append(str(self.subcode))
-        elif self.http_status is not None:
-            parts.append(f"http{self.http_status}")
-        return "_".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,153 +49,6 @@ class GraphSender(Protocol):
     def send(
         self, pixel_id: str, body: bytes, credentials: Credentials, timeout_s: float | None = None
     ) -> GraphReply: ...
-
-
-# ------------------------------------------------------------------------------------- classification
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def classify(http_status: int, payload: Any, retry_after_s: float | None) -> GraphError:
-    """Map a non-2xx Graph response to a typed error, on ``code`` / ``error_subcode`` / ``is_transient``.
-
-    HTTP status only decides when there is no Graph error object (HTML from a proxy, an empty or
-    truncated body): 429 is throttling, anything else is transient. Only a 2804xxx subcode says the
-    events are bad (INVALID: search for them). Code 100 with no subcode (or one that is neither 33 nor
-    2804xxx) is about the request -- appsecret_proof missing or wrong, a body Graph cannot read -- so it
-    is REQUEST: no search, no event blamed. A Graph error whose code is not known here is transient: it
-    is retried and, if it persists, ends in the DLQ -- never searched (that would cost ~2n requests for
-    an error that is not about the events).
-    """
-    error = payload.get("error") if isinstance(payload, dict) else None
-    if not isinstance(error, dict):
-        kind = ErrorKind.THROTTLED if http_status == 429 else ErrorKind.TRANSIENT
-        return GraphError(kind, http_status=http_status, retry_after_s=retry_after_s, detail="no Graph error body")
-
-    code = _int(error.get("code"))
-    subcode = _int(error.get("error_subcode"))
-    trace = error.get("fbtrace_id") if isinstance(error.get("fbtrace_id"), str) else None
-    invalid_subcode = subcode is not None and INVALID_SUBCODES_LO <= subcode <= INVALID_SUBCODES_HI
-    if code in THROTTLE_CODES or (code is None and http_status == 429):
-        kind = ErrorKind.THROTTLED
-    elif error.get("is_transient") is True or code in TRANSIENT_CODES:
-        kind = ErrorKind.TRANSIENT
-    elif code in AUTH_CODES:
-        kind = ErrorKind.AUTH
-    elif (
-        code in CONFIG_CODES
-        or (code is not None and 200 <= code <= 299)
-        or (code == CODE_PARAM and subcode == SUBCODE_OBJECT_MISSING)
-    ):
-        kind = ErrorKind.CONFIG
-    elif invalid_subcode:
-        kind = ErrorKind.INVALID
-    elif code == CODE_PARAM:
-        kind = ErrorKind.REQUEST
-    elif http_status == 429:
-        kind = ErrorKind.THROTTLED
-    else:
-        kind = ErrorKind.TRANSIENT
-    return GraphError(
-        kind,
-        http_status=http_status,
-        code=code,
-        subcode=subcode,
-        fbtrace_id=trace,
-        retry_after_s=retry_after_s,
-    )
-
-
-def _retry_after(headers: Any) -> float | None:
-    """``Retry-After`` in seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
-    value = headers.get("Retry-After") if headers is not None else None
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return None if math.isnan(seconds) else max(0.0, seconds)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-_USAGE_HEADERS = ("X-Business-Use-Case-Usage", "X-Ad-Account-Usage", "X-App-Usage")
-
-
-def usage_regain_s(headers: Any) -> float | None:
-    """Meta's own estimate of a block, in seconds: the largest ``estimated_time_to_regain_access`` (minutes)
-    over every entry of ``X-Business-Use-Case-Usage`` (``{"<business id>": [{"type", "call_count", ...,
-    "estimated_time_to_regain_access"}]}``). None when no header names a positive estimate; unreadable
-    headers are ignored (they are advisory)."""
-    if headers is None:
-        return None
-    raw = headers.get("X-Business-Use-Case-Usage")
-    if not isinstance(raw, str) or len(raw) > 64 * 1024:
-        return None
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return None
-    entries: list[Any] = []
-    if isinstance(doc, dict):
-        for value in doc.values():
-            entries.extend(value if isinstance(value, list) else [value])
-    minutes = [
-        float(e["estimated_time_to_regain_access"])
-        for e in entries
-        if isinstance(e, dict)
-        and isinstance(e.get("estimated_time_to_regain_access"), int | float)
-        and not isinstance(e.get("estimated_time_to_regain_access"), bool)
-    ]
-    best = max(minutes, default=0.0)
-    return best * 60.0 if best > 0 else None
-
-
-def usage_percent(headers: Any) -> int | None:
-    """The highest usage percentage in ``X-App-Usage`` / ``X-Business-Use-Case-Usage`` (for logs only)."""
-    if headers is None:
-        return None
-    best: int | None = None
-    for name in _USAGE_HEADERS:
-        raw = headers.get(name)
-        if not isinstance(raw, str) or len(raw) > 64 * 1024:
-            continue
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            continue
-        stack: list[Any] = [doc]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, dict):
-                for key, value in item.items():
-                    if key in ("call_count", "total_cputime", "total_time", "acc_id_util_pct") and (
-                        isinstance(value, int | float) and not isinstance(value, bool)
-                    ):
-                        best = max(best or 0, int(value))
-                    elif isinstance(value, dict | list):
-                        stack.append(value)
-            elif isinstance(item, list):
-                stack.extend(item)
-    return best
-
-
-MAX_HOLD_S = 43_200.0  # SQS's longest visibility: a longer hold could not park a record anyway
-
-
-def _hold_s(headers: Any) -> float | None:
-    """How long Meta (or a proxy) asks us to stay away: the larger of Retry-After and the usage estimate,
-    capped at 12 hours (``Retry-After: inf`` or a huge estimate must not hold a pixel for the life of the
-    execution environment); a value that is not a number (NaN) is ignored."""
-    values = [v for v in (_retry_after(headers), usage_regain_s(headers)) if v is not None and not math.isnan(v)]
-    return min(max(values), MAX_HOLD_S) if values else None
 
 
 # --------------------------------------------------------------------------------------- the watchdog
@@ -411,7 +206,7 @@ class GraphClient:
                 raise GraphError(ErrorKind.TRANSIENT, http_status=status, detail="unreadable 2xx body")
             trace = payload.get("fbtrace_id")
             return GraphReply(received, trace if isinstance(trace, str) else None, latency_ms)
-        raise classify(status, payload, _hold_s(response_headers))
+        raise classify_answer(status, payload, response_headers)
 
     def get_json(
         self, path: str, query: dict[str, str], credentials: Credentials, timeout_s: float | None = None
@@ -449,7 +244,7 @@ class GraphClient:
             if not isinstance(payload, dict):
                 raise GraphError(ErrorKind.TRANSIENT, http_status=status, detail="unreadable 2xx body")
             return payload
-        raise classify(status, payload, _hold_s(response_headers))
+        raise classify_answer(status, payload, response_headers)
 
     def _attempt(
         self, url: str, body: bytes | None, headers: dict[str, str], cap: float, *, fresh: bool, method: str = "POST"

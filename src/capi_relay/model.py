@@ -75,8 +75,7 @@ class Outbound:
     position: int
     pixel_id: str
     test_event_code: str | None
-    event: JSONDict
-    encoded: bytes | None = None  # the event as UTF-8 JSON, encoded once while its record can still fail alone
+    encoded: bytes  # the event as UTF-8 JSON (what is POSTed), encoded once while its record can still fail alone
     # Request-level parameters (upload_tag, upload_source, namespace_id, partner_agent) from the message:
     # events with different values never share a request. Sorted (key, value) pairs, hashable.
     request_fields: tuple[tuple[str, str], ...] = ()

@@ -59,7 +59,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_REMAINING_MS = 60_000
 MAX_VISIBILITY_BATCH = 10  # ChangeMessageVisibilityBatch
 IO_GRACE_S = 0.2  # a fate call started in time is waited for this much past io_end before it counts as failed
-_NO_EVENT: dict[str, Any] = {}  # Outbound.event of a prepared event: ``encoded`` is what is sent
 _COUNT_RE = re.compile(r"[0-9]{1,9}")  # ASCII digits: "²".isdigit() is True and int("²") raises
 _MILLIS_RE = re.compile(r"[0-9]{1,16}")
 T = TypeVar("T")
@@ -352,8 +351,8 @@ class Relay:
             if isinstance(event_time, int) and (oldest is None or event_time < oldest):
                 record.oldest_event_time = event_time
             # Only the encoded bytes travel on (a letter is built from the event as received).
-            outbound.append(Outbound(message_id, position, pixel_id, record.test_event_code, _NO_EVENT,
-                                     result.encoded, message.request_fields, record.group_id))  # fmt: skip
+            outbound.append(Outbound(message_id, position, pixel_id, record.test_event_code, result.encoded,
+                                     message.request_fields, record.group_id))  # fmt: skip
         record.outbound = outbound
         summary.events_prepared += len(outbound)
 

@@ -11,7 +11,7 @@ import pytest
 
 from capi_relay.delivery import Deliverer, DeliveryConfig
 from capi_relay.graph import GraphClient
-from capi_relay.model import Outbound
+from capi_relay.model import Outbound, encode_event
 from capi_relay.secrets import FetchBounds, SecretError, SecretsManagerTokenProvider, powertools_fetch
 from local.graph_standin import GraphStandIn
 from local.stack import Resources
@@ -40,9 +40,9 @@ def test_six_pixels_share_one_secret_fetch_through_the_relay(resources: Resource
     client = GraphClient(standin.url, "v26.0")
     deliverer = Deliverer(client, tokens, DeliveryConfig(concurrency=4))
     try:
-        outbound = [Outbound(f"m{i}", 0, pixel, None, {"event_name": "Lead", "event_time": int(time.time()),
-                                                          "action_source": "system_generated", "event_id": f"e{i}",
-                                                          "user_data": {"em": ["0" * 64]}})
+        lead = {"event_name": "Lead", "event_time": int(time.time()), "action_source": "system_generated",
+                "user_data": {"em": ["0" * 64]}}  # fmt: skip
+        outbound = [Outbound(f"m{i}", 0, pixel, None, encode_event({**lead, "event_id": f"e{i}"}))
                     for i, pixel in enumerate(PIXELS)]  # fmt: skip
         # When one invocation delivers to all six
         report = deliverer.deliver(outbound, time.monotonic() + 20)

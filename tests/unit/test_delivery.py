@@ -7,6 +7,7 @@ when the scheduler sleeps, so backoffs and deadlines cost no wall time.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -23,8 +24,9 @@ from capi_relay.delivery import (
     request_overhead,
 )
 from capi_relay.envelope import MAX_REQUEST_FIELD_CHARS, REQUEST_FIELDS
-from capi_relay.graph import ErrorKind, GraphError, GraphReply
-from capi_relay.model import Outbound
+from capi_relay.graph import GraphReply
+from capi_relay.graph_policy import ErrorKind, GraphError
+from capi_relay.model import Outbound, encode_event
 from capi_relay.search import SEARCH_POOLED_FROM, search_request_bound, valve_request_bound
 from capi_relay.secrets import Credentials, SecretError
 from capi_relay.validate import REQUEST_OVERHEAD_BYTES
@@ -110,9 +112,16 @@ class Sender:
 
 def events(n: int, pixel: str = PIXEL, test_code: str | None = None, prefix: str = "m") -> list[Outbound]:
     return [
-        Outbound(f"{prefix}{i}", 0, pixel, test_code, {"event_name": "Purchase", "event_id": f"{prefix}{i}"})
+        Outbound(
+            f"{prefix}{i}", 0, pixel, test_code, encode_event({"event_name": "Purchase", "event_id": f"{prefix}{i}"})
+        )
         for i in range(n)
     ]
+
+
+def event_id(o: Outbound) -> str:
+    """The ``event_id`` of an outbound event (as it is POSTed)."""
+    return str(json.loads(o.encoded)["event_id"])
 
 
 def cfg(**kw: Any) -> DeliveryConfig:
@@ -159,7 +168,7 @@ def assert_accounted(report: DeliveryReport, outbound: list[Outbound], sender: S
         if req.get("ok"):
             accepted.update(req["ids"])
     for o in outbound:
-        outcomes = [o.event["event_id"] in accepted, (o.message_id, o.position) in report.rejected]
+        outcomes = [event_id(o) in accepted, (o.message_id, o.position) in report.rejected]
         assert sum(outcomes) <= 1, o
         if not any(outcomes):
             assert o.message_id in report.failed, o
@@ -220,7 +229,7 @@ def test_every_body_stays_under_the_byte_cap_with_the_largest_test_code_and_requ
     longest = "\x01" * MAX_REQUEST_FIELD_CHARS
     fields = tuple((key, longest) for key in REQUEST_FIELDS)
     outbound = [
-        Outbound(o.message_id, 0, PIXEL, longest, o.event, None, fields) for o in events(300)
+        Outbound(o.message_id, 0, PIXEL, longest, o.encoded, fields) for o in events(300)
     ]  # fmt: skip
     # When chunked at 16 KiB
     chunks = chunk(outbound, 1000, 16 * 1024)
@@ -603,7 +612,7 @@ def test_search_out_of_time_fails_the_undecided_records_for_sqs_to_retry() -> No
 
 def test_a_bad_event_is_reported_alone_and_its_record_neighbours_are_delivered() -> None:
     clock = Clock()
-    outbound = [Outbound("msg", i, PIXEL, None, {"event_id": f"e{i}"}) for i in range(4)] + events(4)
+    outbound = [Outbound("msg", i, PIXEL, None, encode_event({"event_id": f"e{i}"})) for i in range(4)] + events(4)
     sender = Sender(invalid_if({"e2"}), clock)
     report = run(sender, outbound, clock=clock)
     assert set(report.rejected) == {("msg", 2)}
@@ -768,14 +777,14 @@ def test_an_attempt_still_running_at_the_deadline_is_abandoned() -> None:
 # ------------------------------------------------------------------------------------- FIFO
 def grouped(spec: list[tuple[str, str]]) -> list[Outbound]:
     """Events ``(event_id, group)`` in order, one message each."""
-    return [Outbound(eid, 0, PIXEL, None, {"event_id": eid}, group_id=g) for eid, g in spec]
+    return [Outbound(eid, 0, PIXEL, None, encode_event({"event_id": eid}), group_id=g) for eid, g in spec]
 
 
 def assert_group_order(sender: Sender, outbound: list[Outbound], report: DeliveryReport) -> None:
     """No request carried an event while an earlier event of its group was undecided (not in the same
     request, and not yet accepted, rejected alone, or isolated by inference from an accepted probe)."""
-    group = {o.event["event_id"]: o.group_id for o in outbound}
-    order = [o.event["event_id"] for o in outbound]
+    group = {event_id(o): o.group_id for o in outbound}
+    order = [event_id(o) for o in outbound]
     bad = {message_id for message_id, _ in report.rejected}
     last_seen = {eid: n for n, req in enumerate(sender.requests) for eid in req["ids"]}
     decided: set[str] = set()
@@ -857,7 +866,7 @@ def test_fifo_retry_of_an_earlier_chunk_goes_before_a_later_chunk() -> None:
 def test_request_fields_split_chunks_and_go_to_the_top_level_of_the_body() -> None:
     clock = Clock()
     tagged = (("namespace_id", "ns1"), ("upload_tag", "store-42"))
-    outbound = [*events(3), Outbound("t0", 0, PIXEL, None, {"event_id": "t0"}, request_fields=tagged)]
+    outbound = [*events(3), Outbound("t0", 0, PIXEL, None, encode_event({"event_id": "t0"}), request_fields=tagged)]
     sender = Sender(clock=clock)
     report = run(sender, outbound, clock=clock)
     assert report.failed == {}

@@ -46,6 +46,7 @@ STAGE_OF: dict[str, str] = {
     "capi_relay._trunk_prefixes": "prepare",
     "capi_relay.delivery": "deliver",
     "capi_relay.graph": "deliver",
+    "capi_relay.graph_policy": "deliver",
     "capi_relay.graph_versions": "deliver",
     "capi_relay.search": "deliver",
     "capi_relay.throttle": "deliver",

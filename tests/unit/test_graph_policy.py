@@ -1,4 +1,5 @@
-"""Graph error classification: on error.code / error_subcode / is_transient, never on status or text."""
+"""graph_policy: error classification on error.code / error_subcode / is_transient (never on status or text),
+Meta's hold estimate, and the pure next step after a failed attempt (after_failure)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,19 @@ from typing import Any
 
 import pytest
 
-from capi_relay.graph import ErrorKind, GraphError, _hold_s, _retry_after, classify, usage_percent, usage_regain_s
+from capi_relay.delivery import DeliveryConfig
+from capi_relay.graph_policy import (
+    Action,
+    ErrorKind,
+    GraphError,
+    NextStep,
+    _hold_s,
+    _retry_after,
+    after_failure,
+    classify,
+    usage_percent,
+    usage_regain_s,
+)
 
 
 def body(code: int | None, subcode: int | None = None, transient: bool | None = None, **extra: Any) -> dict[str, Any]:
@@ -130,3 +143,49 @@ def test_retry_after_seconds_date_and_garbage() -> None:
     assert value is not None
     assert 25 <= value <= 31
     assert classify(429, None, 4.0).retry_after_s == 4.0
+
+
+# ------------------------------------------------------------------------ after a failed attempt (pure)
+LIMITS = DeliveryConfig(max_attempts=3, base_backoff_s=0.2, max_backoff_s=1.0, throttle_backoff_s=2.0,
+                        min_request_s=0.5)  # fmt: skip
+
+
+def step(kind: ErrorKind, *, attempt: int = 1, stale: bool = False, refreshed: bool = False,
+         retry_after_s: float | None = None, jitter: float = 0.5, deadline: float = 160.0) -> NextStep:  # fmt: skip
+    error = GraphError(kind, retry_after_s=retry_after_s)
+    return after_failure(error, attempt=attempt, stale_token=stale, refreshed=refreshed, now=100.0,
+                         deadline=deadline, config=LIMITS, jitter=jitter)  # fmt: skip
+
+
+def test_invalid_is_searched_and_config_or_request_errors_fail_the_pixel() -> None:
+    assert step(ErrorKind.INVALID) == NextStep(Action.INVALID)
+    assert step(ErrorKind.CONFIG) == NextStep(Action.FAIL_PIXEL)
+    assert step(ErrorKind.REQUEST, attempt=3) == NextStep(Action.FAIL_PIXEL)
+
+
+def test_auth_refreshes_once_retries_a_request_that_left_with_the_old_token_and_then_fails_the_pixel() -> None:
+    assert step(ErrorKind.AUTH) == NextStep(Action.REFRESH, at=100.0)
+    assert step(ErrorKind.AUTH, stale=True, refreshed=True) == NextStep(Action.RETRY, at=100.0)
+    assert step(ErrorKind.AUTH, refreshed=True) == NextStep(Action.FAIL_PIXEL)
+
+
+def test_transient_backs_off_with_capped_full_jitter_until_the_attempts_run_out() -> None:
+    assert step(ErrorKind.TRANSIENT, attempt=1, jitter=0.5) == NextStep(Action.RETRY, at=100.1)  # 0.5 * 0.2
+    assert step(ErrorKind.TRANSIENT, attempt=2, jitter=0.5) == NextStep(Action.RETRY, at=100.2)  # 0.5 * 0.4
+    assert step(ErrorKind.TRANSIENT, attempt=2, jitter=0.0) == NextStep(Action.RETRY, at=100.0)
+    assert step(ErrorKind.TRANSIENT, attempt=2, jitter=0.99).at == pytest.approx(100.396)
+    assert step(ErrorKind.TRANSIENT, attempt=3) == NextStep(Action.FAIL)
+    capped = after_failure(GraphError(ErrorKind.TRANSIENT), attempt=6, stale_token=False, refreshed=False, now=0.0,
+                           deadline=60.0, config=DeliveryConfig(max_attempts=9, base_backoff_s=0.2, max_backoff_s=1.0),
+                           jitter=0.5)  # fmt: skip
+    assert capped == NextStep(Action.RETRY, at=0.5)  # 0.2 * 2**5 = 6.4, capped at 1.0, times the jitter
+
+
+def test_throttle_holds_for_metas_estimate_or_a_growing_backoff_and_fails_when_the_hold_outlives_the_deadline() -> None:
+    assert step(ErrorKind.THROTTLED, retry_after_s=30.0) == NextStep(Action.HOLD, at=130.0, retry_after_s=30.0)
+    # no estimate: throttle_backoff_s * 2**(attempt-1) * (0.5 + jitter/2)
+    assert step(ErrorKind.THROTTLED, attempt=2, jitter=0.5) == NextStep(Action.HOLD, at=103.0, retry_after_s=3.0)
+    # a hold that leaves less than min_request_s before the deadline: fail now, with the hold for parking
+    assert step(ErrorKind.THROTTLED, retry_after_s=59.6) == NextStep(Action.FAIL, retry_after_s=59.6)
+    assert step(ErrorKind.THROTTLED, retry_after_s=59.5).action is Action.HOLD
+    assert step(ErrorKind.THROTTLED, attempt=3, retry_after_s=1.0) == NextStep(Action.FAIL, retry_after_s=1.0)
