@@ -12,7 +12,7 @@ import ipaddress
 import math
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from functools import cache, partial
 from typing import Any
@@ -784,61 +784,142 @@ def _as_text(value: Any) -> str:
 
 
 # Values repeat across events (country, state, city, gender, first names, dates of birth), so the outcome of
-# _hash_forms is memoized (bench_normalize's "memo" line measures the gain); identifiers are not (below).
-# Only values of at most MEMO_MAX_VALUE_CHARS characters, bounded by bytes: (field, value, context) -> the
-# hashes sent (or the drop reason). It holds raw values, so it lives for one invocation: the relay calls
-# clear_memo() when an invocation starts. Once full, nothing more is added (the values that repeat most, such
-# as countries and states, are seen first and stay).
+# each value is memoized (bench_normalize's "memo" line measures the gain); identifiers are not (below).
+# Only values of at most MEMO_MAX_VALUE_CHARS characters, bounded by bytes: value -> what is sent (one hash, or a
+# tuple of hashes when variants are sent) or the Drop. One dict per field, so a hit is one lookup keyed by the
+# value itself: the fields whose rule ignores the event's context (names, gender, city, country) share one dict
+# across contexts; a state, ZIP or date of birth (the country decides the state variants, the ZIP rule and the
+# date order; DATE_ORDER and today the rest) has one per (country, DATE_ORDER, today). It holds raw values, so it
+# lives for one invocation: the relay calls clear_memo() when an invocation starts. Once full, nothing more is
+# added (the values that repeat most, such as countries and states, are seen first and stay).
 MEMO_MAX_VALUE_CHARS = 64
 MEMO_MAX_BYTES = 16 * 1024 * 1024  # ~35,000 entries: a 10,000-event batch's repeats
 _MEMO_ENTRY_OVERHEAD = 400  # dict slot, key tuple, result tuple, str headers (~350-450 bytes)
 # Values that identify one person (an email, a phone, an external id) rarely repeat across events: memoizing
 # them costs a miss and an insert per event, and fills the memo before the values that do repeat.
 _UNMEMOIZED = frozenset({"em", "ph", "external_id"})
-_memo: dict[tuple[Any, ...], tuple[str, ...] | Invalid] = {}
-_memo_notes: dict[tuple[Any, ...], tuple[str, ...]] = {}  # the notes a memoized value made (a subset of _memo's keys)
+_CONTEXT_FREE = ("fn", "ln", "ge", "ct", "country")  # rules that read nothing of _Ctx
+_IN_CONTEXT = tuple(f for f in HASHED_FIELDS if f not in _UNMEMOIZED and f not in _CONTEXT_FREE)  # st, zp, db
+_COUNTRY_OF = "country_of"  # the memo of _first_country: a raw country value -> the code it names (or None)
+
+_Sent = str | tuple[str, ...] | Drop  # one hash, the hashes of a value with variants, or why it was dropped
+
+
+class _Noted:
+    """A memoized date of birth whose reading made notes (the date order used): noted again on every hit."""
+
+    __slots__ = ("notes", "result")
+
+    def __init__(self, result: _Sent, notes: tuple[str, ...]) -> None:
+        self.result = result
+        self.notes = notes
+
+
+_Memoized = _Sent | _Noted
+_shared_memo: dict[str, dict[str, Any]] = {field: {} for field in (*_CONTEXT_FREE, _COUNTRY_OF)}
+_context_memos: dict[tuple[str | None, str, date], dict[str, dict[str, _Memoized]]] = {}
+_memo_entries = 0
 _memo_bytes = 0
+
+
+class _MemoKeys:
+    """The memo's keys as (field, value, context) tuples, for tests and the benchmark."""
+
+    def __iter__(self) -> Iterator[tuple[str, str, tuple[str | None, str, date] | None]]:
+        for field, values in _shared_memo.items():
+            for value in values:
+                yield field, value, None
+        for context, memos in _context_memos.items():
+            for field in _IN_CONTEXT:
+                for value in memos[field]:
+                    yield field, value, context
+
+    def __len__(self) -> int:
+        return _memo_entries
+
+
+_memo = _MemoKeys()
 
 
 def clear_memo() -> None:
     """Forget every memoized value (per-invocation state: call it at the start of each invocation)."""
-    global _memo_bytes  # noqa: PLW0603 -- the one module-level cache, bounded and cleared here
-    _memo.clear()
-    _memo_notes.clear()
+    global _memo_bytes, _memo_entries  # noqa: PLW0603 -- the one module-level cache, bounded and cleared here
+    for values in _shared_memo.values():
+        values.clear()
+    _context_memos.clear()
     _memo_bytes = 0
+    _memo_entries = 0
 
 
 def memo_size() -> tuple[int, int]:
     """(entries, estimated bytes) of the memo, for tests and the benchmark."""
-    return len(_memo), _memo_bytes
+    return _memo_entries, _memo_bytes
+
+
+def _memos(ctx: _Ctx) -> dict[str, dict[str, _Memoized]]:
+    """The per-field memo dicts for ``ctx``'s context (memoized fields only)."""
+    key = (ctx.country, ctx.date_order, ctx.today)
+    memos = _context_memos.get(key)
+    if memos is None:
+        memos = {field: _shared_memo[field] for field in _CONTEXT_FREE}
+        for field in _IN_CONTEXT:
+            memos[field] = {}
+        _context_memos[key] = memos
+    return memos
+
+
+def _remember(memo: dict[str, Any], value: str, found: Any, size: int) -> bool:
+    """Store ``found`` for ``value`` when the byte bound allows; True when stored."""
+    global _memo_bytes, _memo_entries  # noqa: PLW0603
+    if _memo_bytes + size > MEMO_MAX_BYTES:
+        return False
+    memo[value] = found
+    _memo_bytes += size
+    _memo_entries += 1
+    return True
+
+
+def _hash_missed(field: str, value: str, ctx: _Ctx, memo: dict[str, _Memoized]) -> _Sent:
+    """A memoized field's value not in the memo yet: hashed, then remembered (notes are made by the rule)."""
+    noted = len(ctx.notes)
+    found: _Sent
+    try:
+        found = _HASHERS[field](value, ctx)
+    except Invalid as exc:
+        found = Drop(field, exc.reason)
+    hashes = 0 if type(found) is Drop else 1 if type(found) is str else len(found)  # type: ignore[arg-type]
+    stored: _Memoized = found if len(ctx.notes) == noted else _Noted(found, tuple(ctx.notes[noted:]))
+    _remember(memo, value, stored, _MEMO_ENTRY_OVERHEAD + len(value) + 64 * hashes)
+    return found
+
+
+def _hash_one(field: str, value: Any, ctx: _Ctx, memos: dict[str, dict[str, _Memoized]]) -> _Sent:
+    """One value of a hashed field: what is sent (one hash, or the documented form's hash followed by its
+    variants') or the Drop; through the memo where the field is memoized."""
+    memo = memos.get(field)
+    if memo is None or type(value) is not str or len(value) > MEMO_MAX_VALUE_CHARS:
+        try:
+            return _HASHERS[field](value, ctx)
+        except Invalid as exc:
+            return Drop(field, exc.reason)
+    found = memo.get(value)
+    if found is None:
+        return _hash_missed(field, value, ctx, memo)
+    if type(found) is _Noted:
+        ctx.notes.extend(found.notes)
+        return found.result
+    return found  # type: ignore[return-value]
 
 
 def hash_value(field: str, value: Any, *, ctx: _Ctx) -> tuple[str, ...]:
     """Normalize one value of a hashed field and return what is sent: one hash, or the documented form's hash
     followed by its variants' (at most MAX_VARIANTS). Raises :class:`Invalid`."""
-    global _memo_bytes  # noqa: PLW0603
-    if type(value) is not str or len(value) > MEMO_MAX_VALUE_CHARS or field in _UNMEMOIZED:
-        return _hash_forms(field, value, ctx)
-    # The country decides the phone region, the date order and the ZIP rule; DATE_ORDER the rest (ph is not memoized).
-    key = (field, value, ctx.country, ctx.date_order, ctx.today)
-    found = _memo.get(key)
-    if found is None:
-        noted = len(ctx.notes)
-        try:
-            found = _hash_forms(field, value, ctx)
-        except Invalid as exc:
-            found = exc
-        size = _MEMO_ENTRY_OVERHEAD + len(value) + (0 if isinstance(found, Invalid) else 64 * len(found))
-        if _memo_bytes + size <= MEMO_MAX_BYTES:
-            _memo[key] = found
-            _memo_bytes += size
-            if len(ctx.notes) > noted:  # the date order a date of birth was read in: noted on every hit too
-                _memo_notes[key] = tuple(ctx.notes[noted:])
-    elif field == "db" and (notes := _memo_notes.get(key)):
-        ctx.notes.extend(notes)
-    if isinstance(found, Invalid):
+    found = _hash_one(field, value, ctx, _memos(ctx))
+    if type(found) is str:
+        return (found,)
+    if type(found) is Drop:
         raise Invalid(found.reason)
-    return found
+    return found  # type: ignore[return-value]
 
 
 def _clean(field: str, value: Any) -> str:
@@ -889,6 +970,17 @@ def _hash_forms(field: str, value: Any, ctx: _Ctx) -> tuple[str, ...]:
     if field not in _VARIANTS:
         return (sha256_hex(_apply_rule(field, text, ctx)),)
     return tuple([sha256_hex(form) for form in _forms(field, text, ctx)])
+
+
+def _hashed(field: str, value: Any, ctx: _Ctx) -> str | tuple[str, ...]:
+    """What is sent for one value of ``field``: its hash, or a tuple of hashes when variants are sent. The
+    reference path: every field's hasher in _HASHERS returns exactly this."""
+    forms = _hash_forms(field, value, ctx)
+    return forms[0] if len(forms) == 1 else forms
+
+
+# field -> its hasher, built once (the fast paths below replace the reference path for some fields).
+_HASHERS: dict[str, Callable[[Any, _Ctx], str | tuple[str, ...]]] = {field: partial(_hashed, field) for field in _RULES}
 
 
 def normalized_string(field: str, value: Any, settings: NormalizationSettings, country: str | None = None,
@@ -991,19 +1083,29 @@ def _country_of_hash(text: str) -> str | None:
 
 def _first_country(raw: Any, ctx: _Ctx) -> str | None:
     """The event's country for the phone region and the ZIP rule: its first value that names a country."""
-    items = raw if isinstance(raw, list) else [raw]
-    for item in items:
-        try:
-            text = _clean("country", item)  # the field's cap first, as for every value
-            if _SHA256_RE.fullmatch(text):
-                code = _country_of_hash(text)
-                if code is not None:
-                    return code
-                continue
-            return norm_country(text, ctx)
-        except Invalid:
-            continue
+    if type(raw) is str and len(raw) <= MEMO_MAX_VALUE_CHARS:  # one value, the usual case: memoized
+        memo = _shared_memo[_COUNTRY_OF]
+        if raw in memo:
+            return memo[raw]  # type: ignore[no-any-return]
+        code = _country_named(raw, ctx)
+        _remember(memo, raw, code, _MEMO_ENTRY_OVERHEAD + len(raw))
+        return code
+    for item in raw if isinstance(raw, list) else [raw]:
+        code = _country_named(item, ctx)
+        if code is not None:
+            return code
     return None
+
+
+def _country_named(item: Any, ctx: _Ctx) -> str | None:
+    """The code one country value names, or None."""
+    try:
+        text = _clean("country", item)  # the field's cap first, as for every value
+        if _SHA256_RE.fullmatch(text):
+            return _country_of_hash(text)
+        return norm_country(text, ctx)
+    except Invalid:
+        return None
 
 
 def normalize_user_data(
@@ -1018,26 +1120,44 @@ def normalize_user_data(
     ctx = _Ctx(settings, None, today, notes)
     if "country" in user_data:
         ctx.set_country(_first_country(user_data["country"], ctx))
+    memos = _memos(ctx)
     out: dict[str, Any] = {}
     for key, raw in user_data.items():
-        if key not in KNOWN_FIELDS:
-            drops.append(Drop("user_data", "unknown_key"))
+        hasher = _HASHERS.get(key)
+        if hasher is None:  # a never-hashed field, or an unknown key
+            if key not in KNOWN_FIELDS:
+                drops.append(Drop("user_data", "unknown_key"))
+            elif raw is not None and (result := _plain_field(key, raw, drops)) is not None:
+                out[key] = result
             continue
-        if raw is None:
+        if type(raw) is str:  # the usual case: one string, memoized where the field's values repeat
+            memo = memos.get(key)
+            if memo is None or len(raw) > MEMO_MAX_VALUE_CHARS:
+                try:
+                    found: _Memoized = hasher(raw, ctx)
+                except Invalid as exc:
+                    drops.append(Drop(key, exc.reason))
+                    continue
+            elif (found := memo.get(raw)) is None:  # type: ignore[assignment]
+                found = _hash_missed(key, raw, ctx, memo)
+            elif type(found) is _Noted:
+                ctx.notes.extend(found.notes)
+                found = found.result
+        elif raw is None:
             continue
-        if key not in _RULES:
-            result = _plain_field(key, raw, drops)
         elif isinstance(raw, list):
-            result = _hashed_list(key, raw, ctx, drops)
-        else:  # a single value with one form is sent as a string; with variants, as a list
-            try:
-                forms = hash_value(key, raw, ctx=ctx)
-            except Invalid as exc:
-                drops.append(Drop(key, exc.reason))
-                continue
-            result = forms[0] if len(forms) == 1 else list(forms)
-        if result is not None:
-            out[key] = result
+            if (result := _hashed_list(key, raw, ctx, drops)) is not None:
+                out[key] = result
+            continue
+        else:
+            found = _hash_one(key, raw, ctx, memos)
+        # a single value with one form is sent as a string; with variants, as a list
+        if type(found) is str:
+            out[key] = found
+        elif type(found) is Drop:
+            drops.append(found)
+        else:
+            out[key] = list(found)  # type: ignore[arg-type]
     return out, drops
 
 
