@@ -157,6 +157,23 @@ def _has_letter(text: str) -> bool:
 
 
 def norm_ph(value: str, ctx: _Ctx) -> str:
+    if value.isascii() and "(0)" not in value and _PH_STRICT_RE.fullmatch(value):
+        # The usual value: digits and separators only, no trunk "(0)". Its digits are the ones the steps below
+        # keep (no extension, no letter, nothing outside the first and last digit to cut), so the two common
+        # shapes are decided here: "+" once at the start (international), or a NANP national number.
+        digits = _PH_NON_DIGIT_RE.sub("", value)
+        if digits and value[0] == "+" and value.count("+") == 1:
+            e164 = _international(digits.lstrip("0"))
+            if not e164.isdigit() or not 7 <= len(e164) <= 15:
+                raise Invalid("invalid_phone")
+            return e164
+        if "+" not in value and ctx.region in _NANP_REGIONS and (nanp := _NANP_NATIONAL_RE.fullmatch(digits)):
+            return "1" + nanp[1]
+    return _norm_ph(value, ctx)
+
+
+def _norm_ph(value: str, ctx: _Ctx) -> str:
+    """The full phone rule (norm_ph's shortcut decides the common shapes exactly as this does)."""
     v = value if value.isascii() else _ascii_digits(value)
     first = _PH_DIGIT_OR_PLUS_RE.search(v)
     if first is None:
@@ -979,8 +996,38 @@ def _hashed(field: str, value: Any, ctx: _Ctx) -> str | tuple[str, ...]:
     return forms[0] if len(forms) == 1 else forms
 
 
-# field -> its hasher, built once (the fast paths below replace the reference path for some fields).
-_HASHERS: dict[str, Callable[[Any, _Ctx], str | tuple[str, ...]]] = {field: partial(_hashed, field) for field in _RULES}
+# The lengths at which _hash_forms looks for a hash (SHA-256, capi-param-builder's, MD5): it decides those.
+_HASH_SHAPED = frozenset({32, 64, 67, 73})
+
+
+def _ascii_hasher(field: str) -> Callable[[Any, _Ctx], str | tuple[str, ...]]:
+    """The hasher of a field without variants: an ASCII string of no hash's length (the usual value) is trimmed,
+    put through the field's rule and hashed in one call; anything else takes the reference path (_hashed).
+    Both do the same steps in the same order (cap, trim, empty, rule, NFC, empty); an ASCII string needs no
+    UTF-8 check and no NFC. tests/unit/test_normalize_fast_paths.py checks the two agree."""
+    rule = _RULES[field]
+    cap = MAX_CHARS[field]
+    sha256 = hashlib.sha256
+
+    def hasher(value: Any, ctx: _Ctx) -> str | tuple[str, ...]:
+        if type(value) is str and len(value) <= cap and value.isascii():
+            text = value.strip()
+            if text and len(text) not in _HASH_SHAPED:
+                normalized = rule(text, ctx)
+                if not normalized.isascii():
+                    normalized = unicodedata.normalize("NFC", normalized)
+                if not normalized:
+                    raise Invalid("empty")
+                return sha256(normalized.encode()).hexdigest()
+        return _hashed(field, value, ctx)
+
+    return hasher
+
+
+# field -> its hasher, built once: the fast path for the fields without variants, the reference path for the rest.
+_HASHERS: dict[str, Callable[[Any, _Ctx], str | tuple[str, ...]]] = {
+    field: partial(_hashed, field) if field in _VARIANTS else _ascii_hasher(field) for field in _RULES
+}
 
 
 def normalized_string(field: str, value: Any, settings: NormalizationSettings, country: str | None = None,
