@@ -775,6 +775,12 @@ MAX_VALUES_PER_FIELD = 100  # items of a list value; more are dropped (too_many_
 MAX_PLAIN_CHARS = 1024  # never-hashed fields (ids, fbc, fbp, IP) ...
 MAX_USER_AGENT_CHARS = 4096  # ... and client_user_agent
 
+# never-hashed field -> (its cap, its check): _plain_value's steps for an ASCII string, looked up once.
+_PLAIN_FAST: dict[str, tuple[int, Callable[[str], str] | None]] = {
+    field: (MAX_USER_AGENT_CHARS if field == "client_user_agent" else MAX_PLAIN_CHARS, _PLAIN_CHECKS.get(field))
+    for field in PLAIN_FIELDS
+}
+
 
 def _utf8_safe(text: str) -> str:
     """JSON can carry lone surrogates (``"\\ud800"``); they have no UTF-8 form, so they can be neither
@@ -1172,8 +1178,21 @@ def normalize_user_data(
     for key, raw in user_data.items():
         hasher = _HASHERS.get(key)
         if hasher is None:  # a never-hashed field, or an unknown key
-            if key not in KNOWN_FIELDS:
+            plain = _PLAIN_FAST.get(key)
+            if plain is None:
                 drops.append(Drop("user_data", "unknown_key"))
+                continue
+            # The usual value, a non-empty ASCII string within the cap, goes straight to the field's check;
+            # anything else to _plain_field (tests/unit/test_normalize_fast_paths.py checks they agree).
+            if type(raw) is str and len(raw) <= plain[0] and raw.isascii() and (text := raw.strip()):
+                check = plain[1]
+                if check is None:
+                    out[key] = text
+                    continue
+                try:
+                    out[key] = check(text)
+                except Invalid as exc:
+                    drops.append(Drop(key, exc.reason))
             elif raw is not None and (result := _plain_field(key, raw, drops)) is not None:
                 out[key] = result
             continue
