@@ -1002,13 +1002,14 @@ def _hashed(field: str, value: Any, ctx: _Ctx) -> str | tuple[str, ...]:
     return forms[0] if len(forms) == 1 else forms
 
 
-# The lengths at which _hash_forms looks for a hash (SHA-256, capi-param-builder's, MD5): it decides those.
-_HASH_SHAPED = frozenset({32, 64, 67, 73})
+# The lengths at which _hash_forms looks for capi-param-builder's hash or an MD5: it decides those.
+_HASH_SHAPED = frozenset({32, 67, 73})
 
 
 def _ascii_hasher(field: str) -> Callable[[Any, _Ctx], str | tuple[str, ...]]:
     """The hasher of a field without variants: an ASCII string of no hash's length (the usual value) is trimmed,
-    put through the field's rule and hashed in one call; anything else takes the reference path (_hashed).
+    put through the field's rule and hashed in one call, and a SHA-256 (64 hex digits) is sent lower-cased;
+    anything else takes the reference path (_hashed).
     Both do the same steps in the same order (cap, trim, empty, rule, NFC, empty); an ASCII string needs no
     UTF-8 check and no NFC. tests/unit/test_normalize_fast_paths.py checks the two agree."""
     rule = _RULES[field]
@@ -1018,7 +1019,10 @@ def _ascii_hasher(field: str) -> Callable[[Any, _Ctx], str | tuple[str, ...]]:
     def hasher(value: Any, ctx: _Ctx) -> str | tuple[str, ...]:
         if type(value) is str and len(value) <= cap and value.isascii():
             text = value.strip()
-            if text and len(text) not in _HASH_SHAPED:
+            size = len(text)
+            if size == 64 and _SHA256_RE.fullmatch(text):
+                return text.lower()
+            if size and size not in _HASH_SHAPED:
                 normalized = rule(text, ctx)
                 if not normalized.isascii():
                     normalized = unicodedata.normalize("NFC", normalized)
