@@ -391,9 +391,15 @@ _DB_PLAIN_RE = re.compile(r"([0-9]{1,8})(?:([-/.])([0-9]{1,4})\2([0-9]{1,4}))?")
 
 def norm_db(value: str, ctx: _Ctx) -> str:
     if plain := _DB_PLAIN_RE.fullmatch(value):
+        # _db_parts' steps for digit runs without roles, month words or hint: 8 digits alone, or three numbers.
         first, _, second, third = plain.groups()
-        numbers = [first] if second is None else [first, second, third]
-        return _db_string(*_db_parts(numbers, [""] * len(numbers), [], None, ctx), ctx)
+        if second is None:
+            if len(first) != 8:
+                raise Invalid("invalid_date")
+            return _db_string(int(first[:4]), int(first[4:6]), int(first[6:]), ctx)
+        if len(first) > 4:
+            raise Invalid("invalid_date")
+        return _db_string(*_db_three(first, second, third, None, ctx), ctx)
     return _db_read(value, ctx)
 
 
@@ -459,6 +465,12 @@ def _db_parts(numbers: list[str], roles: list[str], month_words: list[int], hint
     _check_time_parts(rest)
     if any(len(n) > 4 for n in (n1, n2, n3)):
         raise Invalid("invalid_date")
+    return _db_three(n1, n2, n3, hint, ctx)
+
+
+def _db_three(n1: str, n2: str, n3: str, hint: str | None, ctx: _Ctx) -> tuple[int, int, int]:
+    """Year, month, day from three numbers of at most 4 digits, in the order the year's place, a part > 12, the
+    hint, or else the country's or DATE_ORDER's order decides."""
     a, b = int(n2), int(n3)
     if len(n1) == 4:  # year first: year-month-day, or year-day-month when the middle part is > 12
         if hint == "ydm" or (hint != "ymd" and a > 12):
