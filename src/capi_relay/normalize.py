@@ -662,12 +662,26 @@ _IPV4_RE = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 _IP_APPENDIX_RE = re.compile(r"[A-Za-z0-9_-][AQgw]|(?![0-9]{8})[A-Za-z0-9_-]{8}")
 
 
+# The usual IPv6 shapes, each certainly accepted by ipaddress (a shortcut, not the rule: anything else goes to
+# ipaddress): eight groups of 1-4 hex digits, or groups around one "::" that stands for at least one group (at
+# most seven colons, so at most seven groups written). test_normalize_fast_paths checks the subset.
+_IPV6_FULL_RE = re.compile(r"(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}")
+_IPV6_GAP_RE = re.compile(r"(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4})*)?::(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4})*)?")
+
+
+def _is_plain_ip(text: str) -> bool:
+    """True only for an address ipaddress accepts (IPv4 exactly; IPv6 in its usual shapes); False: ask it."""
+    if _IPV4_RE.fullmatch(text) or _IPV6_FULL_RE.fullmatch(text):
+        return True
+    return text.count(":") <= 7 and _IPV6_GAP_RE.fullmatch(text) is not None
+
+
 def _plain_ip(value: str) -> str:
     """A valid IPv4/IPv6 address, or one followed by capi-param-builder's appendix: sent verbatim."""
-    if _IPV4_RE.fullmatch(value) or _is_ip(value):
+    if _is_plain_ip(value) or _is_ip(value):
         return value
     ip, dot, appendix = value.rpartition(".")
-    if dot and _IP_APPENDIX_RE.fullmatch(appendix) and (_IPV4_RE.fullmatch(ip) or _is_ip(ip)):
+    if dot and _IP_APPENDIX_RE.fullmatch(appendix) and (_is_plain_ip(ip) or _is_ip(ip)):
         return value
     raise Invalid("invalid_ip")
 

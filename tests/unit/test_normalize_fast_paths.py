@@ -130,3 +130,23 @@ def test_a_memo_hit_gives_what_the_miss_gave(user_data: dict[str, Any], country:
     again = normalize.normalize_user_data(user_data, SETTINGS, TODAY, again_notes)
     normalize.clear_memo()
     assert (again, again_notes) == (first, first_notes)
+
+
+ipv6_like = st.one_of(
+    st.lists(st.from_regex(r"[0-9a-fA-F]{0,5}", fullmatch=True), min_size=1, max_size=10).map(":".join),
+    st.from_regex(r"[0-9a-fA-F:.%]{0,40}", fullmatch=True),
+    st.from_regex(r"([0-9a-f]{1,4}:){0,7}:?([0-9a-f]{1,4}:?){0,7}", fullmatch=True),
+)
+
+
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(value=ipv6_like)
+@example(value="1:2:3:4:5:6:7::")
+@example(value="::1:2:3:4:5:6:7")
+@example(value="1:2:3:4:5:6:7:8::")
+@example(value="1::2::3")
+@example(value=":1::")
+@example(value="::")
+def test_the_ip_shortcut_accepts_only_what_ipaddress_accepts(value: str) -> None:
+    if normalize._is_plain_ip(value):
+        assert normalize._is_ip(value)
