@@ -1,6 +1,7 @@
 """Benchmark: normalize + validate + serialize one realistic event, beside Meta's SDK and a floor.
 
     python -m bench.bench_normalize [--events 10000] [--runs 5] [--seed 7]
+    python -m bench.bench_normalize --user-data-only {normalize,pipeline} [--events 10000] [--runs 5]
 
 Per event, each contender starts from the JSON text of the event and ends with the JSON text it would
 POST:
@@ -315,12 +316,46 @@ def _best_of(statement: str, repeats: int = 5) -> tuple[float, list[tuple[str, f
     return min((import_cost(statement) for _ in range(repeats)), key=lambda item: item[0])
 
 
+def user_data_only(count: int, seed: int, runs: int, source: str) -> tuple[float, float]:
+    """``normalize_user_data`` alone: CPU time (process_time, so a shared machine's preemptions do not count) of
+    one pass over ``count`` events' ``user_data``, the memo cleared first as each invocation does; (min, median)
+    µs/event of ``runs`` passes after a warm-up pass. ``source``: this module's events or bench_pipeline's
+    purchases (more US, distinct dates of birth)."""
+    if source == "pipeline":
+        from bench.bench_pipeline import make_purchase  # only for this mode
+
+        rng = random.Random(seed)
+        users = [make_purchase(rng, seed * 1_000_000 + i, NOW)["user_data"] for i in range(count)]
+    else:
+        users = [json.loads(body)["user_data"] for body in make_events(count, seed)]
+    today = datetime.fromtimestamp(NOW, UTC).date()
+    passes = []
+    for _ in range(runs + 1):
+        normalize.clear_memo()
+        start = time.process_time_ns()
+        for user_data in users:
+            normalize.normalize_user_data(user_data, SETTINGS, today, [])
+        passes.append((time.process_time_ns() - start) / count / 1000)
+    timed = sorted(passes[1:])
+    return timed[0], statistics.median(timed)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_normalize", description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--user-data-only",
+        choices=["normalize", "pipeline"],
+        help="time normalize_user_data alone over these events (or bench_pipeline's) and exit",
+    )
     args = parser.parse_args(argv)
+    if args.user_data_only:
+        fastest, middle = user_data_only(args.events, args.seed, args.runs, args.user_data_only)
+        print(f"normalize_user_data alone ({args.user_data_only} events, {args.events}, CPU time, {args.runs} passes):"
+              f" min {fastest:.2f} median {middle:.2f} µs/event")  # fmt: skip
+        return 0
 
     events = make_events(args.events, args.seed)
     inputs = {"engine": events, "no-memo": events, "sdk": sdk_events(events), "floor": events}

@@ -12,7 +12,7 @@ import ipaddress
 import math
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from functools import cache, partial
 from typing import Any
@@ -157,6 +157,23 @@ def _has_letter(text: str) -> bool:
 
 
 def norm_ph(value: str, ctx: _Ctx) -> str:
+    if value.isascii() and "(0)" not in value and _PH_STRICT_RE.fullmatch(value):
+        # The usual value: digits and separators only, no trunk "(0)". Its digits are the ones the steps below
+        # keep (no extension, no letter, nothing outside the first and last digit to cut), so the two common
+        # shapes are decided here: "+" once at the start (international), or a NANP national number.
+        digits = _PH_NON_DIGIT_RE.sub("", value)
+        if digits and value[0] == "+" and value.count("+") == 1:
+            e164 = _international(digits.lstrip("0"))
+            if not e164.isdigit() or not 7 <= len(e164) <= 15:
+                raise Invalid("invalid_phone")
+            return e164
+        if "+" not in value and ctx.region in _NANP_REGIONS and (nanp := _NANP_NATIONAL_RE.fullmatch(digits)):
+            return "1" + nanp[1]
+    return _norm_ph(value, ctx)
+
+
+def _norm_ph(value: str, ctx: _Ctx) -> str:
+    """The full phone rule (norm_ph's shortcut decides the common shapes exactly as this does)."""
     v = value if value.isascii() else _ascii_digits(value)
     first = _PH_DIGIT_OR_PLUS_RE.search(v)
     if first is None:
@@ -374,9 +391,15 @@ _DB_PLAIN_RE = re.compile(r"([0-9]{1,8})(?:([-/.])([0-9]{1,4})\2([0-9]{1,4}))?")
 
 def norm_db(value: str, ctx: _Ctx) -> str:
     if plain := _DB_PLAIN_RE.fullmatch(value):
+        # _db_parts' steps for digit runs without roles, month words or hint: 8 digits alone, or three numbers.
         first, _, second, third = plain.groups()
-        numbers = [first] if second is None else [first, second, third]
-        return _db_string(*_db_parts(numbers, [""] * len(numbers), [], None, ctx), ctx)
+        if second is None:
+            if len(first) != 8:
+                raise Invalid("invalid_date")
+            return _db_string(int(first[:4]), int(first[4:6]), int(first[6:]), ctx)
+        if len(first) > 4:
+            raise Invalid("invalid_date")
+        return _db_string(*_db_three(first, second, third, None, ctx), ctx)
     return _db_read(value, ctx)
 
 
@@ -442,6 +465,12 @@ def _db_parts(numbers: list[str], roles: list[str], month_words: list[int], hint
     _check_time_parts(rest)
     if any(len(n) > 4 for n in (n1, n2, n3)):
         raise Invalid("invalid_date")
+    return _db_three(n1, n2, n3, hint, ctx)
+
+
+def _db_three(n1: str, n2: str, n3: str, hint: str | None, ctx: _Ctx) -> tuple[int, int, int]:
+    """Year, month, day from three numbers of at most 4 digits, in the order the year's place, a part > 12, the
+    hint, or else the country's or DATE_ORDER's order decides."""
     a, b = int(n2), int(n3)
     if len(n1) == 4:  # year first: year-month-day, or year-day-month when the middle part is > 12
         if hint == "ydm" or (hint != "ymd" and a > 12):
@@ -633,12 +662,26 @@ _IPV4_RE = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 _IP_APPENDIX_RE = re.compile(r"[A-Za-z0-9_-][AQgw]|(?![0-9]{8})[A-Za-z0-9_-]{8}")
 
 
+# The usual IPv6 shapes, each certainly accepted by ipaddress (a shortcut, not the rule: anything else goes to
+# ipaddress): eight groups of 1-4 hex digits, or groups around one "::" that stands for at least one group (at
+# most seven colons, so at most seven groups written). test_normalize_fast_paths checks the subset.
+_IPV6_FULL_RE = re.compile(r"(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}")
+_IPV6_GAP_RE = re.compile(r"(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4})*)?::(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4})*)?")
+
+
+def _is_plain_ip(text: str) -> bool:
+    """True only for an address ipaddress accepts (IPv4 exactly; IPv6 in its usual shapes); False: ask it."""
+    if _IPV4_RE.fullmatch(text) or _IPV6_FULL_RE.fullmatch(text):
+        return True
+    return text.count(":") <= 7 and _IPV6_GAP_RE.fullmatch(text) is not None
+
+
 def _plain_ip(value: str) -> str:
     """A valid IPv4/IPv6 address, or one followed by capi-param-builder's appendix: sent verbatim."""
-    if _IPV4_RE.fullmatch(value) or _is_ip(value):
+    if _is_plain_ip(value) or _is_ip(value):
         return value
     ip, dot, appendix = value.rpartition(".")
-    if dot and _IP_APPENDIX_RE.fullmatch(appendix) and (_IPV4_RE.fullmatch(ip) or _is_ip(ip)):
+    if dot and _IP_APPENDIX_RE.fullmatch(appendix) and (_is_plain_ip(ip) or _is_ip(ip)):
         return value
     raise Invalid("invalid_ip")
 
@@ -758,6 +801,12 @@ MAX_VALUES_PER_FIELD = 100  # items of a list value; more are dropped (too_many_
 MAX_PLAIN_CHARS = 1024  # never-hashed fields (ids, fbc, fbp, IP) ...
 MAX_USER_AGENT_CHARS = 4096  # ... and client_user_agent
 
+# never-hashed field -> (its cap, its check): _plain_value's steps for an ASCII string, looked up once.
+_PLAIN_FAST: dict[str, tuple[int, Callable[[str], str] | None]] = {
+    field: (MAX_USER_AGENT_CHARS if field == "client_user_agent" else MAX_PLAIN_CHARS, _PLAIN_CHECKS.get(field))
+    for field in PLAIN_FIELDS
+}
+
 
 def _utf8_safe(text: str) -> str:
     """JSON can carry lone surrogates (``"\\ud800"``); they have no UTF-8 form, so they can be neither
@@ -784,61 +833,142 @@ def _as_text(value: Any) -> str:
 
 
 # Values repeat across events (country, state, city, gender, first names, dates of birth), so the outcome of
-# _hash_forms is memoized (bench_normalize's "memo" line measures the gain); identifiers are not (below).
-# Only values of at most MEMO_MAX_VALUE_CHARS characters, bounded by bytes: (field, value, context) -> the
-# hashes sent (or the drop reason). It holds raw values, so it lives for one invocation: the relay calls
-# clear_memo() when an invocation starts. Once full, nothing more is added (the values that repeat most, such
-# as countries and states, are seen first and stay).
+# each value is memoized (bench_normalize's "memo" line measures the gain); identifiers are not (below).
+# Only values of at most MEMO_MAX_VALUE_CHARS characters, bounded by bytes: value -> what is sent (one hash, or a
+# tuple of hashes when variants are sent) or the Drop. One dict per field, so a hit is one lookup keyed by the
+# value itself: the fields whose rule ignores the event's context (names, gender, city, country) share one dict
+# across contexts; a state, ZIP or date of birth (the country decides the state variants, the ZIP rule and the
+# date order; DATE_ORDER and today the rest) has one per (country, DATE_ORDER, today). It holds raw values, so it
+# lives for one invocation: the relay calls clear_memo() when an invocation starts. Once full, nothing more is
+# added (the values that repeat most, such as countries and states, are seen first and stay).
 MEMO_MAX_VALUE_CHARS = 64
 MEMO_MAX_BYTES = 16 * 1024 * 1024  # ~35,000 entries: a 10,000-event batch's repeats
 _MEMO_ENTRY_OVERHEAD = 400  # dict slot, key tuple, result tuple, str headers (~350-450 bytes)
 # Values that identify one person (an email, a phone, an external id) rarely repeat across events: memoizing
 # them costs a miss and an insert per event, and fills the memo before the values that do repeat.
 _UNMEMOIZED = frozenset({"em", "ph", "external_id"})
-_memo: dict[tuple[Any, ...], tuple[str, ...] | Invalid] = {}
-_memo_notes: dict[tuple[Any, ...], tuple[str, ...]] = {}  # the notes a memoized value made (a subset of _memo's keys)
+_CONTEXT_FREE = ("fn", "ln", "ge", "ct", "country")  # rules that read nothing of _Ctx
+_IN_CONTEXT = tuple(f for f in HASHED_FIELDS if f not in _UNMEMOIZED and f not in _CONTEXT_FREE)  # st, zp, db
+_COUNTRY_OF = "country_of"  # the memo of _first_country: a raw country value -> the code it names (or None)
+
+_Sent = str | tuple[str, ...] | Drop  # one hash, the hashes of a value with variants, or why it was dropped
+
+
+class _Noted:
+    """A memoized date of birth whose reading made notes (the date order used): noted again on every hit."""
+
+    __slots__ = ("notes", "result")
+
+    def __init__(self, result: _Sent, notes: tuple[str, ...]) -> None:
+        self.result = result
+        self.notes = notes
+
+
+_Memoized = _Sent | _Noted
+_shared_memo: dict[str, dict[str, Any]] = {field: {} for field in (*_CONTEXT_FREE, _COUNTRY_OF)}
+_context_memos: dict[tuple[str | None, str, date], dict[str, dict[str, _Memoized]]] = {}
+_memo_entries = 0
 _memo_bytes = 0
+
+
+class _MemoKeys:
+    """The memo's keys as (field, value, context) tuples, for tests and the benchmark."""
+
+    def __iter__(self) -> Iterator[tuple[str, str, tuple[str | None, str, date] | None]]:
+        for field, values in _shared_memo.items():
+            for value in values:
+                yield field, value, None
+        for context, memos in _context_memos.items():
+            for field in _IN_CONTEXT:
+                for value in memos[field]:
+                    yield field, value, context
+
+    def __len__(self) -> int:
+        return _memo_entries
+
+
+_memo = _MemoKeys()
 
 
 def clear_memo() -> None:
     """Forget every memoized value (per-invocation state: call it at the start of each invocation)."""
-    global _memo_bytes  # noqa: PLW0603 -- the one module-level cache, bounded and cleared here
-    _memo.clear()
-    _memo_notes.clear()
+    global _memo_bytes, _memo_entries  # noqa: PLW0603 -- the one module-level cache, bounded and cleared here
+    for values in _shared_memo.values():
+        values.clear()
+    _context_memos.clear()
     _memo_bytes = 0
+    _memo_entries = 0
 
 
 def memo_size() -> tuple[int, int]:
     """(entries, estimated bytes) of the memo, for tests and the benchmark."""
-    return len(_memo), _memo_bytes
+    return _memo_entries, _memo_bytes
+
+
+def _memos(ctx: _Ctx) -> dict[str, dict[str, _Memoized]]:
+    """The per-field memo dicts for ``ctx``'s context (memoized fields only)."""
+    key = (ctx.country, ctx.date_order, ctx.today)
+    memos = _context_memos.get(key)
+    if memos is None:
+        memos = {field: _shared_memo[field] for field in _CONTEXT_FREE}
+        for field in _IN_CONTEXT:
+            memos[field] = {}
+        _context_memos[key] = memos
+    return memos
+
+
+def _remember(memo: dict[str, Any], value: str, found: Any, size: int) -> bool:
+    """Store ``found`` for ``value`` when the byte bound allows; True when stored."""
+    global _memo_bytes, _memo_entries  # noqa: PLW0603
+    if _memo_bytes + size > MEMO_MAX_BYTES:
+        return False
+    memo[value] = found
+    _memo_bytes += size
+    _memo_entries += 1
+    return True
+
+
+def _hash_missed(field: str, value: str, ctx: _Ctx, memo: dict[str, _Memoized]) -> _Sent:
+    """A memoized field's value not in the memo yet: hashed, then remembered (notes are made by the rule)."""
+    noted = len(ctx.notes)
+    found: _Sent
+    try:
+        found = _HASHERS[field](value, ctx)
+    except Invalid as exc:
+        found = Drop(field, exc.reason)
+    hashes = 0 if type(found) is Drop else 1 if type(found) is str else len(found)  # type: ignore[arg-type]
+    stored: _Memoized = found if len(ctx.notes) == noted else _Noted(found, tuple(ctx.notes[noted:]))
+    _remember(memo, value, stored, _MEMO_ENTRY_OVERHEAD + len(value) + 64 * hashes)
+    return found
+
+
+def _hash_one(field: str, value: Any, ctx: _Ctx, memos: dict[str, dict[str, _Memoized]]) -> _Sent:
+    """One value of a hashed field: what is sent (one hash, or the documented form's hash followed by its
+    variants') or the Drop; through the memo where the field is memoized."""
+    memo = memos.get(field)
+    if memo is None or type(value) is not str or len(value) > MEMO_MAX_VALUE_CHARS:
+        try:
+            return _HASHERS[field](value, ctx)
+        except Invalid as exc:
+            return Drop(field, exc.reason)
+    found = memo.get(value)
+    if found is None:
+        return _hash_missed(field, value, ctx, memo)
+    if type(found) is _Noted:
+        ctx.notes.extend(found.notes)
+        return found.result
+    return found  # type: ignore[return-value]
 
 
 def hash_value(field: str, value: Any, *, ctx: _Ctx) -> tuple[str, ...]:
     """Normalize one value of a hashed field and return what is sent: one hash, or the documented form's hash
     followed by its variants' (at most MAX_VARIANTS). Raises :class:`Invalid`."""
-    global _memo_bytes  # noqa: PLW0603
-    if type(value) is not str or len(value) > MEMO_MAX_VALUE_CHARS or field in _UNMEMOIZED:
-        return _hash_forms(field, value, ctx)
-    # The country decides the phone region, the date order and the ZIP rule; DATE_ORDER the rest (ph is not memoized).
-    key = (field, value, ctx.country, ctx.date_order, ctx.today)
-    found = _memo.get(key)
-    if found is None:
-        noted = len(ctx.notes)
-        try:
-            found = _hash_forms(field, value, ctx)
-        except Invalid as exc:
-            found = exc
-        size = _MEMO_ENTRY_OVERHEAD + len(value) + (0 if isinstance(found, Invalid) else 64 * len(found))
-        if _memo_bytes + size <= MEMO_MAX_BYTES:
-            _memo[key] = found
-            _memo_bytes += size
-            if len(ctx.notes) > noted:  # the date order a date of birth was read in: noted on every hit too
-                _memo_notes[key] = tuple(ctx.notes[noted:])
-    elif field == "db" and (notes := _memo_notes.get(key)):
-        ctx.notes.extend(notes)
-    if isinstance(found, Invalid):
+    found = _hash_one(field, value, ctx, _memos(ctx))
+    if type(found) is str:
+        return (found,)
+    if type(found) is Drop:
         raise Invalid(found.reason)
-    return found
+    return found  # type: ignore[return-value]
 
 
 def _clean(field: str, value: Any) -> str:
@@ -889,6 +1019,51 @@ def _hash_forms(field: str, value: Any, ctx: _Ctx) -> tuple[str, ...]:
     if field not in _VARIANTS:
         return (sha256_hex(_apply_rule(field, text, ctx)),)
     return tuple([sha256_hex(form) for form in _forms(field, text, ctx)])
+
+
+def _hashed(field: str, value: Any, ctx: _Ctx) -> str | tuple[str, ...]:
+    """What is sent for one value of ``field``: its hash, or a tuple of hashes when variants are sent. The
+    reference path: every field's hasher in _HASHERS returns exactly this."""
+    forms = _hash_forms(field, value, ctx)
+    return forms[0] if len(forms) == 1 else forms
+
+
+# The lengths at which _hash_forms looks for capi-param-builder's hash or an MD5: it decides those.
+_HASH_SHAPED = frozenset({32, 67, 73})
+
+
+def _ascii_hasher(field: str) -> Callable[[Any, _Ctx], str | tuple[str, ...]]:
+    """The hasher of a field without variants: an ASCII string of no hash's length (the usual value) is trimmed,
+    put through the field's rule and hashed in one call, and a SHA-256 (64 hex digits) is sent lower-cased;
+    anything else takes the reference path (_hashed).
+    Both do the same steps in the same order (cap, trim, empty, rule, NFC, empty); an ASCII string needs no
+    UTF-8 check and no NFC. tests/unit/test_normalize_fast_paths.py checks the two agree."""
+    rule = _RULES[field]
+    cap = MAX_CHARS[field]
+    sha256 = hashlib.sha256
+
+    def hasher(value: Any, ctx: _Ctx) -> str | tuple[str, ...]:
+        if type(value) is str and len(value) <= cap and value.isascii():
+            text = value.strip()
+            size = len(text)
+            if size == 64 and _SHA256_RE.fullmatch(text):
+                return text.lower()
+            if size and size not in _HASH_SHAPED:
+                normalized = rule(text, ctx)
+                if not normalized.isascii():
+                    normalized = unicodedata.normalize("NFC", normalized)
+                if not normalized:
+                    raise Invalid("empty")
+                return sha256(normalized.encode()).hexdigest()
+        return _hashed(field, value, ctx)
+
+    return hasher
+
+
+# field -> its hasher, built once: the fast path for the fields without variants, the reference path for the rest.
+_HASHERS: dict[str, Callable[[Any, _Ctx], str | tuple[str, ...]]] = {
+    field: partial(_hashed, field) if field in _VARIANTS else _ascii_hasher(field) for field in _RULES
+}
 
 
 def normalized_string(field: str, value: Any, settings: NormalizationSettings, country: str | None = None,
@@ -991,19 +1166,29 @@ def _country_of_hash(text: str) -> str | None:
 
 def _first_country(raw: Any, ctx: _Ctx) -> str | None:
     """The event's country for the phone region and the ZIP rule: its first value that names a country."""
-    items = raw if isinstance(raw, list) else [raw]
-    for item in items:
-        try:
-            text = _clean("country", item)  # the field's cap first, as for every value
-            if _SHA256_RE.fullmatch(text):
-                code = _country_of_hash(text)
-                if code is not None:
-                    return code
-                continue
-            return norm_country(text, ctx)
-        except Invalid:
-            continue
+    if type(raw) is str and len(raw) <= MEMO_MAX_VALUE_CHARS:  # one value, the usual case: memoized
+        memo = _shared_memo[_COUNTRY_OF]
+        if raw in memo:
+            return memo[raw]  # type: ignore[no-any-return]
+        code = _country_named(raw, ctx)
+        _remember(memo, raw, code, _MEMO_ENTRY_OVERHEAD + len(raw))
+        return code
+    for item in raw if isinstance(raw, list) else [raw]:
+        code = _country_named(item, ctx)
+        if code is not None:
+            return code
     return None
+
+
+def _country_named(item: Any, ctx: _Ctx) -> str | None:
+    """The code one country value names, or None."""
+    try:
+        text = _clean("country", item)  # the field's cap first, as for every value
+        if _SHA256_RE.fullmatch(text):
+            return _country_of_hash(text)
+        return norm_country(text, ctx)
+    except Invalid:
+        return None
 
 
 def normalize_user_data(
@@ -1018,26 +1203,57 @@ def normalize_user_data(
     ctx = _Ctx(settings, None, today, notes)
     if "country" in user_data:
         ctx.set_country(_first_country(user_data["country"], ctx))
+    memos = _memos(ctx)
     out: dict[str, Any] = {}
     for key, raw in user_data.items():
-        if key not in KNOWN_FIELDS:
-            drops.append(Drop("user_data", "unknown_key"))
-            continue
-        if raw is None:
-            continue
-        if key not in _RULES:
-            result = _plain_field(key, raw, drops)
-        elif isinstance(raw, list):
-            result = _hashed_list(key, raw, ctx, drops)
-        else:  # a single value with one form is sent as a string; with variants, as a list
-            try:
-                forms = hash_value(key, raw, ctx=ctx)
-            except Invalid as exc:
-                drops.append(Drop(key, exc.reason))
+        hasher = _HASHERS.get(key)
+        if hasher is None:  # a never-hashed field, or an unknown key
+            plain = _PLAIN_FAST.get(key)
+            if plain is None:
+                drops.append(Drop("user_data", "unknown_key"))
                 continue
-            result = forms[0] if len(forms) == 1 else list(forms)
-        if result is not None:
-            out[key] = result
+            # The usual value, a non-empty ASCII string within the cap, goes straight to the field's check;
+            # anything else to _plain_field (tests/unit/test_normalize_fast_paths.py checks they agree).
+            if type(raw) is str and len(raw) <= plain[0] and raw.isascii() and (text := raw.strip()):
+                check = plain[1]
+                if check is None:
+                    out[key] = text
+                    continue
+                try:
+                    out[key] = check(text)
+                except Invalid as exc:
+                    drops.append(Drop(key, exc.reason))
+            elif raw is not None and (result := _plain_field(key, raw, drops)) is not None:
+                out[key] = result
+            continue
+        if type(raw) is str:  # the usual case: one string, memoized where the field's values repeat
+            memo = memos.get(key)
+            if memo is None or len(raw) > MEMO_MAX_VALUE_CHARS:
+                try:
+                    found: _Memoized = hasher(raw, ctx)
+                except Invalid as exc:
+                    drops.append(Drop(key, exc.reason))
+                    continue
+            elif (found := memo.get(raw)) is None:  # type: ignore[assignment]
+                found = _hash_missed(key, raw, ctx, memo)
+            elif type(found) is _Noted:
+                ctx.notes.extend(found.notes)
+                found = found.result
+        elif raw is None:
+            continue
+        elif isinstance(raw, list):
+            if (result := _hashed_list(key, raw, ctx, drops)) is not None:
+                out[key] = result
+            continue
+        else:
+            found = _hash_one(key, raw, ctx, memos)
+        # a single value with one form is sent as a string; with variants, as a list
+        if type(found) is str:
+            out[key] = found
+        elif type(found) is Drop:
+            drops.append(found)
+        else:
+            out[key] = list(found)  # type: ignore[arg-type]
     return out, drops
 
 
