@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -60,8 +59,6 @@ DEFAULT_REMAINING_MS = 60_000
 MAX_VISIBILITY_BATCH = 10  # ChangeMessageVisibilityBatch
 IO_GRACE_S = 0.2  # a fate call started in time is waited for this much past io_end before it counts as failed
 _NO_EVENT: dict[str, Any] = {}  # Outbound.event of a prepared event: ``encoded`` is what is sent
-_COUNT_RE = re.compile(r"[0-9]{1,9}")  # ASCII digits: "²".isdigit() is True and int("²") raises
-_MILLIS_RE = re.compile(r"[0-9]{1,16}")
 T = TypeVar("T")
 
 
@@ -110,15 +107,21 @@ class BatchSummary:
     response: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
 
+# An attribute is read when it is 1 to 16 (a count: 9) ASCII digits. ``isascii() and isdigit()`` is that test
+# without a regex: among ASCII characters only 0-9 are digits ("²".isdigit() is True and int("²") raises).
 def _seconds(attributes: dict[str, Any], name: str) -> int | None:
     """An SQS timestamp attribute (epoch milliseconds, a string) in seconds; None when absent or unreadable."""
     raw = attributes.get(name)
-    return int(raw) // 1000 if isinstance(raw, str) and _MILLIS_RE.fullmatch(raw) else None
+    if isinstance(raw, str) and len(raw) <= 16 and raw.isascii() and raw.isdigit():
+        return int(raw) // 1000
+    return None
 
 
 def _receive_count(attributes: dict[str, Any]) -> int | None:
     raw = attributes.get("ApproximateReceiveCount")
-    return int(raw) if isinstance(raw, str) and _COUNT_RE.fullmatch(raw) else None
+    if isinstance(raw, str) and len(raw) <= 9 and raw.isascii() and raw.isdigit():
+        return int(raw)
+    return None
 
 
 def _is_fifo(records: list[Any]) -> bool:
@@ -299,7 +302,7 @@ class Relay:
             ledger.reject(message_id, None, "no_pixel_id")
             return
         default_time = record.sent or now  # fixed at first sight: every letter carries it from then on
-        record.identities = tuple(resolve_identity(pixel_id, event, default_time) for event in message.events)
+        record.identities = tuple([resolve_identity(pixel_id, event, default_time) for event in message.events])
         ledger.expect(message_id, len(message.events))
 
     # ----------------------------------------------------------------------------------- 2. prepare
