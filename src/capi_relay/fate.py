@@ -173,6 +173,14 @@ class Ledger:
         if entry is not None:
             entry.accepted.add(position)
 
+    def accept_all(self, accepted: Iterable[tuple[str, int]]) -> None:
+        """:meth:`accept` for each (message_id, position): one call for a batch's accepted events."""
+        entries = self._entries
+        for message_id, position in accepted:
+            entry = entries.get(message_id)
+            if entry is not None:
+                entry.accepted.add(position)
+
     def reject(self, message_id: str, position: int | None, reason: str) -> None:
         entry = self._entries.get(message_id)
         if entry is not None:

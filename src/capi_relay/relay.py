@@ -202,14 +202,16 @@ class Relay:
         records: list[_Record] = []
         try:
             self._run(event, remaining_ms, summary, ledger, records)
+            every_id_read = True  # _run reads every record it is given, or finds no Records list: none to add
         except Exception:
+            every_id_read = False
             logger.exception("unexpected error; failing every record not proven settled so SQS retries it")
             for message_id in ledger:
                 if not ledger.settled(message_id):
                     ledger.fail(message_id, "internal_error")
         finally:
             clear_memo()
-        for message_id in _input_ids(event):
+        for message_id in () if every_id_read else _input_ids(event):
             if ledger.add(message_id):  # never registered (the error came first): not proven
                 ledger.fail(message_id, "internal_error")
         self._respond(records, ledger, summary)
@@ -251,15 +253,15 @@ class Relay:
         summary.fate_reserve_s = reserve = self._reserve(len(records), self._letters_known(records, ledger, now))
         report = self._deliverer.deliver(outbound, io_end - reserve, fifo=fifo, quarantine=self.quarantine_enabled)
         summary.delivery = report
-        for message_id, position in report.accepted:
-            ledger.accept(message_id, position)
+        ledger.accept_all(report.accepted)
         for (message_id, position), rejected in report.rejected.items():
             ledger.reject(message_id, position, rejected.reason)
-        by_id = {record.message_id: record for record in records}
-        for message_id, failure in report.failed.items():
-            ledger.fail(message_id, failure.reason, failure.retry_after_s)
-            if message_id in by_id:
-                by_id[message_id].failure = failure
+        if report.failed:
+            by_id = {record.message_id: record for record in records}
+            for message_id, failure in report.failed.items():
+                ledger.fail(message_id, failure.reason, failure.retry_after_s)
+                if message_id in by_id:
+                    by_id[message_id].failure = failure
 
         # 4. decide
         self._decide(records, ledger, started_wall)
@@ -338,8 +340,11 @@ class Relay:
         normalization = self._settings.normalization
         max_event_bytes = self._settings.max_request_bytes - REQUEST_OVERHEAD_BYTES
         outbound: list[Outbound] = []
+        identities, test_event_code, request_fields, group_id = (
+            record.identities, record.test_event_code, message.request_fields, record.group_id)  # fmt: skip
+        match_keys, oldest = summary.match_keys, record.oldest_event_time
         for position, raw_event in enumerate(message.events):
-            identity = record.identities[position]
+            identity = identities[position]
             result = prepare_event(
                 raw_event,
                 normalization,
@@ -357,21 +362,23 @@ class Relay:
                            "detail": result.detail},
                 )  # fmt: skip
                 continue
-            if result.drops and logger.isEnabledFor(logging.DEBUG):  # what `capi-relay check` shows as "dropped"
-                logger.debug("values dropped", extra={"message_id": message_id, "event_index": position,
-                             "dropped": [{"field": d.field, "reason": d.reason} for d in result.drops]})  # fmt: skip
-            for drop in result.drops:
-                summary.fields_dropped[(drop.field, drop.reason)] += 1
-            for note in result.notes:
-                summary.notes[note] += 1
-            summary.match_keys[result.match_keys] += 1
+            if result.drops:
+                if logger.isEnabledFor(logging.DEBUG):  # what `capi-relay check` shows as "dropped"
+                    dropped = [{"field": d.field, "reason": d.reason} for d in result.drops]
+                    extra = {"message_id": message_id, "event_index": position, "dropped": dropped}
+                    logger.debug("values dropped", extra=extra)
+                for drop in result.drops:
+                    summary.fields_dropped[(drop.field, drop.reason)] += 1
+            if result.notes:
+                for note in result.notes:
+                    summary.notes[note] += 1
+            match_keys[result.match_keys] += 1
             event_time = result.event.get("event_time")
-            oldest = record.oldest_event_time
             if isinstance(event_time, int) and (oldest is None or event_time < oldest):
-                record.oldest_event_time = event_time
+                record.oldest_event_time = oldest = event_time
             # Only the encoded bytes travel on (a letter is built from the event as received).
-            outbound.append(Outbound(message_id, position, pixel_id, record.test_event_code, _NO_EVENT,
-                                     result.encoded, message.request_fields, record.group_id))  # fmt: skip
+            outbound.append(Outbound(message_id, position, pixel_id, test_event_code, _NO_EVENT, result.encoded,
+                                     request_fields, group_id))  # fmt: skip
         record.outbound = outbound
         summary.events_prepared += len(outbound)
 
@@ -576,17 +583,19 @@ class Relay:
         failed_set = set(failed)
         by_id = {record.message_id: record for record in records}
         settings = self._settings
+        debug = logger.isEnabledFor(logging.DEBUG)
         for message_id in ledger:
             decision = ledger.decision(message_id)
             record = by_id.get(message_id)
             if message_id not in failed_set:
                 summary.records_delivered += 1
-                letters = len(decision.quarantine) if decision is not None and decision.letters else 0
+                letters = 0
                 if decision is not None and decision.letters:
+                    letters = len(decision.quarantine)
                     summary.records_quarantined += 1
                     if decision.outcome is Outcome.DEAD_LETTER:
                         summary.events_dead_lettered += letters
-                if logger.isEnabledFor(logging.DEBUG):
+                if debug:
                     logger.debug("record delivered", extra={"message_id": message_id,
                                                             "pixel_id": record.pixel_id if record else None,
                                                             "events": len(record.outbound) if record else 0,

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from capi_relay._compat import UTC
-from capi_relay.model import Drop, Identity, Prepared, Rejection, encode_event
+from capi_relay.model import Drop, Identity, Prepared, Rejection, encode_event, identity
 from capi_relay.normalize import is_fb_cookie, normalize_user_data
 from capi_relay.settings import NormalizationSettings
 
@@ -596,9 +596,9 @@ def resolve_identity(pixel_id: str, raw: Any, default_event_time: int) -> Identi
     event_time = default_event_time if raw.get("event_time") is None else None
     event_id = raw.get("event_id")
     if event_id is None:
-        return Identity(derived_event_id(pixel_id, raw), True, event_time)
+        return identity(derived_event_id(pixel_id, raw), True, event_time)
     if isinstance(event_id, int) and not isinstance(event_id, bool):
-        return Identity(str(event_id), False, event_time)
+        return identity(str(event_id), False, event_time)
     if isinstance(event_id, str) and event_id.strip():
-        return Identity(event_id.strip(), False, event_time)
-    return Identity(None, False, event_time)
+        return identity(event_id.strip(), False, event_time)
+    return identity(None, False, event_time)
