@@ -50,6 +50,7 @@ _UNENCODABLE = re.compile("[\ud800-\udfff\ufffe\uffff]")
 # slower parse. (Floats are read alike by both, correctly rounded; what orjson refuses goes to json.loads.)
 _NUMBER_CHARS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x53 if b in b"-:[, \t\n\r" else 0x20 for b in range(256))
 _LONG_INTEGER = b"S" + b"0" * 19
+_LEADING_LONG_INTEGER = _LONG_INTEGER[1:]  # at the start of the body
 
 
 class EnvelopeError(ValueError):
@@ -163,7 +164,7 @@ def _loads(body: str) -> Any:
     if _orjson is not None:
         encoded = body.encode("utf-8", "surrogatepass")
         marked = encoded.translate(_NUMBER_CHARS)  # one copy of the body (a prefix would add another)
-        if _LONG_INTEGER not in marked and not marked.startswith(_LONG_INTEGER[1:]):
+        if _LONG_INTEGER not in marked and not marked.startswith(_LEADING_LONG_INTEGER):
             try:
                 return _orjson.loads(encoded)
             except _orjson.JSONDecodeError:
@@ -175,10 +176,12 @@ def parse_body(body: str | None, message_attributes: Mapping[str, Any] | None = 
     """Unwrap one SQS message body. Raises :class:`EnvelopeError` for anything unusable."""
     if isinstance(body, str) and (
         len(body) > MAX_MESSAGE_BYTES
-        or (not body.isascii() and len(body.encode("utf-8", "replace")) > MAX_MESSAGE_BYTES)
-    ):
+        # UTF-8 takes at most 4 bytes a character: a shorter body cannot be over the cap (no copy to count it)
+        or (len(body) > MAX_MESSAGE_BYTES // 4 and not body.isascii()
+            and len(body.encode("utf-8", "replace")) > MAX_MESSAGE_BYTES)
+    ):  # fmt: skip
         raise EnvelopeError("message_too_large", f"message body is over {MAX_MESSAGE_BYTES} bytes")
-    if not isinstance(body, str) or not body.strip():
+    if not isinstance(body, str) or not body or body.isspace():  # = not body.strip(), without a copy
         raise EnvelopeError("empty_body", "message body is empty")
     try:
         decoded = _loads(body)
@@ -188,8 +191,9 @@ def parse_body(body: str | None, message_attributes: Mapping[str, Any] | None = 
     except (ValueError, RecursionError):
         raise EnvelopeError("body_not_json", "message body is not valid JSON") from None
     message = _unwrap(decoded, 0)
-    message.pixel_id = _attr(message_attributes, "pixel_id") or message.pixel_id
-    message.test_event_code = _attr(message_attributes, "test_event_code") or message.test_event_code
+    if message_attributes:  # usually {} (Lambda's SQS event always has the key): _attr would find nothing
+        message.pixel_id = _attr(message_attributes, "pixel_id") or message.pixel_id
+        message.test_event_code = _attr(message_attributes, "test_event_code") or message.test_event_code
     if message.pixel_id is not None and not _PIXEL_RE.fullmatch(message.pixel_id):
         raise EnvelopeError("invalid_pixel_id", "pixel_id must be numeric")
     if message.test_event_code is not None and len(message.test_event_code) > MAX_REQUEST_FIELD_CHARS:

@@ -46,6 +46,23 @@ class Identity:
     default_event_time: int | None = None
 
 
+# One Identity is built per event. A frozen dataclass's __init__ sets each field through object.__setattr__
+# (~2x the cost of the object); identity() sets the slots through their descriptors instead: the same object.
+_new_object = object.__new__
+_SET_EVENT_ID = Identity.__dict__["event_id"].__set__
+_SET_DERIVED = Identity.__dict__["derived"].__set__
+_SET_DEFAULT_EVENT_TIME = Identity.__dict__["default_event_time"].__set__
+
+
+def identity(event_id: str | None, derived: bool, default_event_time: int | None) -> Identity:
+    """``Identity(event_id, derived, default_event_time)``, built faster (it is still frozen)."""
+    made: Identity = _new_object(Identity)
+    _SET_EVENT_ID(made, event_id)
+    _SET_DERIVED(made, derived)
+    _SET_DEFAULT_EVENT_TIME(made, default_event_time)
+    return made
+
+
 @dataclass(frozen=True, slots=True)
 class Drop:
     """One value removed during normalization: field name and reason, never the value."""

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from capi_relay._compat import UTC
-from capi_relay.model import Drop, Identity, Prepared, Rejection, encode_event
+from capi_relay.model import Drop, Identity, Prepared, Rejection, encode_event, identity
 from capi_relay.normalize import is_fb_cookie, normalize_user_data
 from capi_relay.settings import NormalizationSettings
 
@@ -37,7 +37,6 @@ MS_THRESHOLD = 10**11
 MAX_AGE_S = 7 * 86_400
 MAX_AGE_PHYSICAL_STORE_S = 62 * 86_400
 MAX_FUTURE_SKEW_S = 300
-_CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
 # A numeric string as a person or a spreadsheet writes it (ASCII digits, optional sign, fraction, exponent).
 # float() alone would also take "1_000", "nan", "infinity" and Arabic-Indic digits.
 _NUMERIC_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -76,6 +75,8 @@ class _Reject(Exception):
 
 
 def _event_time(raw: Any, action_source: str, now: int, notes: list[str], default: int | None) -> int:
+    if type(raw) is int and 0 < raw < MS_THRESHOLD and now - MAX_AGE_S <= raw <= now:
+        return raw  # the usual event: Unix seconds of the last 7 days (what the general path below returns)
     if raw is None:
         if default is None:
             raise _Reject("missing_event_time", "event_time is required (Unix seconds)")
@@ -123,6 +124,9 @@ def _iso_event_time(text: str, notes: list[str]) -> float:
 
 
 def _number(raw: Any) -> float | int | None:
+    kind = type(raw)
+    if kind is int or kind is float:  # the usual value (isfinite raises OverflowError for a huge int, as below)
+        return raw if math.isfinite(raw) else None
     if isinstance(raw, bool):
         return None
     if isinstance(raw, int | float):
@@ -183,7 +187,7 @@ def _custom_data(raw: Any, event_name: str, drops: list[Drop]) -> dict[str, Any]
     currency = out.get("currency")
     if currency is not None:
         code = currency.strip().lower() if isinstance(currency, str) else ""
-        if not _CURRENCY_RE.fullmatch(code) or code not in _currencies():
+        if code not in _currencies():  # ISO 4217 codes as three lowercase ASCII letters (a unit test checks)
             raise _Reject("invalid_currency", "currency must be a 3-letter ISO 4217 code")
         out["currency"] = code
     elif event_name == "Purchase":
@@ -422,14 +426,16 @@ def _today(now: int) -> date:
     return datetime.fromtimestamp(now, UTC).date()
 
 
-_MATCH_KEY_SET = frozenset(MATCH_KEYS)
-
-
 def match_key_count(user_data: dict[str, Any]) -> int:
-    count = len(_MATCH_KEY_SET.intersection(user_data))
-    if "client_ip_address" in user_data and "client_user_agent" in user_data:
-        count += 1
-    return count
+    """How many of MATCH_KEYS the user_data holds, plus one for the IP address with the user agent."""
+    return (
+        ("em" in user_data)
+        + ("ph" in user_data)
+        + ("external_id" in user_data)
+        + ("fbc" in user_data)
+        + ("fbp" in user_data)
+        + ("client_ip_address" in user_data and "client_user_agent" in user_data)
+    )
 
 
 def prepare_event(
@@ -492,8 +498,10 @@ def _prepare(  # noqa: PLR0917 -- the private body of prepare_event, same argume
     event_time = _event_time(event.get("event_time"), source, now, notes, default_event_time)
     event["event_time"] = event_time
 
-    if "event_id" in event:
-        event_id = event["event_id"]
+    event_id = event.get("event_id")
+    if type(event_id) is str and (stripped := event_id.strip()):  # the usual event_id
+        event["event_id"] = stripped
+    elif "event_id" in event:
         if isinstance(event_id, int) and not isinstance(event_id, bool):
             event_id = str(event_id)
         if event_id is None:
@@ -588,9 +596,9 @@ def resolve_identity(pixel_id: str, raw: Any, default_event_time: int) -> Identi
     event_time = default_event_time if raw.get("event_time") is None else None
     event_id = raw.get("event_id")
     if event_id is None:
-        return Identity(derived_event_id(pixel_id, raw), True, event_time)
+        return identity(derived_event_id(pixel_id, raw), True, event_time)
     if isinstance(event_id, int) and not isinstance(event_id, bool):
-        return Identity(str(event_id), False, event_time)
+        return identity(str(event_id), False, event_time)
     if isinstance(event_id, str) and event_id.strip():
-        return Identity(event_id.strip(), False, event_time)
-    return Identity(None, False, event_time)
+        return identity(event_id.strip(), False, event_time)
+    return identity(None, False, event_time)

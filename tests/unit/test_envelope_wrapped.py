@@ -287,3 +287,18 @@ def test_a_lone_surrogate_character_in_the_body_is_read_as_the_standard_library_
     # Lambda's event is JSON: a body holding the escape "\ud800" arrives as a str with a lone surrogate in it
     body = '{"event_name": "Lead", "custom_data": {"note": "a\ud800b"}}'
     assert parse_body(body).events == [json.loads(body)]
+
+
+def test_a_body_of_four_byte_characters_just_over_the_limit_is_refused() -> None:
+    # The byte count is skipped for bodies of at most MAX_MESSAGE_BYTES // 4 characters (UTF-8: <= 4 bytes each);
+    # one of four-byte characters a little longer than that is over the limit and must still be counted.
+    overhead = len(json.dumps({"data": EVENTS, "p": ""}))
+    n = (MAX_MESSAGE_BYTES - overhead) // 4 + 1
+    body = json.dumps({"data": EVENTS, "p": "\U0001f600" * n}, ensure_ascii=False)
+    assert MAX_MESSAGE_BYTES // 4 < len(body) < MAX_MESSAGE_BYTES // 3 < MAX_MESSAGE_BYTES < len(body.encode())
+    with pytest.raises(EnvelopeError) as info:
+        parse_body(body)
+    assert info.value.reason == "message_too_large"
+    fits = json.dumps({"data": EVENTS, "p": "\U0001f600" * (n - 1)}, ensure_ascii=False)
+    assert len(fits.encode()) <= MAX_MESSAGE_BYTES
+    assert parse_body(fits).events == EVENTS

@@ -3,6 +3,7 @@ differently; the result always parses back to the event, and the refusals are th
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import importlib
 import json
@@ -14,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from capi_relay import model
-from capi_relay.model import encode_event
+from capi_relay.model import Identity, encode_event, identity
 from tests.factories import make_event
 
 
@@ -113,3 +114,15 @@ def test_orjson_is_used_when_it_can_be_imported(monkeypatch: pytest.MonkeyPatch)
     event = make_event()
     assert json.loads(encode_event(event)) == event
     assert calls == [event]
+
+
+def test_identity_builds_the_same_frozen_object_as_the_constructor() -> None:
+    for args in (("order-1", False, None), ("cr1-" + "a" * 32, True, 1_700_000_000), (None, False, None)):
+        fast, slow = identity(*args), Identity(*args)
+        assert type(fast) is Identity
+        assert fast == slow
+        assert hash(fast) == hash(slow)
+        assert repr(fast) == repr(slow)
+        assert dataclasses.astuple(fast) == args
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            fast.event_id = "other"  # type: ignore[misc]

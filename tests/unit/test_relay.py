@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -359,3 +360,29 @@ def test_nothing_is_counted_as_parked_when_parking_is_off() -> None:
     assert (summary.records_parked, queues.visibility) == (0, [])
     summary = make_relay(FakeSender(unavailable)).process({"Records": [record("m", event())]})  # no QueueIO at all
     assert summary.records_parked == 0
+
+
+def test_no_cyclic_collection_runs_while_a_batch_is_processed_and_the_collector_is_restored() -> None:
+    relay = make_relay(FakeSender())
+    batch = {"Records": [record(f"m{i}", event(event_id=f"e{i}")) for i in range(3_000)]}  # ~10 young passes' worth
+    passes: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            passes.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        assert gc.isenabled()
+        summary = relay.process(batch)
+        assert summary.response == {"batchItemFailures": []}
+        assert passes == []  # none during the batch
+        assert gc.isenabled()  # enabled again after it
+        gc.disable()  # a caller that runs without the collector keeps it off
+        try:
+            relay.process({"Records": [record("x", event())]})
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+    finally:
+        gc.callbacks.remove(count)

@@ -6,13 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from itertools import combinations
 from typing import Any
 
 import pytest
 
+from capi_relay._countries import CURRENCIES
 from capi_relay.envelope import MAX_MESSAGE_BYTES, EnvelopeError, parse_body
 from capi_relay.model import Drop, Prepared, Rejection
-from capi_relay.validate import DEFAULT_MAX_EVENT_BYTES, REASONS, prepare_event
+from capi_relay.validate import DEFAULT_MAX_EVENT_BYTES, MATCH_KEYS, REASONS, match_key_count, prepare_event
 from tests.factories import NOW, SETTINGS, make_event, with_user_data
 
 DAY = 86_400
@@ -518,3 +520,38 @@ def test_advertiser_tracking_enabled_is_sent_as_meta_documents_it(given: Any, se
     result = prepared(_app(advertiser_tracking_enabled=given))
     assert result.event["app_data"]["advertiser_tracking_enabled"] == sent
     assert type(result.event["app_data"]["advertiser_tracking_enabled"]) is type(sent)
+
+
+# ------------------------------------------------------------------ fast paths agree with the general rules
+@pytest.mark.parametrize(
+    ("event_time", "reason"),
+    [
+        (NOW - 7 * DAY - 1, "event_too_old"),  # one second outside the window the int fast path accepts
+        (NOW + 301, "event_in_future"),
+        (True, "invalid_event_time"),  # a bool is not an int here
+        (0, "invalid_event_time"),
+        (-5, "invalid_event_time"),
+    ],
+)
+def test_event_times_just_outside_the_usual_window_are_still_refused(event_time: Any, reason: str) -> None:
+    assert rejected(make_event(event_time=event_time)).reason == reason
+
+
+def test_match_key_count_counts_every_subset_as_the_set_definition_does() -> None:
+    keys = [*MATCH_KEYS, "client_ip_address", "client_user_agent", "fn"]
+    for size in range(len(keys) + 1):
+        for subset in combinations(keys, size):
+            user_data = dict.fromkeys(subset, "x")
+            expected = len(set(MATCH_KEYS) & set(subset)) + (
+                "client_ip_address" in subset and "client_user_agent" in subset
+            )
+            assert match_key_count(user_data) == expected, subset
+
+
+def test_every_currency_code_is_three_lowercase_ascii_letters() -> None:
+    # custom_data.currency is accepted when its stripped, lowercased form is in CURRENCIES (no separate pattern)
+    assert CURRENCIES
+    assert all(len(c) == 3 and c.isascii() and c.isalpha() and c.islower() for c in CURRENCIES)
+    for bad in ("US", "usdd", "u5d", "ÜSD", "us d"):
+        assert rejected(_custom(value=1, currency=bad)).reason == "invalid_currency", bad
+    assert prepared(_custom(value=1, currency=" USD ")).event["custom_data"]["currency"] == "usd"
