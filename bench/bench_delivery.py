@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from bench.common import PIXEL, StaticTokens, control, fmt, machine_note, standin_process
 from capi_relay.delivery import Deliverer, DeliveryConfig
 from capi_relay.graph import GraphClient
-from capi_relay.model import Outbound, Rejection
+from capi_relay.ingest.model import Outbound, Rejection
 from capi_relay.settings import NormalizationSettings
 from capi_relay.validate import prepare_event
 from tests.factories import make_event

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from capi_relay import normalize
-from capi_relay.model import Prepared
+from capi_relay.ingest.model import Prepared
 from capi_relay.settings import NormalizationSettings
 from capi_relay.validate import prepare_event
 

@@ -557,9 +557,9 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("encoding (json.dumps)", ("encode_event",)),
     ("normalization", ("capi_relay/normalize.py", "phonenumbers/")),
     ("validation", ("capi_relay/validate.py",)),
-    ("envelope parsing", ("capi_relay/envelope.py",)),
+    ("envelope parsing", ("capi_relay/ingest/envelope.py",)),
     ("delivery scheduling", ("capi_relay/delivery.py",)),
-    ("relay bookkeeping", ("capi_relay/relay.py", "dataclasses", "capi_relay/model.py")),
+    ("relay bookkeeping", ("capi_relay/relay.py", "dataclasses", "capi_relay/ingest/model.py")),
     ("SDK", ("facebook_business/", "pycountry/")),
 ]
 

@@ -198,7 +198,7 @@ def _letter_event_id(sample: Sample, record: Expected) -> str:
     derives from the pixel and the event's content (a rejected event keeps its identity too)."""
     if record.event_ids:
         return sent_event_id(sample, record, 0)
-    from capi_relay.envelope import parse_body
+    from capi_relay.ingest.envelope import parse_body
     from capi_relay.validate import derived_event_id
 
     (body,) = [body for body, _ in sample_bodies(sample.name) if record.marker in body]

@@ -106,7 +106,7 @@ def sent_event_id(sample: Sample, expected: Expected, position: int) -> str:
     own = expected.event_ids[position]
     if own is not None:
         return own
-    from capi_relay.envelope import parse_body  # only callers that check ids need the relay
+    from capi_relay.ingest.envelope import parse_body  # only callers that check ids need the relay
     from capi_relay.validate import derived_event_id
 
     (body,) = [body for body, _ in sample_bodies(sample.name) if expected.marker in body]

@@ -62,7 +62,7 @@ def _log_lines(logs: str) -> list[dict[str, Any]]:
 
 def _event_ids(body: str) -> list[str]:
     """Each event's id as the producer wrote it ("-" when the relay derives one), "" for an unreadable body."""
-    from capi_relay.envelope import EnvelopeError, parse_body
+    from capi_relay.ingest.envelope import EnvelopeError, parse_body
 
     try:
         events = parse_body(body).events

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from capi_relay.fate import FIFO_BLOCKED, FifoGate
 from capi_relay.graph import GraphReply, GraphSender
 from capi_relay.graph_policy import Action, ErrorKind, GraphError, after_failure, unknown_outcome
-from capi_relay.model import Outbound
+from capi_relay.ingest.model import Outbound
 from capi_relay.search import Probe, Search, search_request_bound
 from capi_relay.secrets import Credentials, InvocationScoped, SecretError, TokenProvider
 from capi_relay.settings import Settings, default_of

@@ -29,7 +29,7 @@ from datetime import date, datetime
 from typing import Any
 
 from capi_relay._compat import UTC
-from capi_relay.model import Rejection
+from capi_relay.ingest.model import Rejection
 from capi_relay.normalize import HASHED_FIELDS, Invalid, normalized_string, normalized_strings
 from capi_relay.settings import NormalizationSettings
 from capi_relay.validate import prepare_event

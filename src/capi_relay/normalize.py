@@ -18,7 +18,7 @@ from functools import cache, partial
 from typing import Any
 
 from capi_relay._compat import UTC
-from capi_relay.model import Drop
+from capi_relay.ingest.model import Drop
 from capi_relay.settings import NormalizationSettings
 
 HASHED_FIELDS = ("em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from capi_relay.model import Prepared, Rejection
+from capi_relay.ingest.model import Prepared, Rejection
 from capi_relay.settings import NormalizationSettings
 from capi_relay.validate import KNOWN_EVENT_KEYS, prepare_event
 

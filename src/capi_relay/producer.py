@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO, cast
 
 from capi_relay.console import fail, note, read_text
-from capi_relay.envelope import EnvelopeError, parse_body
+from capi_relay.ingest.envelope import EnvelopeError, parse_body
 from capi_relay.preflight import Preflight, preflight
 from capi_relay.settings import NormalizationSettings, SettingsError
 

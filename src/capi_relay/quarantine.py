@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from capi_relay.model import Identity
+from capi_relay.ingest.model import Identity
 
 MAX_BATCH_ENTRIES = 10  # SendMessageBatch
 MAX_BATCH_BYTES = 256 * 1024  # SendMessageBatch: sum of bodies and attributes

@@ -31,7 +31,6 @@ from functools import partial
 from typing import Any, TypeVar
 
 from capi_relay.delivery import Deliverer, DeliveryReport, Failure
-from capi_relay.envelope import EnvelopeError, parse_body
 from capi_relay.fate import (
     FIFO_BLOCKED,
     FifoGate,
@@ -45,7 +44,8 @@ from capi_relay.fate import (
     last_chance,
     park_seconds,
 )
-from capi_relay.model import Identity, InboundMessage, Outbound, Rejection
+from capi_relay.ingest.envelope import EnvelopeError, parse_body
+from capi_relay.ingest.model import Identity, InboundMessage, Outbound, Rejection
 from capi_relay.normalize import clear_memo
 from capi_relay.quarantine import DeadLetter, Source, batches, dead_letter
 from capi_relay.queues import QueueIO

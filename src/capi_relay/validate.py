@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from capi_relay._compat import UTC
-from capi_relay.model import Drop, Identity, Prepared, Rejection, encode_event, identity
+from capi_relay.ingest.model import Drop, Identity, Prepared, Rejection, encode_event, identity
 from capi_relay.normalize import is_fb_cookie, normalize_user_data
 from capi_relay.settings import NormalizationSettings
 

@@ -189,7 +189,7 @@ def test_the_cli_imports_no_aws_or_http_library(tmp_path: Path) -> None:
 
 def test_check_reads_no_more_than_one_message_can_hold() -> None:
     # Given stdin far over the 6 MiB a message body may hold
-    from capi_relay.envelope import MAX_MESSAGE_BYTES
+    from capi_relay.ingest.envelope import MAX_MESSAGE_BYTES
 
     stdin = io.StringIO('{"event_name": "' + "a" * (2 * MAX_MESSAGE_BYTES) + '"}')
     out = io.StringIO()

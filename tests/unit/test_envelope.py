@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capi_relay.envelope import MAX_EVENTS_PER_MESSAGE, EnvelopeError, parse_body
+from capi_relay.ingest.envelope import MAX_EVENTS_PER_MESSAGE, EnvelopeError, parse_body
 
 EVENT = {"event_name": "Lead", "action_source": "system_generated", "user_data": {"em": "a@example.com"}}
 
@@ -221,7 +221,7 @@ def test_digit_runs_inside_strings_keep_the_fast_parse(monkeypatch: pytest.Monke
 
     import orjson  # noqa: F401 -- a runtime dependency: the fast path must exist
 
-    monkeypatch.setattr("capi_relay.envelope.json.loads", refuse)
+    monkeypatch.setattr("capi_relay.ingest.envelope.json.loads", refuse)
     # Then orjson reads it (no fallback), exactly as json would
     assert repr(parse_body(body).events) == repr(expected["data"])
 
@@ -237,7 +237,7 @@ _json_values = st.recursive(
 @settings(max_examples=400, deadline=None)
 @given(_json_values, st.sampled_from([(",", ":"), (", ", ": "), (",\n", ":\t"), (" ,\r\n", " : ")]))
 def test_any_json_is_read_exactly_as_the_standard_library_reads_it(value: object, separators: tuple[str, str]) -> None:
-    from capi_relay.envelope import _loads
+    from capi_relay.ingest.envelope import _loads
 
     text = json.dumps(value, separators=separators, ensure_ascii=False)
     assert repr(_loads(text)) == repr(json.loads(text))
@@ -245,7 +245,7 @@ def test_any_json_is_read_exactly_as_the_standard_library_reads_it(value: object
 
 @pytest.mark.parametrize("text", ["18446744073709551616", "-18446744073709551616", " 18446744073709551616 "])
 def test_a_long_integer_at_the_start_of_the_text_is_read_as_an_int(text: str) -> None:
-    from capi_relay.envelope import _loads
+    from capi_relay.ingest.envelope import _loads
 
     assert repr(_loads(text)) == repr(json.loads(text))
 

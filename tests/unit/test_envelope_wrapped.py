@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from capi_relay.envelope import MAX_MESSAGE_BYTES, MAX_REQUEST_FIELD_CHARS, EnvelopeError, parse_body
+from capi_relay.ingest.envelope import MAX_MESSAGE_BYTES, MAX_REQUEST_FIELD_CHARS, EnvelopeError, parse_body
 
 EVENTS = [{"event_name": "Purchase", "event_id": "a"}, {"event_name": "Lead", "event_id": "b"}]
 DATA = {"data": EVENTS, "pixel_id": "111", "test_event_code": "TEST1", "upload_tag": "t-1", "namespace_id": 42}
@@ -266,7 +266,7 @@ def test_a_body_over_the_limit_names_the_limit() -> None:
 
 
 def test_ten_thousand_events_are_one_message_and_one_more_is_refused() -> None:
-    from capi_relay.envelope import MAX_EVENTS_PER_MESSAGE
+    from capi_relay.ingest.envelope import MAX_EVENTS_PER_MESSAGE
 
     events = [{"event_name": "E"}] * MAX_EVENTS_PER_MESSAGE
     assert len(parse_body(json.dumps({"data": events})).events) == MAX_EVENTS_PER_MESSAGE

@@ -17,7 +17,7 @@ from capi_relay.fate import (
     is_parkable,
     park_seconds,
 )
-from capi_relay.model import Identity
+from capi_relay.ingest.model import Identity
 from capi_relay.quarantine import MAX_BATCH_BYTES, DeadLetter, Source, batches, dead_letter, sqs_valid
 from capi_relay.settings import DEFAULT_PARK_SCHEDULE_S
 

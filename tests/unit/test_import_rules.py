@@ -36,8 +36,6 @@ HANDLERS = ("capi_relay.handler", "capi_relay.quality.handler")  # template.yaml
 # (capi_relay.<stage>.<module>) empty this mapping (`STAGE_OF: dict[str, str] = {}`, or keep only the
 # quality/cli.py line if that file stays): stage_of() then reads the stage from the path.
 STAGE_OF: dict[str, str] = {
-    "capi_relay.envelope": "ingest",
-    "capi_relay.model": "ingest",
     "capi_relay.normalize": "prepare",
     "capi_relay.validate": "prepare",
     "capi_relay._countries": "prepare",
@@ -283,7 +281,7 @@ def test_architecture_md_states_these_rules() -> None:
 @pytest.mark.parametrize(
     ("importer", "imported"),
     [
-        ("capi_relay.envelope", "capi_relay.delivery"),  # ingest -> deliver: upwards
+        ("capi_relay.ingest.envelope", "capi_relay.delivery"),  # ingest -> deliver: upwards
         ("capi_relay.handler", "capi_relay.cli"),  # the Lambda path -> an operator tool
         ("capi_relay.relay", "capi_relay.app"),  # the sequence -> the wiring
         ("capi_relay.quality.reader", "capi_relay.producer"),  # the quality reader -> a tool

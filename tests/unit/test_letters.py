@@ -18,7 +18,7 @@ from capi_relay.fate import (
     ParkInput,
     park_seconds,
 )
-from capi_relay.model import Identity
+from capi_relay.ingest.model import Identity
 from capi_relay.quarantine import (
     EMPTY_BODY_PLACEHOLDER_KEY,
     MAX_BATCH_BYTES,

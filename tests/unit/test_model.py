@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from capi_relay import model
-from capi_relay.model import Identity, encode_event, identity
+from capi_relay.ingest import model
+from capi_relay.ingest.model import Identity, encode_event, identity
 from tests.factories import make_event
 
 

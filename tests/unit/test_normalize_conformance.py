@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from capi_relay.model import Drop
+from capi_relay.ingest.model import Drop
 from capi_relay.normalize import EMPTY_SHA256, Invalid, normalize_user_data, normalized_string, normalized_strings
 from capi_relay.settings import NormalizationSettings
 

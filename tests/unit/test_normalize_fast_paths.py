@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from capi_relay import normalize
-from capi_relay.model import Drop
+from capi_relay.ingest.model import Drop
 from capi_relay.settings import NormalizationSettings
 
 TODAY = date(2026, 9, 21)

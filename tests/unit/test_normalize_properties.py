@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from capi_relay.model import Prepared, Rejection
+from capi_relay.ingest.model import Prepared, Rejection
 from capi_relay.normalize import (
     EMPTY_SHA256,
     HASHED_FIELDS,

@@ -13,7 +13,7 @@ import pytest
 import capi_relay.relay as relay_module
 from capi_relay.app import delivery_config
 from capi_relay.delivery import Deliverer
-from capi_relay.model import Rejection
+from capi_relay.ingest.model import Rejection
 from capi_relay.relay import Relay
 from capi_relay.settings import settings_from_env
 from capi_relay.validate import prepare_event

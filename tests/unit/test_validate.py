@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from capi_relay._countries import CURRENCIES
-from capi_relay.envelope import MAX_MESSAGE_BYTES, EnvelopeError, parse_body
-from capi_relay.model import Drop, Prepared, Rejection
+from capi_relay.ingest.envelope import MAX_MESSAGE_BYTES, EnvelopeError, parse_body
+from capi_relay.ingest.model import Drop, Prepared, Rejection
 from capi_relay.validate import DEFAULT_MAX_EVENT_BYTES, MATCH_KEYS, REASONS, match_key_count, prepare_event
 from tests.factories import NOW, SETTINGS, make_event, with_user_data
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from capi_relay.console import fail, read_text
-from capi_relay.envelope import EnvelopeError
+from capi_relay.ingest.envelope import EnvelopeError
 from capi_relay.quality.config import quality_config_from_env
 from capi_relay.quality.dataset_quality import DatasetQuality, EventQuality
 from capi_relay.quality.reasons import WHAT_TO_DO

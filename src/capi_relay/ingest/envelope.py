@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from capi_relay.model import InboundMessage
+from capi_relay.ingest.model import InboundMessage
 
 try:
     import orjson as _orjson
