@@ -115,11 +115,11 @@ mutation: venv ## mutmut on the decision modules (MODULE=search|throttle|envelop
 lock: venv ## regenerate requirements-dev.lock from pyproject.toml
 	$(UV) pip compile pyproject.toml --extra dev --python-version $(PY_VERSION) -o requirements-dev.lock -q
 
-countries: venv ## regenerate the country tables (src/capi_relay/_countries.py, _country_names.py)
-	$(PY) scripts/gen_countries.py > src/capi_relay/_countries.py
-	$(PY) scripts/gen_country_names.py > src/capi_relay/_country_names.py
-	$(PY) scripts/gen_date_orders.py > src/capi_relay/_date_orders.py
-	$(PY) scripts/gen_trunk_prefixes.py > src/capi_relay/_trunk_prefixes.py
+countries: venv ## regenerate the country tables (src/capi_relay/prepare/_tables/countries.py, _country_names.py)
+	$(PY) scripts/gen_countries.py > src/capi_relay/prepare/_tables/countries.py
+	$(PY) scripts/gen_country_names.py > src/capi_relay/prepare/_tables/country_names.py
+	$(PY) scripts/gen_date_orders.py > src/capi_relay/prepare/_tables/date_orders.py
+	$(PY) scripts/gen_trunk_prefixes.py > src/capi_relay/prepare/_tables/trunk_prefixes.py
 
 clean: ## remove build output and caches
 	rm -rf .aws-sam .local .pytest_cache .mypy_cache .ruff_cache .venv-kit

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import json
 from bench import bench_normalize as b
-from capi_relay import normalize
+from capi_relay.prepare import normalize
 events = b.make_events({events}, 7)
 best = min(b.time_run(b.engine, events) for _ in range(3))
 print(json.dumps({{"engine": best, "module": normalize.__file__}}))

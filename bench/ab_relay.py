@@ -30,7 +30,7 @@ from bench.bench_coldstart import function_env
 from bench.bench_pipeline import sqs_event
 from bench.cfn import load_template
 from bench.common import PIXEL, StaticTokens
-from capi_relay import validate
+from capi_relay.prepare import events as validate
 from capi_relay.app import delivery_config
 from capi_relay.delivery import Deliverer
 from capi_relay.graph import GraphReply

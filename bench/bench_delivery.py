@@ -21,8 +21,8 @@ from bench.common import PIXEL, StaticTokens, control, fmt, machine_note, standi
 from capi_relay.delivery import Deliverer, DeliveryConfig
 from capi_relay.graph import GraphClient
 from capi_relay.ingest.model import Outbound, Rejection
+from capi_relay.prepare.events import prepare_event
 from capi_relay.settings import NormalizationSettings
-from capi_relay.validate import prepare_event
 from tests.factories import make_event
 
 

@@ -6,7 +6,7 @@
 Per event, each contender starts from the JSON text of the event and ends with the JSON text it would
 POST:
 
-* engine  -- json.loads -> capi_relay.validate.prepare_event (normalize, hash, validate) -> json.dumps
+* engine  -- json.loads -> capi_relay.prepare.events.prepare_event (normalize, hash, validate) -> json.dumps
 * sdk     -- json.loads -> facebook_business UserData/CustomData/Event -> Event.normalize() -> json.dumps
              (an event the SDK raises on is counted as done at the point it raised)
 * floor   -- json.loads -> strip/lower/sha256 of the same hashed fields -> json.dumps (no rules at all)
@@ -40,10 +40,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from capi_relay import normalize
 from capi_relay.ingest.model import Prepared
+from capi_relay.prepare import normalize
+from capi_relay.prepare.events import prepare_event
 from capi_relay.settings import NormalizationSettings
-from capi_relay.validate import prepare_event
 
 NOW = 1_790_000_000
 SETTINGS = NormalizationSettings()
@@ -399,12 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     base, _ = _best_of("pass")
     print("cold-start imports (python -X importtime, best of 5, ms; the bare interpreter's imports subtracted):")
+    pkg, tables = "capi_relay.prepare.events", "capi_relay.prepare._tables"
     for label, statement in [
-        ("import capi_relay.validate", "import capi_relay.validate"),
-        ("+ _countries (first country/currency)", "import capi_relay.validate, capi_relay._countries"),
-        ("+ phonenumbers (first national phone)", "import capi_relay.validate, capi_relay._countries, phonenumbers"),
-        ("+ _country_names (first CLDR name)", "import capi_relay.validate, capi_relay._countries, "
-         "capi_relay._country_names"),
+        ("import capi_relay.prepare.events", "import capi_relay.prepare.events"),
+        ("+ _countries (first country/currency)", f"import {pkg}, {tables}.countries"),
+        ("+ phonenumbers (first national phone)", f"import {pkg}, {tables}.countries, phonenumbers"),
+        ("+ _country_names (first CLDR name)", f"import {events}, {tables}.countries, {tables}.country_names"),
     ]:  # fmt: skip
         total, parts = _best_of(statement)
         print(f"  {label:<40}: {total - base:6.1f}  ({', '.join(f'{n} {ms:.1f}' for n, ms in parts)})")

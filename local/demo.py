@@ -199,7 +199,7 @@ def _letter_event_id(sample: Sample, record: Expected) -> str:
     if record.event_ids:
         return sent_event_id(sample, record, 0)
     from capi_relay.ingest.envelope import parse_body
-    from capi_relay.validate import derived_event_id
+    from capi_relay.prepare.events import derived_event_id
 
     (body,) = [body for body, _ in sample_bodies(sample.name) if record.marker in body]
     event = parse_body(body).events[0]

@@ -102,12 +102,12 @@ def load_sample(name: str) -> dict[str, Any]:
 
 def sent_event_id(sample: Sample, expected: Expected, position: int) -> str:
     """The event_id the relay sends event ``position`` of ``expected`` under: its own, or the one derived from
-    the pixel and the event's content (``capi_relay.validate.derived_event_id``, never the messageId)."""
+    the pixel and the event's content (``capi_relay.prepare.events.derived_event_id``, never the messageId)."""
     own = expected.event_ids[position]
     if own is not None:
         return own
     from capi_relay.ingest.envelope import parse_body  # only callers that check ids need the relay
-    from capi_relay.validate import derived_event_id
+    from capi_relay.prepare.events import derived_event_id
 
     (body,) = [body for body, _ in sample_bodies(sample.name) if expected.marker in body]
     return derived_event_id(expected.pixel_id, parse_body(body).events[position])

@@ -17,7 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET = "3.10"
 # Entry points of the kit; what they import (eagerly or on first use) is found by importing them.
 ENTRY_POINTS = ("capi_relay.cli", "capi_relay.producer", "capi_relay.dlq", "capi_relay.queues", "capi_relay.explain")
-LAZY = ("capi_relay._countries", "capi_relay._country_names")  # tables loaded on first use
+LAZY = (
+    "capi_relay.prepare._tables.countries",
+    "capi_relay.prepare._tables.country_names",
+)  # tables loaded on first use
 
 
 def kit_modules() -> list[Path]:

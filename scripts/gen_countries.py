@@ -1,4 +1,4 @@
-"""Regenerate src/capi_relay/_countries.py from pycountry (the maintained ISO 3166-1 / ISO 4217 source).
+"""Regenerate src/capi_relay/prepare/_tables/countries.py from pycountry (the maintained ISO 3166-1 / ISO 4217 source).
 
 Two tables: COUNTRIES (country_key(name) -> alpha-2, for user_data.country) and CURRENCIES (the ISO 4217
 alphabetic codes, lower case, for custom_data.currency).
@@ -7,7 +7,7 @@ The relay does not import pycountry at run time (it costs ~80 ms of cold start a
 it ships this generated table instead. tests/unit/test_countries.py fails when the table drifts from the
 installed pycountry, and `make countries` rewrites it.
 
-Usage: python scripts/gen_countries.py > src/capi_relay/_countries.py
+Usage: python scripts/gen_countries.py > src/capi_relay/prepare/_tables/countries.py
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import pycountry
 
-from capi_relay.normalize import country_key
+from capi_relay.prepare.normalize import country_key
 
 # Common English names that ISO 3166 does not carry (name, official_name, common_name cover the rest).
 EXTRA_ALIASES: dict[str, str] = {

@@ -1,4 +1,5 @@
-"""Regenerate src/capi_relay/_country_names.py from CLDR territory names (via babel, a dev-only dependency).
+"""Regenerate src/capi_relay/prepare/_tables/country_names.py from CLDR territory names (via babel, a dev-only
+dependency).
 
 One table: NAMES (country_key(name) -> alpha-2) for the country names in the major languages that the ISO/English
 table (_countries.py, from pycountry) does not already hold: ``França``, ``Deutschland``, ``España``,
@@ -13,7 +14,7 @@ Rules, so that a name never becomes another person's country:
 The relay does not import babel at run time; tests/unit/test_countries.py fails when this table drifts from
 the installed babel, and `make countries` rewrites it.
 
-Usage: python scripts/gen_country_names.py > src/capi_relay/_country_names.py
+Usage: python scripts/gen_country_names.py > src/capi_relay/prepare/_tables/country_names.py
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ import babel
 import pycountry
 from babel import Locale
 
-from capi_relay._countries import COUNTRIES
-from capi_relay.normalize import country_key
+from capi_relay.prepare._tables.countries import COUNTRIES
+from capi_relay.prepare.normalize import country_key
 
 # The languages with the most speakers / Meta users (CLDR locale ids). English is in the ISO table already.
 LANGUAGES = (

@@ -1,5 +1,5 @@
-"""Regenerate src/capi_relay/_date_orders.py: the order in which each country writes a numeric date, from CLDR (via
-babel, a dev-only dependency).
+"""Regenerate src/capi_relay/prepare/_tables/date_orders.py: the order in which each country writes a numeric
+date, from CLDR (via babel, a dev-only dependency).
 
 One table: ORDERS (ISO 3166-1 alpha-2, lower case -> "DMY", "MDY" or "YMD"). For each country, the locale CLDR's
 likely-subtags data names for it (``und_DE`` -> ``de_DE``, ``und_IN`` -> ``hi_IN``, ``und_CN`` -> ``zh_Hans_CN``) and
@@ -11,7 +11,7 @@ The relay reads it when a date of birth's day and month are both <= 12 (normaliz
 import babel at run time; tests/unit/test_countries.py fails when this table drifts from the installed babel, and
 `make countries` rewrites it.
 
-Usage: python scripts/gen_date_orders.py > src/capi_relay/_date_orders.py
+Usage: python scripts/gen_date_orders.py > src/capi_relay/prepare/_tables/date_orders.py
 """
 
 from __future__ import annotations

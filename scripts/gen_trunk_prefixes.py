@@ -1,5 +1,6 @@
-"""Regenerate src/capi_relay/_trunk_prefixes.py: each country calling code's national (trunk) prefix, from
-libphonenumber's metadata (the ``phonenumbers`` package, a runtime dependency pinned in src/requirements.txt).
+"""Regenerate src/capi_relay/prepare/_tables/trunk_prefixes.py: each country calling code's national (trunk)
+prefix, from libphonenumber's metadata (the ``phonenumbers`` package, a runtime dependency pinned in
+src/requirements.txt).
 
 One table: PREFIXES (country calling code as a string -> the trunk prefix of its main region: "0" for 44, 49, 62,
 358 ...; "8" for 7; "06" for 36; "1" for 1). Codes whose plan has none (39 Italy, 52 Mexico ...) are absent.
@@ -10,7 +11,7 @@ table at run time would load every region's metadata (~65 ms and ~250 modules on
 tests/unit/test_normalize_i18n.py fails when this table drifts from the installed phonenumbers, and
 `make countries` rewrites it.
 
-Usage: python scripts/gen_trunk_prefixes.py > src/capi_relay/_trunk_prefixes.py
+Usage: python scripts/gen_trunk_prefixes.py > src/capi_relay/prepare/_tables/trunk_prefixes.py
 """
 
 from __future__ import annotations

@@ -2,13 +2,13 @@
 
 The relay hashes personal data, so ``check`` alone shows only hashes: a date of birth read in the wrong order
 is invisible. This module runs the same public normalization functions the relay uses
-(:func:`capi_relay.normalize.normalized_strings`) on each raw value and reports the string that is hashed,
+(:func:`capi_relay.prepare.normalize.normalized_strings`) on each raw value and reports the string that is hashed,
 the hash sent, and why the value changed. It is used only by the command line: the function never calls it,
 and never logs a value.
 
 It also finds **every** reason an event would be rejected, not only the first: the relay stops at the first
 rule an event breaks, so :func:`all_rejections` repairs a copy of the event for each reason found (a
-placeholder that satisfies that one rule) and runs the relay's own :func:`capi_relay.validate.prepare_event`
+placeholder that satisfies that one rule) and runs the relay's own :func:`capi_relay.prepare.events.prepare_event`
 again, until the event passes or the reason cannot be repaired.
 
 And it warns about input read by a convention rather than by the value itself (:func:`ambiguity_warnings`):
@@ -30,9 +30,9 @@ from typing import Any
 
 from capi_relay._compat import UTC
 from capi_relay.ingest.model import Rejection
-from capi_relay.normalize import HASHED_FIELDS, Invalid, normalized_string, normalized_strings
+from capi_relay.prepare.events import prepare_event
+from capi_relay.prepare.normalize import HASHED_FIELDS, Invalid, normalized_string, normalized_strings
 from capi_relay.settings import NormalizationSettings
-from capi_relay.validate import prepare_event
 
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 _MD5_RE = re.compile(r"[0-9a-fA-F]{32}")

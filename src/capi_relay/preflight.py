@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from capi_relay.ingest.model import Prepared, Rejection
+from capi_relay.prepare.events import KNOWN_EVENT_KEYS, prepare_event
 from capi_relay.settings import NormalizationSettings
-from capi_relay.validate import KNOWN_EVENT_KEYS, prepare_event
 
 MAX_KEY_CHARS = 64  # an unknown key's name is echoed back, cut to this length
 

@@ -46,11 +46,11 @@ from capi_relay.fate import (
 )
 from capi_relay.ingest.envelope import EnvelopeError, parse_body
 from capi_relay.ingest.model import Identity, InboundMessage, Outbound, Rejection
-from capi_relay.normalize import clear_memo
+from capi_relay.prepare.events import REQUEST_OVERHEAD_BYTES, derived_event_id, prepare_event, resolve_identity
+from capi_relay.prepare.normalize import clear_memo
 from capi_relay.quarantine import DeadLetter, Source, batches, dead_letter
 from capi_relay.queues import QueueIO
 from capi_relay.settings import Settings
-from capi_relay.validate import REQUEST_OVERHEAD_BYTES, derived_event_id, prepare_event, resolve_identity
 
 __all__ = ["BatchSummary", "Relay", "derived_event_id"]
 

@@ -322,8 +322,8 @@ def test_metas_sdk_current_parameters_are_accepted(graph: GraphStandIn, monkeypa
 def test_the_relays_prepared_events_for_those_parameters_are_accepted(graph: GraphStandIn) -> None:
     # The relay's own output for the same kinds of events goes through the same stand-in
     from capi_relay.ingest.model import Prepared
+    from capi_relay.prepare.events import prepare_event
     from capi_relay.settings import NormalizationSettings
-    from capi_relay.validate import prepare_event
 
     now = int(time.time())
     raw = [

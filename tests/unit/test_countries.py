@@ -9,8 +9,10 @@ from types import ModuleType
 
 import pycountry
 
-from capi_relay import _countries, _country_names, _date_orders
-from capi_relay.normalize import country_key
+from capi_relay.prepare._tables import countries as _countries
+from capi_relay.prepare._tables import country_names as _country_names
+from capi_relay.prepare._tables import date_orders as _date_orders
+from capi_relay.prepare.normalize import country_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +36,7 @@ def test_the_currency_table_equals_the_generator_output() -> None:
 
 def test_the_generated_file_is_byte_identical_to_a_fresh_render() -> None:
     gen = _generator()
-    shipped = (ROOT / "src" / "capi_relay" / "_countries.py").read_text(encoding="utf-8")
+    shipped = (ROOT / "src" / "capi_relay" / "prepare" / "_tables" / "countries.py").read_text(encoding="utf-8")
     assert shipped == gen.render(gen.build())
 
 
@@ -66,7 +68,7 @@ def test_the_cldr_name_table_equals_the_generator_output_and_the_file_a_fresh_re
     gen = _generator("gen_country_names")
     table, ambiguous = gen.build()
     assert table == _country_names.NAMES
-    shipped = (ROOT / "src" / "capi_relay" / "_country_names.py").read_text(encoding="utf-8")
+    shipped = (ROOT / "src" / "capi_relay" / "prepare" / "_tables" / "country_names.py").read_text(encoding="utf-8")
     assert shipped == gen.render(table, ambiguous)
 
 
@@ -87,7 +89,7 @@ def test_the_date_order_table_equals_the_generator_output_and_the_file_a_fresh_r
     gen = _generator("gen_date_orders")
     orders, locales = gen.build()
     assert orders == _date_orders.ORDERS
-    shipped = (ROOT / "src" / "capi_relay" / "_date_orders.py").read_text(encoding="utf-8")
+    shipped = (ROOT / "src" / "capi_relay" / "prepare" / "_tables" / "date_orders.py").read_text(encoding="utf-8")
     assert shipped == gen.render(orders, locales)
 
 

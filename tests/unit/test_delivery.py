@@ -27,9 +27,9 @@ from capi_relay.graph import GraphReply
 from capi_relay.graph_policy import ErrorKind, GraphError
 from capi_relay.ingest.envelope import MAX_REQUEST_FIELD_CHARS, REQUEST_FIELDS
 from capi_relay.ingest.model import Outbound, encode_event
+from capi_relay.prepare.events import REQUEST_OVERHEAD_BYTES
 from capi_relay.search import SEARCH_POOLED_FROM, search_request_bound, valve_request_bound
 from capi_relay.secrets import Credentials, SecretError
-from capi_relay.validate import REQUEST_OVERHEAD_BYTES
 
 PIXEL = "111"
 OTHER = "222"

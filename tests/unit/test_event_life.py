@@ -15,10 +15,10 @@ from capi_relay.delivery import Deliverer, DeliveryReport, Failure
 from capi_relay.fate import fate_io_reserve_s
 from capi_relay.graph import GraphReply
 from capi_relay.graph_policy import ErrorKind, GraphError
+from capi_relay.prepare.events import derived_event_id
 from capi_relay.quarantine import sqs_valid
 from capi_relay.relay import Relay
 from capi_relay.settings import settings_from_env
-from capi_relay.validate import derived_event_id
 from tests.unit.fakes import FakeSender, FakeTokens
 from tests.unit.test_relay import DLQ, NOW, FakeQueues, event, failed_ids, fate_relay, record
 

@@ -36,12 +36,12 @@ HANDLERS = ("capi_relay.handler", "capi_relay.quality.handler")  # template.yaml
 # (capi_relay.<stage>.<module>) empty this mapping (`STAGE_OF: dict[str, str] = {}`, or keep only the
 # quality/cli.py line if that file stays): stage_of() then reads the stage from the path.
 STAGE_OF: dict[str, str] = {
-    "capi_relay.normalize": "prepare",
-    "capi_relay.validate": "prepare",
-    "capi_relay._countries": "prepare",
-    "capi_relay._country_names": "prepare",
-    "capi_relay._date_orders": "prepare",
-    "capi_relay._trunk_prefixes": "prepare",
+    "capi_relay.prepare.normalize": "prepare",
+    "capi_relay.prepare.events": "prepare",
+    "capi_relay.prepare._tables.countries": "prepare",
+    "capi_relay.prepare._tables.country_names": "prepare",
+    "capi_relay.prepare._tables.date_orders": "prepare",
+    "capi_relay.prepare._tables.trunk_prefixes": "prepare",
     "capi_relay.delivery": "deliver",
     "capi_relay.graph": "deliver",
     "capi_relay.graph_policy": "deliver",
@@ -238,7 +238,9 @@ def test_every_module_has_a_stage_and_every_flat_name_exists() -> None:
 
 def test_the_graph_sees_module_level_and_lazy_imports() -> None:
     assert "capi_relay.app" in GRAPH["capi_relay.handler"]  # module level
-    assert "capi_relay._countries" in GRAPH["capi_relay.normalize"]  # inside a function (a generated table)
+    assert (
+        "capi_relay.prepare._tables.countries" in GRAPH["capi_relay.prepare.normalize"]
+    )  # inside a function (a generated table)
     assert "capi_relay.dlq" in GRAPH["capi_relay.cli"]  # from capi_relay import dlq
     assert "capi_relay.quality.cli" in GRAPH["capi_relay.cli"]  # from capi_relay.quality import cli
     assert "capi_relay" in GRAPH["capi_relay.graph"]  # from capi_relay import __version__
@@ -305,7 +307,7 @@ def test_a_cycle_and_a_tool_on_the_lambda_path_are_found() -> None:
 def test_stage_of_reads_the_sub_package_after_the_move(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys.modules[__name__], "STAGE_OF", {})
     assert stage_of("capi_relay.ingest.envelope") == "ingest"
-    assert stage_of("capi_relay.prepare._tables._countries") == "prepare"
+    assert stage_of("capi_relay.prepare._tables.countries") == "prepare"
     assert stage_of("capi_relay.tools.cli") == "tools"
     assert stage_of("capi_relay.deliver") == "deliver"  # the sub-package's __init__
     assert stage_of("capi_relay.handler") == "top"

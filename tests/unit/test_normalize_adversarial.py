@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from capi_relay import normalize
-from capi_relay.normalize import (
+from capi_relay.prepare import normalize
+from capi_relay.prepare.normalize import (
     EMPTY_SHA256,
     HASHED_FIELDS,
     MAX_CHARS,

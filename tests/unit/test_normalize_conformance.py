@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from capi_relay.ingest.model import Drop
-from capi_relay.normalize import EMPTY_SHA256, Invalid, normalize_user_data, normalized_string, normalized_strings
+from capi_relay.prepare.normalize import (
+    EMPTY_SHA256,
+    Invalid,
+    normalize_user_data,
+    normalized_string,
+    normalized_strings,
+)
 from capi_relay.settings import NormalizationSettings
 
 TODAY = date(2026, 9, 21)
@@ -387,7 +393,7 @@ def test_variants_of_list_items_are_flattened_deduplicated_and_capped_per_input(
 
 
 def test_match_key_coverage_counts_a_field_once_whatever_its_variants() -> None:
-    from capi_relay.validate import match_key_count
+    from capi_relay.prepare.events import match_key_count
 
     out, _ = normalize_user_data({"em": ["a@b.co", "c@d.co"], "ct": "São Paulo", "st": "California"}, US_MDY, TODAY)
     assert isinstance(out["ct"], list)

@@ -15,8 +15,8 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from capi_relay import normalize
 from capi_relay.ingest.model import Drop
+from capi_relay.prepare import normalize
 from capi_relay.settings import NormalizationSettings
 
 TODAY = date(2026, 9, 21)

@@ -19,8 +19,8 @@ from babel.dates import format_date
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capi_relay import _date_orders
-from capi_relay.normalize import Invalid, _plain_ip, normalize_user_data, normalized_string
+from capi_relay.prepare._tables import date_orders as _date_orders
+from capi_relay.prepare.normalize import Invalid, _plain_ip, normalize_user_data, normalized_string
 from capi_relay.settings import NormalizationSettings
 
 TODAY = date(2026, 9, 21)
@@ -161,7 +161,7 @@ def test_the_trunk_prefix_table_equals_the_generator_output_from_the_installed_p
     import importlib.util
     from pathlib import Path
 
-    from capi_relay import _trunk_prefixes
+    from capi_relay.prepare._tables import trunk_prefixes as _trunk_prefixes
 
     root = Path(__file__).resolve().parents[2]
     spec = importlib.util.spec_from_file_location("gen_trunk_prefixes", root / "scripts" / "gen_trunk_prefixes.py")
@@ -170,7 +170,7 @@ def test_the_trunk_prefix_table_equals_the_generator_output_from_the_installed_p
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
     assert gen.build() == _trunk_prefixes.PREFIXES
-    shipped = (root / "src" / "capi_relay" / "_trunk_prefixes.py").read_text(encoding="utf-8")
+    shipped = (root / "src" / "capi_relay" / "prepare" / "_tables" / "trunk_prefixes.py").read_text(encoding="utf-8")
     assert shipped == gen.render(gen.build())
     assert {k: _trunk_prefixes.PREFIXES.get(k) for k in ("358", "62", "44", "39", "7", "36")} == {
         "358": "0", "62": "0", "44": "0", "39": None, "7": "8", "36": "06",
@@ -182,7 +182,7 @@ def test_a_number_written_internationally_without_a_trunk_prefix_loads_no_phone_
     import sys
 
     code = (
-        "import sys; from capi_relay.normalize import normalized_string; from capi_relay.settings import "
+        "import sys; from capi_relay.prepare.normalize import normalized_string; from capi_relay.settings import "
         "NormalizationSettings as N; assert normalized_string('ph', '+44 20 7946 0958', N()) == '442079460958'; "
         "print(any(m.startswith('phonenumbers') for m in sys.modules))"
     )

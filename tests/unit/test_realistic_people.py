@@ -30,7 +30,7 @@ from babel import Locale
 from babel.dates import format_date
 from faker import Faker
 
-from capi_relay.normalize import normalize_user_data
+from capi_relay.prepare.normalize import normalize_user_data
 from capi_relay.settings import NormalizationSettings
 
 # 34 locales, 6 continents; Faker's phone, postcode and name providers for each.

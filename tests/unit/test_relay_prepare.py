@@ -14,9 +14,9 @@ import capi_relay.relay as relay_module
 from capi_relay.app import delivery_config
 from capi_relay.delivery import Deliverer
 from capi_relay.ingest.model import Rejection
+from capi_relay.prepare.events import prepare_event
 from capi_relay.relay import Relay
 from capi_relay.settings import settings_from_env
-from capi_relay.validate import prepare_event
 from tests.unit.fakes import FakeSender, FakeTokens
 from tests.unit.test_relay import NOW, event, failed_ids, record
 

@@ -19,7 +19,7 @@ from facebook_business.adobjects.serverside.user_data import UserData
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from capi_relay.normalize import normalize_user_data, normalized_string
+from capi_relay.prepare.normalize import normalize_user_data, normalized_string
 from capi_relay.settings import NormalizationSettings
 
 TODAY = date(2026, 9, 21)

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from capi_relay._countries import CURRENCIES
 from capi_relay.ingest.envelope import MAX_MESSAGE_BYTES, EnvelopeError, parse_body
 from capi_relay.ingest.model import Drop, Prepared, Rejection
-from capi_relay.validate import DEFAULT_MAX_EVENT_BYTES, MATCH_KEYS, REASONS, match_key_count, prepare_event
+from capi_relay.prepare._tables.countries import CURRENCIES
+from capi_relay.prepare.events import DEFAULT_MAX_EVENT_BYTES, MATCH_KEYS, REASONS, match_key_count, prepare_event
 from tests.factories import NOW, SETTINGS, make_event, with_user_data
 
 DAY = 86_400
@@ -383,7 +383,7 @@ def test_a_message_body_at_the_cap_is_parsed() -> None:
 
 def test_no_rejected_customer_information_set_holds_a_match_key() -> None:
     # _prepare skips the subset test for events with a match key: that is only right while this holds.
-    from capi_relay.validate import _REJECTED_SETS, MATCH_KEYS
+    from capi_relay.prepare.events import _REJECTED_SETS, MATCH_KEYS
 
     assert all(rejected.isdisjoint({*MATCH_KEYS, "client_ip_address"}) for rejected in _REJECTED_SETS)
 

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from capi_relay._compat import UTC
 from capi_relay.ingest.model import Drop, Identity, Prepared, Rejection, encode_event, identity
-from capi_relay.normalize import is_fb_cookie, normalize_user_data
+from capi_relay.prepare.normalize import is_fb_cookie, normalize_user_data
 from capi_relay.settings import NormalizationSettings
 
 ACTION_SOURCES = frozenset(
@@ -382,7 +382,7 @@ def _messaging(event: dict[str, Any], source: str, user_data: dict[str, Any], dr
 
 @cache
 def _currencies() -> frozenset[str]:
-    from capi_relay._countries import CURRENCIES  # noqa: PLC0415 -- generated table, loaded on first use
+    from capi_relay.prepare._tables.countries import CURRENCIES  # noqa: PLC0415 -- generated table, loaded on first use
 
     return CURRENCIES
 

@@ -242,7 +242,7 @@ def _international(digits: str) -> str:
 @cache
 def _trunk_prefixes() -> dict[str, str]:
     """Country calling code -> its trunk prefix (generated from phonenumbers, scripts/gen_trunk_prefixes.py)."""
-    from capi_relay._trunk_prefixes import PREFIXES  # noqa: PLC0415 -- generated table, loaded on first use
+    from capi_relay.prepare._tables.trunk_prefixes import PREFIXES  # noqa: PLC0415 -- generated table, loaded on first use
 
     return PREFIXES
 
@@ -616,7 +616,7 @@ def country_key(name: str) -> str:
 
 
 def norm_country(value: str, ctx: _Ctx) -> str:
-    from capi_relay._countries import COUNTRIES  # noqa: PLC0415 -- generated table, loaded on first use
+    from capi_relay.prepare._tables.countries import COUNTRIES  # noqa: PLC0415 -- generated table, loaded on first use
 
     code = COUNTRIES.get(value.lower())  # most values need no cleaning
     if code is None:
@@ -631,7 +631,7 @@ def norm_country(value: str, ctx: _Ctx) -> str:
 def _country_names() -> dict[str, str]:
     """CLDR names in other languages (generated, scripts/gen_country_names.py): loaded on the first value that
     is neither a code nor an English name."""
-    from capi_relay._country_names import NAMES  # noqa: PLC0415 -- generated table, loaded on first use
+    from capi_relay.prepare._tables.country_names import NAMES  # noqa: PLC0415 -- generated table, loaded on first use
 
     return NAMES
 
@@ -721,7 +721,7 @@ _PLAIN_CHECKS: dict[str, Callable[[str], str]] = {
 
 @cache
 def _date_orders() -> dict[str, str]:
-    from capi_relay._date_orders import ORDERS  # noqa: PLC0415 -- generated table (CLDR), loaded on first use
+    from capi_relay.prepare._tables.date_orders import ORDERS  # noqa: PLC0415 -- generated table (CLDR), loaded on first use
 
     return ORDERS
 
@@ -1153,7 +1153,7 @@ def _hashed_list(field: str, raw: list[Any], ctx: _Ctx, drops: list[Drop]) -> li
 
 @cache
 def _hashed_countries() -> dict[str, str]:
-    from capi_relay._countries import COUNTRIES  # noqa: PLC0415 -- generated table, loaded on first use
+    from capi_relay.prepare._tables.countries import COUNTRIES  # noqa: PLC0415 -- generated table, loaded on first use
 
     return {sha256_hex(code): code for code in set(COUNTRIES.values())}
 
