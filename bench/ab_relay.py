@@ -32,8 +32,8 @@ from bench.cfn import load_template
 from bench.common import PIXEL, StaticTokens
 from capi_relay.prepare import events as validate
 from capi_relay.app import delivery_config
-from capi_relay.delivery import Deliverer
-from capi_relay.graph import GraphReply
+from capi_relay.deliver.engine import Deliverer
+from capi_relay.deliver.client import GraphReply
 from capi_relay.relay import Relay
 from capi_relay.settings import settings_from_env
 

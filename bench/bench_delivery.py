@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 
 from bench.common import PIXEL, StaticTokens, control, fmt, machine_note, standin_process
-from capi_relay.delivery import Deliverer, DeliveryConfig
-from capi_relay.graph import GraphClient
+from capi_relay.deliver.client import GraphClient
+from capi_relay.deliver.engine import Deliverer, DeliveryConfig
 from capi_relay.ingest.model import Outbound, Rejection
 from capi_relay.prepare.events import prepare_event
 from capi_relay.settings import NormalizationSettings

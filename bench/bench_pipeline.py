@@ -552,13 +552,13 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("cyclic GC", ("_GcClock._on_gc",)),  # py-spy shows the collector's time under the gc callback's frame
     ("logging/metrics", ("logging/__init__.py", "aws_lambda_powertools/", "capi_relay/telemetry.py")),
     ("thread hand-offs", ("concurrent/futures/", "threading.py", "queue.py")),
-    ("HTTP client (urllib3)", ("capi_relay/graph.py", "urllib3/", "http/client.py", "socket.py", "ssl.py")),
+    ("HTTP client (urllib3)", ("capi_relay/deliver/client.py", "urllib3/", "http/client.py", "socket.py", "ssl.py")),
     ("chunk building", ("_Chunker.", "_Chunk.")),
     ("encoding (json.dumps)", ("encode_event",)),
     ("normalization", ("capi_relay/prepare/normalize.py", "phonenumbers/")),
     ("validation", ("capi_relay/prepare/events.py",)),
     ("envelope parsing", ("capi_relay/ingest/envelope.py",)),
-    ("delivery scheduling", ("capi_relay/delivery.py",)),
+    ("delivery scheduling", ("capi_relay/deliver/engine.py",)),
     ("relay bookkeeping", ("capi_relay/relay.py", "dataclasses", "capi_relay/ingest/model.py")),
     ("SDK", ("facebook_business/", "pycountry/")),
 ]

@@ -23,8 +23,8 @@ from typing import Any, TextIO
 from capi_relay import dlq
 from capi_relay._compat import UTC
 from capi_relay.console import fail, read_text
+from capi_relay.deliver.versions import version_warning
 from capi_relay.explain import all_rejections, ambiguity_warnings, conversions, explain_event
-from capi_relay.graph_versions import version_warning
 from capi_relay.ingest.envelope import MAX_MESSAGE_BYTES, EnvelopeError, parse_body
 from capi_relay.preflight import preflight
 from capi_relay.quality import cli as quality_cli

@@ -19,7 +19,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capi_relay.app import build_relay
-from capi_relay.graph_versions import days_left
+from capi_relay.deliver.versions import days_left
 from capi_relay.relay import Relay
 from capi_relay.settings import Settings, get_settings
 from capi_relay.telemetry import publish, publish_version_days_left

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from capi_relay.delivery import Deliverer, DeliveryReport, Failure
+from capi_relay.deliver.engine import Deliverer, DeliveryReport, Failure
 from capi_relay.fate import (
     FIFO_BLOCKED,
     FifoGate,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from capi_relay.delivery import search_request_bound
+from capi_relay.deliver.engine import search_request_bound
 from local.esm import BatchOutcome, emulator_invoker
 from local.graph_standin import GraphStandIn
 from local.stack import MotoServer

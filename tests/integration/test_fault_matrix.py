@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from capi_relay.app import build_relay
-from capi_relay.delivery import search_request_bound
+from capi_relay.deliver.engine import search_request_bound
+from capi_relay.deliver.throttle import HoldBook
 from capi_relay.relay import BatchSummary, Relay
 from capi_relay.settings import settings_from_env
-from capi_relay.throttle import HoldBook
 from local.esm import BatchOutcome, EventSourceEmulator, InvokeResult, in_process_invoker
 from local.graph_standin import GraphStandIn
 from local.stack import Clients, MotoServer, Resources, drain_queue, free_port, function_env, provision

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from capi_relay.graph import GraphClient
+from capi_relay.deliver.client import GraphClient
 from capi_relay.quality import decide
 from capi_relay.quality.config import QualityConfig
 from capi_relay.quality.dataset_quality import FULL_FIELDS, MINIMAL_FIELDS

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from capi_relay.delivery import Deliverer, DeliveryConfig
-from capi_relay.graph import GraphClient
+from capi_relay.deliver.client import GraphClient
+from capi_relay.deliver.engine import Deliverer, DeliveryConfig
 from capi_relay.ingest.model import Outbound, encode_event
 from capi_relay.secrets import FetchBounds, SecretError, SecretsManagerTokenProvider, powertools_fetch
 from local.graph_standin import GraphStandIn

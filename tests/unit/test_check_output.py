@@ -14,7 +14,7 @@ from typing import Any, cast
 import pytest
 
 from capi_relay import cli
-from capi_relay.delivery import Deliverer, DeliveryConfig, DeliveryReport
+from capi_relay.deliver.engine import Deliverer, DeliveryConfig, DeliveryReport
 from capi_relay.ingest.model import Outbound
 from capi_relay.prepare.events import KNOWN_EVENT_KEYS
 from capi_relay.relay import Relay

@@ -16,19 +16,19 @@ from typing import Any
 
 import pytest
 
-from capi_relay.delivery import (
+from capi_relay.deliver.client import GraphReply
+from capi_relay.deliver.engine import (
     Deliverer,
     DeliveryConfig,
     DeliveryReport,
     chunk,
     request_overhead,
 )
-from capi_relay.graph import GraphReply
-from capi_relay.graph_policy import ErrorKind, GraphError
+from capi_relay.deliver.policy import ErrorKind, GraphError
+from capi_relay.deliver.search import SEARCH_POOLED_FROM, search_request_bound, valve_request_bound
 from capi_relay.ingest.envelope import MAX_REQUEST_FIELD_CHARS, REQUEST_FIELDS
 from capi_relay.ingest.model import Outbound, encode_event
 from capi_relay.prepare.events import REQUEST_OVERHEAD_BYTES
-from capi_relay.search import SEARCH_POOLED_FROM, search_request_bound, valve_request_bound
 from capi_relay.secrets import Credentials, SecretError
 
 PIXEL = "111"
@@ -656,7 +656,7 @@ def test_request_level_and_retired_version_fail_the_pixel_with_one_request_and_o
     clock = Clock()
     sender = Sender(lambda pixel, *_: error if pixel == PIXEL else GraphReply(5, None, 1.0), clock)
     outbound = events(30) + events(5, OTHER, prefix="o")
-    with caplog.at_level("ERROR", logger="capi_relay.delivery"):
+    with caplog.at_level("ERROR", logger="capi_relay.deliver.engine"):
         report = run(sender, outbound, clock=clock, concurrency=1, max_events_per_request=10)
     # Then one request for 111 (no search, no more chunks), nothing blamed, 222 delivered
     assert [r["pixel"] for r in sender.requests].count(PIXEL) == 1

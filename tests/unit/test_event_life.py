@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from capi_relay.app import delivery_config
-from capi_relay.delivery import Deliverer, DeliveryReport, Failure
+from capi_relay.deliver.client import GraphReply
+from capi_relay.deliver.engine import Deliverer, DeliveryReport, Failure
+from capi_relay.deliver.policy import ErrorKind, GraphError
 from capi_relay.fate import fate_io_reserve_s
-from capi_relay.graph import GraphReply
-from capi_relay.graph_policy import ErrorKind, GraphError
 from capi_relay.prepare.events import derived_event_id
 from capi_relay.quarantine import sqs_valid
 from capi_relay.relay import Relay
@@ -291,7 +291,7 @@ def test_receives_that_outlast_the_retention_are_refused_at_cold_start_without_a
 
 @pytest.mark.parametrize("value", ["inf", "1e12", "Fri, 31 Dec 9999 23:59:59 GMT"])
 def test_a_throttle_hold_is_capped_at_twelve_hours(value: str) -> None:
-    from capi_relay.graph_policy import MAX_HOLD_S, _hold_s
+    from capi_relay.deliver.policy import MAX_HOLD_S, _hold_s
 
     assert _hold_s({"Retry-After": value}) == MAX_HOLD_S == 43_200
     assert _hold_s({"Retry-After": "nan"}) is None

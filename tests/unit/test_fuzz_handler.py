@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from capi_relay.app import delivery_config
-from capi_relay.delivery import Deliverer
+from capi_relay.deliver.engine import Deliverer
 from capi_relay.relay import Relay, derived_event_id
 from capi_relay.settings import settings_from_env
 from tests.unit.fakes import FakeSender, FakeTokens

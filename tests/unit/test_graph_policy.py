@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from capi_relay.delivery import DeliveryConfig
-from capi_relay.graph_policy import (
+from capi_relay.deliver.engine import DeliveryConfig
+from capi_relay.deliver.policy import (
     Action,
     ErrorKind,
     GraphError,

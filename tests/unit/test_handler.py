@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from capi_relay.delivery import DeliveryReport
+from capi_relay.deliver.engine import DeliveryReport
 from capi_relay.settings import SettingsError, get_settings
 from tests.factories import FakeLambdaContext
 
@@ -89,7 +89,7 @@ def test_every_invocation_reports_the_days_left_for_its_graph_api_version(
 ) -> None:
     from datetime import UTC, datetime
 
-    from capi_relay.graph_versions import days_left
+    from capi_relay.deliver.versions import days_left
 
     handler = load_handler(monkeypatch, PIXEL_ID="111", ACCESS_TOKEN_SECRET_ID="s", GRAPH_API_VERSION="v21.0")
     handler.lambda_handler({"Records": []}, FakeLambdaContext(30))

@@ -42,12 +42,12 @@ STAGE_OF: dict[str, str] = {
     "capi_relay.prepare._tables.country_names": "prepare",
     "capi_relay.prepare._tables.date_orders": "prepare",
     "capi_relay.prepare._tables.trunk_prefixes": "prepare",
-    "capi_relay.delivery": "deliver",
-    "capi_relay.graph": "deliver",
-    "capi_relay.graph_policy": "deliver",
-    "capi_relay.graph_versions": "deliver",
-    "capi_relay.search": "deliver",
-    "capi_relay.throttle": "deliver",
+    "capi_relay.deliver.engine": "deliver",
+    "capi_relay.deliver.client": "deliver",
+    "capi_relay.deliver.policy": "deliver",
+    "capi_relay.deliver.versions": "deliver",
+    "capi_relay.deliver.search": "deliver",
+    "capi_relay.deliver.throttle": "deliver",
     "capi_relay.fate": "fate",
     "capi_relay.quarantine": "fate",
     "capi_relay.queues": "aws",
@@ -243,7 +243,7 @@ def test_the_graph_sees_module_level_and_lazy_imports() -> None:
     )  # inside a function (a generated table)
     assert "capi_relay.dlq" in GRAPH["capi_relay.cli"]  # from capi_relay import dlq
     assert "capi_relay.quality.cli" in GRAPH["capi_relay.cli"]  # from capi_relay.quality import cli
-    assert "capi_relay" in GRAPH["capi_relay.graph"]  # from capi_relay import __version__
+    assert "capi_relay" in GRAPH["capi_relay.deliver.client"]  # from capi_relay import __version__
 
 
 def test_each_stage_imports_only_what_it_may() -> None:
@@ -283,11 +283,11 @@ def test_architecture_md_states_these_rules() -> None:
 @pytest.mark.parametrize(
     ("importer", "imported"),
     [
-        ("capi_relay.ingest.envelope", "capi_relay.delivery"),  # ingest -> deliver: upwards
+        ("capi_relay.ingest.envelope", "capi_relay.deliver.engine"),  # ingest -> deliver: upwards
         ("capi_relay.handler", "capi_relay.cli"),  # the Lambda path -> an operator tool
         ("capi_relay.relay", "capi_relay.app"),  # the sequence -> the wiring
         ("capi_relay.quality.reader", "capi_relay.producer"),  # the quality reader -> a tool
-        ("capi_relay.graph", "capi_relay.relay"),
+        ("capi_relay.deliver.client", "capi_relay.relay"),
     ],
 )
 def test_the_rules_refuse_a_forbidden_import(importer: str, imported: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from capi_relay.deliver.throttle import Hold, HoldBook
 from capi_relay.fate import (
     META_WINDOW_S,
     RECEIVE_MARGIN_S,
@@ -31,7 +32,6 @@ from capi_relay.quarantine import (
     sqs_safe,
     sqs_valid,
 )
-from capi_relay.throttle import Hold, HoldBook
 
 NOW = 1_790_000_000.0
 

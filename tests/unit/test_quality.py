@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capi_relay.graph_policy import ErrorKind, GraphError, classify
+from capi_relay.deliver.policy import ErrorKind, GraphError, classify
 from capi_relay.quality import decide
 from capi_relay.quality.config import QualityConfig, quality_config_from_env
 from capi_relay.quality.dataset_quality import FULL_FIELDS, MAX_EVENTS, MAX_ITEMS, MINIMAL_FIELDS, parse

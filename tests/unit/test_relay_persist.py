@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from capi_relay.app import delivery_config
-from capi_relay.delivery import Deliverer
-from capi_relay.graph import GraphReply
-from capi_relay.graph_policy import ErrorKind, GraphError
+from capi_relay.deliver.client import GraphReply
+from capi_relay.deliver.engine import Deliverer
+from capi_relay.deliver.policy import ErrorKind, GraphError
 from capi_relay.quarantine import DeadLetter
 from capi_relay.relay import BatchSummary, Relay
 from capi_relay.settings import settings_from_env

@@ -12,7 +12,7 @@ import pytest
 
 import capi_relay.relay as relay_module
 from capi_relay.app import delivery_config
-from capi_relay.delivery import Deliverer
+from capi_relay.deliver.engine import Deliverer
 from capi_relay.ingest.model import Rejection
 from capi_relay.prepare.events import prepare_event
 from capi_relay.relay import Relay

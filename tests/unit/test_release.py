@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no stubs
 
 import capi_relay
-from capi_relay import graph
+from capi_relay.deliver import client as graph
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capi_relay.search import SEARCH_POOLED_FROM, Probe, Search, search_request_bound, valve_request_bound
+from capi_relay.deliver.search import SEARCH_POOLED_FROM, Probe, Search, search_request_bound, valve_request_bound
 
 Oracle = Callable[[Probe], str | None]  # None: accepted; a string: the rejection's signature
 

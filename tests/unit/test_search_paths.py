@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capi_relay.search import (
+from capi_relay.deliver.search import (
     SEARCH_PLAIN_FROM,
     SEARCH_POOLED_FROM,
     VALVE_STREAK,

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capi_relay.search import VALVE_STREAK, Probe, Search, valve_controls, valve_request_bound
+from capi_relay.deliver.search import VALVE_STREAK, Probe, Search, valve_controls, valve_request_bound
 
 Oracle = Callable[[Probe], str | None]  # None: accepted; a string: the rejection's signature
 SAME = "100/2804036"

@@ -12,7 +12,7 @@ import pytest
 from bench.cfn import function_properties, load_template
 from capi_relay import cli
 from capi_relay.app import delivery_config
-from capi_relay.delivery import DeliveryConfig
+from capi_relay.deliver.engine import DeliveryConfig
 from capi_relay.fate import ParkInput
 from capi_relay.quality.config import QualityConfig, quality_config_from_env
 from capi_relay.settings import (

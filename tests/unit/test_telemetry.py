@@ -14,7 +14,7 @@ import pytest
 from aws_lambda_powertools import Metrics
 
 from bench.cfn import load_template, parameter_default
-from capi_relay.delivery import DeliveryReport
+from capi_relay.deliver.engine import DeliveryReport
 from capi_relay.relay import BatchSummary
 from capi_relay.telemetry import REASON_LINE, publish, put_count
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools import Metrics
 
-from capi_relay.delivery import DeliveryReport
+from capi_relay.deliver.engine import DeliveryReport
 from capi_relay.relay import BatchSummary
 from capi_relay.telemetry import publish
 

@@ -899,7 +899,7 @@ def test_idle_stack_with_a_default_pixel_and_its_quality_reader_stays_under_thre
 def test_the_default_graph_api_version_is_live_at_the_stand_in_and_not_expiring() -> None:
     from datetime import date
 
-    from capi_relay.graph_versions import WARN_DAYS, days_left
+    from capi_relay.deliver.versions import WARN_DAYS, days_left
     from local.graph_standin import LIVE_VERSIONS
 
     assert CHECKED_VERSION in LIVE_VERSIONS
@@ -907,7 +907,7 @@ def test_the_default_graph_api_version_is_live_at_the_stand_in_and_not_expiring(
 
 
 def test_an_alarm_fires_90_days_before_the_graph_api_version_expires(template: dict[str, Any]) -> None:
-    from capi_relay.graph_versions import WARN_DAYS
+    from capi_relay.deliver.versions import WARN_DAYS
 
     assert "GraphApiVersionDaysLeft" in emitted_metric_names()
     alarm = template["Resources"]["GraphApiVersionExpiringAlarm"]["Properties"]

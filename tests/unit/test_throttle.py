@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from capi_relay.throttle import Hold, HoldBook
+from capi_relay.deliver.throttle import Hold, HoldBook
 
 
 def test_a_longer_hold_is_kept_and_a_shorter_one_ignored() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from capi_relay.graph import GraphClient
+from capi_relay.deliver.client import GraphClient
 from capi_relay.quality.config import QualityConfig
 from capi_relay.quality.reader import QualityReader
 from capi_relay.secrets import SecretsManagerTokenProvider, TokenProvider

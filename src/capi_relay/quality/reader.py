@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from capi_relay.graph_policy import ErrorKind, GraphError
+from capi_relay.deliver.policy import ErrorKind, GraphError
 from capi_relay.quality.config import QualityConfig
 from capi_relay.quality.dataset_quality import FULL_FIELDS, MINIMAL_FIELDS, DatasetQuality, parse
 from capi_relay.secrets import Credentials, InvocationScoped, SecretError, TokenProvider

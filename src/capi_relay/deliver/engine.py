@@ -47,14 +47,14 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from capi_relay.deliver.client import GraphReply, GraphSender
+from capi_relay.deliver.policy import Action, ErrorKind, GraphError, after_failure, unknown_outcome
+from capi_relay.deliver.search import Probe, Search, search_request_bound
+from capi_relay.deliver.throttle import Hold, HoldBook
 from capi_relay.fate import FIFO_BLOCKED, FifoGate
-from capi_relay.graph import GraphReply, GraphSender
-from capi_relay.graph_policy import Action, ErrorKind, GraphError, after_failure, unknown_outcome
 from capi_relay.ingest.model import Outbound
-from capi_relay.search import Probe, Search, search_request_bound
 from capi_relay.secrets import Credentials, InvocationScoped, SecretError, TokenProvider
 from capi_relay.settings import Settings, default_of
-from capi_relay.throttle import Hold, HoldBook
 
 __all__ = ["Deliverer", "DeliveryConfig", "DeliveryReport", "Failure", "chunk", "search_request_bound"]
 
@@ -586,7 +586,7 @@ class _SearchRun:
 
 class _Searches:
     """The bad-event searches of one ``deliver`` call: a rejected multi-event request becomes a
-    :class:`~capi_relay.search.Search`; each probe's outcome moves it on (its next probes are new requests);
+    :class:`~capi_relay.deliver.search.Search`; each probe's outcome moves it on (its next probes are new requests);
     a finished search's verdicts go to the ledger."""
 
     def __init__(self, ctx: _Context, pixels: _Pixels, ledger: _Ledger) -> None:

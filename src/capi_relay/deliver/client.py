@@ -3,7 +3,7 @@
 This is the relay's only outbound HTTP. It never retries by itself (delivery.py owns retry policy), with
 one exception that costs no attempt: a kept-alive connection that the server closed while idle (a stale
 socket after a Lambda freeze) is retried once at once on a fresh connection. A 2xx answer becomes a
-:class:`GraphReply`; every failure a :class:`~capi_relay.graph_policy.GraphError`: a non-2xx answer as
+:class:`GraphReply`; every failure a :class:`~capi_relay.deliver.policy.GraphError`: a non-2xx answer as
 graph_policy.py classifies it (Meta's error codes, its hold estimate), a failure to get an answer as TRANSIENT.
 
 Bounds: each attempt has one wall-clock cap (connect + request + every read), enforced by a watchdog that
@@ -27,7 +27,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from capi_relay import __version__
-from capi_relay.graph_policy import ErrorKind, GraphError, classify_answer
+from capi_relay.deliver.policy import ErrorKind, GraphError, classify_answer
 from capi_relay.secrets import Credentials, header_value_ok
 
 USER_AGENT = f"capi-relay/{__version__}"
