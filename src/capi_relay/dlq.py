@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
-from capi_relay.quarantine import attribute
+from capi_relay.fate.letters import attribute
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from capi_relay.quarantine import DeadLetter
+from capi_relay.fate.letters import DeadLetter
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

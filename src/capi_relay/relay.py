@@ -31,7 +31,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from capi_relay.deliver.engine import Deliverer, DeliveryReport, Failure
-from capi_relay.fate import (
+from capi_relay.fate.ledger import (
     FIFO_BLOCKED,
     FifoGate,
     Ledger,
@@ -44,11 +44,11 @@ from capi_relay.fate import (
     last_chance,
     park_seconds,
 )
+from capi_relay.fate.letters import DeadLetter, Source, batches, dead_letter
 from capi_relay.ingest.envelope import EnvelopeError, parse_body
 from capi_relay.ingest.model import Identity, InboundMessage, Outbound, Rejection
 from capi_relay.prepare.events import REQUEST_OVERHEAD_BYTES, derived_event_id, prepare_event, resolve_identity
 from capi_relay.prepare.normalize import clear_memo
-from capi_relay.quarantine import DeadLetter, Source, batches, dead_letter
 from capi_relay.queues import QueueIO
 from capi_relay.settings import Settings
 

@@ -14,9 +14,9 @@ from capi_relay.app import delivery_config
 from capi_relay.deliver.client import GraphReply
 from capi_relay.deliver.engine import Deliverer, DeliveryReport, Failure
 from capi_relay.deliver.policy import ErrorKind, GraphError
-from capi_relay.fate import fate_io_reserve_s
+from capi_relay.fate.ledger import fate_io_reserve_s
+from capi_relay.fate.letters import sqs_valid
 from capi_relay.prepare.events import derived_event_id
-from capi_relay.quarantine import sqs_valid
 from capi_relay.relay import Relay
 from capi_relay.settings import settings_from_env
 from tests.unit.fakes import FakeSender, FakeTokens

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from capi_relay.fate import (
+from capi_relay.fate.ledger import (
     META_WINDOW_S,
     SQS_MAX_VISIBILITY_S,
     Decision,
@@ -17,8 +17,8 @@ from capi_relay.fate import (
     is_parkable,
     park_seconds,
 )
+from capi_relay.fate.letters import MAX_BATCH_BYTES, DeadLetter, Source, batches, dead_letter, sqs_valid
 from capi_relay.ingest.model import Identity
-from capi_relay.quarantine import MAX_BATCH_BYTES, DeadLetter, Source, batches, dead_letter, sqs_valid
 from capi_relay.settings import DEFAULT_PARK_SCHEDULE_S
 
 NOW = 1_800_000_000.0

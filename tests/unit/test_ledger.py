@@ -4,7 +4,7 @@ mutation testing of the decision code)."""
 
 from __future__ import annotations
 
-from capi_relay.fate import (
+from capi_relay.fate.ledger import (
     FIFO_BLOCKED,
     WINDOW_MARGIN_S,
     Decision,

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from capi_relay.deliver.throttle import Hold, HoldBook
-from capi_relay.fate import (
+from capi_relay.fate.ledger import (
     META_WINDOW_S,
     RECEIVE_MARGIN_S,
     SQS_MAX_VISIBILITY_S,
@@ -19,8 +19,7 @@ from capi_relay.fate import (
     ParkInput,
     park_seconds,
 )
-from capi_relay.ingest.model import Identity
-from capi_relay.quarantine import (
+from capi_relay.fate.letters import (
     EMPTY_BODY_PLACEHOLDER_KEY,
     MAX_BATCH_BYTES,
     MAX_BATCH_ENTRIES,
@@ -32,6 +31,7 @@ from capi_relay.quarantine import (
     sqs_safe,
     sqs_valid,
 )
+from capi_relay.ingest.model import Identity
 
 NOW = 1_790_000_000.0
 

@@ -15,7 +15,7 @@ from capi_relay.app import delivery_config
 from capi_relay.deliver.client import GraphReply
 from capi_relay.deliver.engine import Deliverer
 from capi_relay.deliver.policy import ErrorKind, GraphError
-from capi_relay.quarantine import DeadLetter
+from capi_relay.fate.letters import DeadLetter
 from capi_relay.relay import BatchSummary, Relay
 from capi_relay.settings import settings_from_env
 from tests.unit.fakes import FakeSender, FakeTokens

@@ -13,7 +13,7 @@ from bench.cfn import function_properties, load_template
 from capi_relay import cli
 from capi_relay.app import delivery_config
 from capi_relay.deliver.engine import DeliveryConfig
-from capi_relay.fate import ParkInput
+from capi_relay.fate.ledger import ParkInput
 from capi_relay.quality.config import QualityConfig, quality_config_from_env
 from capi_relay.settings import (
     NormalizationSettings,

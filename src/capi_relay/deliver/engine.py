@@ -51,7 +51,7 @@ from capi_relay.deliver.client import GraphReply, GraphSender
 from capi_relay.deliver.policy import Action, ErrorKind, GraphError, after_failure, unknown_outcome
 from capi_relay.deliver.search import Probe, Search, search_request_bound
 from capi_relay.deliver.throttle import Hold, HoldBook
-from capi_relay.fate import FIFO_BLOCKED, FifoGate
+from capi_relay.fate.ledger import FIFO_BLOCKED, FifoGate
 from capi_relay.ingest.model import Outbound
 from capi_relay.secrets import Credentials, InvocationScoped, SecretError, TokenProvider
 from capi_relay.settings import Settings, default_of
