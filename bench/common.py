@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from capi_relay.secrets import Credentials
+from capi_relay.aws.secrets import Credentials
 from local.stack import free_port
 
 PIXEL = "100000000000001"

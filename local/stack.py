@@ -201,7 +201,7 @@ def provision(
 ) -> Resources:
     """Create the queue, DLQ, secret, EventBridge rule and SNS subscription; return their ids.
 
-    ``secret_value`` defaults to ``{"access_token": token}``; pass any format ``capi_relay.secrets``
+    ``secret_value`` defaults to ``{"access_token": token}``; pass any format ``capi_relay.aws.secrets``
     accepts (bare token, ``{"access_token", "app_secret"}``, ``{"pixels": {...}}``). Use a unique
     ``prefix`` per test to share one moto server between tests.
     """

@@ -3,11 +3,11 @@ relay's own SQS calls for quarantine and parking)."""
 
 from __future__ import annotations
 
+from capi_relay.aws.secrets import SecretsManagerTokenProvider, TokenProvider
+from capi_relay.aws.sqs import QueueIO, SqsQueues
 from capi_relay.deliver.client import GraphClient
 from capi_relay.deliver.engine import Deliverer, DeliveryConfig
-from capi_relay.queues import QueueIO, SqsQueues
 from capi_relay.relay import Relay
-from capi_relay.secrets import SecretsManagerTokenProvider, TokenProvider
 from capi_relay.settings import Settings
 
 

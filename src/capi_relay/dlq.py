@@ -114,7 +114,7 @@ def render(summary: DlqSummary, dlq_arn: str, destinations: list[str]) -> str:
 def main(args: argparse.Namespace, stdout: TextIO | None = None, sqs: SQSClient | None = None) -> int:
     stdout = stdout or sys.stdout
     if sqs is None:
-        from capi_relay.queues import cli_sqs_client  # noqa: PLC0415 -- boto3 only for this command
+        from capi_relay.aws.sqs import cli_sqs_client  # noqa: PLC0415 -- boto3 only for this command
 
         sqs = cli_sqs_client()
     try:

@@ -455,7 +455,7 @@ def sqs_client_for(queue_url: str, region: str | None, endpoint_url: str | None,
 
     import boto3  # noqa: PLC0415 -- only `send` needs AWS
 
-    from capi_relay.queues import cli_sqs_client  # noqa: PLC0415
+    from capi_relay.aws.sqs import cli_sqs_client  # noqa: PLC0415
 
     try:
         session = session or boto3.session.Session()

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
+from capi_relay.aws.sqs import QueueIO
 from capi_relay.deliver.engine import Deliverer, DeliveryReport, Failure
 from capi_relay.fate.ledger import (
     FIFO_BLOCKED,
@@ -49,7 +50,6 @@ from capi_relay.ingest.envelope import EnvelopeError, parse_body
 from capi_relay.ingest.model import Identity, InboundMessage, Outbound, Rejection
 from capi_relay.prepare.events import REQUEST_OVERHEAD_BYTES, derived_event_id, prepare_event, resolve_identity
 from capi_relay.prepare.normalize import clear_memo
-from capi_relay.queues import QueueIO
 from capi_relay.settings import Settings
 
 __all__ = ["BatchSummary", "Relay", "derived_event_id"]

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from capi_relay import __version__
+from capi_relay.aws.secrets import Credentials
 from capi_relay.deliver.client import GraphClient
 from capi_relay.deliver.policy import ErrorKind, GraphError
-from capi_relay.secrets import Credentials
 
 pytestmark = pytest.mark.integration
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
+from capi_relay.aws.secrets import Credentials
 from capi_relay.deliver.client import GraphClient
 from capi_relay.quality import decide
 from capi_relay.quality.config import QualityConfig
 from capi_relay.quality.dataset_quality import FULL_FIELDS, MINIMAL_FIELDS
 from capi_relay.quality.reader import QualityReader, StaticTokens
-from capi_relay.secrets import Credentials
 from local.graph_standin import GraphStandIn
 from local.quality_standin import documented_dataset
 from local.stack import Resources

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
+from capi_relay.aws.secrets import FetchBounds, SecretError, SecretsManagerTokenProvider, powertools_fetch
 from capi_relay.deliver.client import GraphClient
 from capi_relay.deliver.engine import Deliverer, DeliveryConfig
 from capi_relay.ingest.model import Outbound, encode_event
-from capi_relay.secrets import FetchBounds, SecretError, SecretsManagerTokenProvider, powertools_fetch
 from local.graph_standin import GraphStandIn
 from local.stack import Resources
 

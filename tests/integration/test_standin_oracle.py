@@ -38,9 +38,9 @@ from facebook_business.exceptions import FacebookRequestError
 from facebook_business.session import FacebookSession
 
 from capi_relay import __version__
+from capi_relay.aws.secrets import Credentials
 from capi_relay.deliver.client import GraphClient
 from capi_relay.deliver.policy import ErrorKind, GraphError
-from capi_relay.secrets import Credentials
 from local.graph_standin import CHECKED_VERSION, GraphStandIn
 
 pytestmark = pytest.mark.integration

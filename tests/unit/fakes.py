@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 from capi_relay.app import delivery_config
+from capi_relay.aws.secrets import Credentials
 from capi_relay.deliver.client import GraphReply
 from capi_relay.deliver.engine import Deliverer
 from capi_relay.relay import Relay
-from capi_relay.secrets import Credentials
 from capi_relay.settings import settings_from_env
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from capi_relay.aws.secrets import Credentials, SecretError
 from capi_relay.deliver.client import GraphReply
 from capi_relay.deliver.engine import (
     Deliverer,
@@ -29,7 +30,6 @@ from capi_relay.deliver.search import SEARCH_POOLED_FROM, search_request_bound, 
 from capi_relay.ingest.envelope import MAX_REQUEST_FIELD_CHARS, REQUEST_FIELDS
 from capi_relay.ingest.model import Outbound, encode_event
 from capi_relay.prepare.events import REQUEST_OVERHEAD_BYTES
-from capi_relay.secrets import Credentials, SecretError
 
 PIXEL = "111"
 OTHER = "222"

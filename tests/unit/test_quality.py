@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from capi_relay.aws.secrets import Credentials, SecretError
 from capi_relay.deliver.policy import ErrorKind, GraphError, classify
 from capi_relay.quality import decide
 from capi_relay.quality.config import QualityConfig, quality_config_from_env
 from capi_relay.quality.dataset_quality import FULL_FIELDS, MAX_EVENTS, MAX_ITEMS, MINIMAL_FIELDS, parse
 from capi_relay.quality.reader import PixelRead, QualityReader, error_reason
-from capi_relay.secrets import Credentials, SecretError
 from capi_relay.settings import SettingsError
 
 EXAMPLES = json.loads((Path(__file__).resolve().parents[1] / "data" / "dataset_quality_examples.json").read_text())

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from capi_relay.secrets import (
+from capi_relay.aws.secrets import (
     SECRET_MAX_BYTES,
     Credentials,
     FetchBounds,

@@ -27,8 +27,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from capi_relay import __version__
+from capi_relay.aws.secrets import Credentials, header_value_ok
 from capi_relay.deliver.policy import ErrorKind, GraphError, classify_answer
-from capi_relay.secrets import Credentials, header_value_ok
 
 USER_AGENT = f"capi-relay/{__version__}"
 BASE_HEADERS: dict[str, str] = {"Content-Type": "application/json", "User-Agent": USER_AGENT}

@@ -47,13 +47,13 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from capi_relay.aws.secrets import Credentials, InvocationScoped, SecretError, TokenProvider
 from capi_relay.deliver.client import GraphReply, GraphSender
 from capi_relay.deliver.policy import Action, ErrorKind, GraphError, after_failure, unknown_outcome
 from capi_relay.deliver.search import Probe, Search, search_request_bound
 from capi_relay.deliver.throttle import Hold, HoldBook
 from capi_relay.fate.ledger import FIFO_BLOCKED, FifoGate
 from capi_relay.ingest.model import Outbound
-from capi_relay.secrets import Credentials, InvocationScoped, SecretError, TokenProvider
 from capi_relay.settings import Settings, default_of
 
 __all__ = ["Deliverer", "DeliveryConfig", "DeliveryReport", "Failure", "chunk", "search_request_bound"]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from capi_relay.aws.secrets import SecretsManagerTokenProvider, TokenProvider
 from capi_relay.deliver.client import GraphClient
 from capi_relay.quality.config import QualityConfig
 from capi_relay.quality.reader import QualityReader
-from capi_relay.secrets import SecretsManagerTokenProvider, TokenProvider
 
 
 def build_client(config: QualityConfig) -> GraphClient:

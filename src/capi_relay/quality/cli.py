@@ -21,12 +21,12 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from capi_relay.aws.secrets import Credentials, SecretError, parse_secret
 from capi_relay.console import fail, read_text
 from capi_relay.ingest.envelope import EnvelopeError
 from capi_relay.quality.config import quality_config_from_env
 from capi_relay.quality.dataset_quality import DatasetQuality, EventQuality
 from capi_relay.quality.reasons import WHAT_TO_DO
-from capi_relay.secrets import Credentials, SecretError, parse_secret
 from capi_relay.settings import SettingsError
 
 SAMPLE_MAX_BYTES = 64 * 1024 * 1024
@@ -170,7 +170,7 @@ def _credentials(pixel_id: str, secret_id: str | None) -> Credentials:
         return parse_secret(token, pixel_id)
     if not secret_id:
         raise SecretError("secret_unavailable", f"set {TOKEN_ENV} or ACCESS_TOKEN_SECRET_ID")
-    from capi_relay.secrets import SecretsManagerTokenProvider  # noqa: PLC0415 -- boto3 only when needed
+    from capi_relay.aws.secrets import SecretsManagerTokenProvider  # noqa: PLC0415 -- boto3 only when needed
 
     return SecretsManagerTokenProvider(secret_id).get(pixel_id)
 

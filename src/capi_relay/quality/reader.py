@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from capi_relay.aws.secrets import Credentials, InvocationScoped, SecretError, TokenProvider
 from capi_relay.deliver.policy import ErrorKind, GraphError
 from capi_relay.quality.config import QualityConfig
 from capi_relay.quality.dataset_quality import FULL_FIELDS, MINIMAL_FIELDS, DatasetQuality, parse
-from capi_relay.secrets import Credentials, InvocationScoped, SecretError, TokenProvider
 
 CODE_PERMISSION = 10  # "(#10) Application does not have permission for this action" (Meta's error table)
 CODE_UNKNOWN_DATASET = 2044055  # "The dataset_id that was inputted doesn't exist." (Meta's error table)
