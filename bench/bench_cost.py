@@ -182,10 +182,10 @@ def emf_metrics(text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
 
 def packed_figures(events: list[dict[str, Any]], batch_size: int) -> tuple[int, int, float, int]:
     """(events per message, bytes per message, SQS requests per event, events per invocation) for producers
-    that pack ``events`` with ``capi-relay send`` (capi_relay.producer.pack): SendMessageBatch of one full
+    that pack ``events`` with ``capi-relay send`` (capi_relay.tools.producer.pack): SendMessageBatch of one full
     message, the event source's ReceiveMessage billed per 64 KiB of what it returns, DeleteMessageBatch per 10
     messages; records per invocation as the event source mapping cuts them at the 6 MB payload (local.esm)."""
-    from capi_relay.producer import Routing, pack
+    from capi_relay.tools.producer import Routing, pack
     from local.esm import MAX_PAYLOAD_BYTES, split_at_limit
 
     messages, unsendable = pack(list(enumerate(events)), Routing())

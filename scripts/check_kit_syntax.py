@@ -16,7 +16,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = "3.10"
 # Entry points of the kit; what they import (eagerly or on first use) is found by importing them.
-ENTRY_POINTS = ("capi_relay.cli", "capi_relay.producer", "capi_relay.dlq", "capi_relay.aws.sqs", "capi_relay.explain")
+ENTRY_POINTS = (
+    "capi_relay.tools.cli",
+    "capi_relay.tools.producer",
+    "capi_relay.tools.dlq",
+    "capi_relay.aws.sqs",
+    "capi_relay.tools.explain",
+)
 LAZY = (
     "capi_relay.prepare._tables.countries",
     "capi_relay.prepare._tables.country_names",

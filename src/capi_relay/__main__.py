@@ -1,3 +1,3 @@
-from capi_relay.cli import main
+from capi_relay.tools.cli import main
 
 raise SystemExit(main())

@@ -175,7 +175,7 @@ def test_a_six_hour_outage_over_several_receives_ends_with_nothing_in_the_dlq(ha
 def test_dlq_command_summarizes_by_reason_deletes_nothing_and_prints_the_redrive(harness: Any) -> None:
     import io
 
-    from capi_relay import cli
+    from capi_relay.tools import cli
 
     h: Harness = harness()
     # Given quarantined events and one record moved by SQS (no reason attribute)

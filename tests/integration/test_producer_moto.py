@@ -1,4 +1,4 @@
-"""`capi-relay send` / capi_relay.producer against moto's SQS over real HTTP: many events become few
+"""`capi-relay send` / capi_relay.tools.producer against moto's SQS over real HTTP: many events become few
 <= 256 KiB messages, each accepted event arrives exactly once (as the producer wrote it, its event_id kept),
 rejected events are reported and not sent, partial batch failures are retried, and every message is one
 the relay reads back without a rejection."""
@@ -12,9 +12,9 @@ from typing import Any, cast
 
 import pytest
 
-from capi_relay import cli
-from capi_relay.producer import SQS_MAX_MESSAGE_BYTES, BatchSender, ProducerInput, Routing, send_events
 from capi_relay.settings import NormalizationSettings
+from capi_relay.tools import cli
+from capi_relay.tools.producer import SQS_MAX_MESSAGE_BYTES, BatchSender, ProducerInput, Routing, send_events
 from local.stack import Clients, MotoServer, drain_queue
 from tests.factories import NOW, make_event
 

@@ -294,7 +294,7 @@ def test_the_handler_with_a_token_lacking_the_permission_logs_one_line_and_one_m
 def test_the_cli_prints_metas_view_beside_the_relays_sample(
     monkeypatch: pytest.MonkeyPatch, standin: GraphStandIn, token: str, tmp_path: Path
 ) -> None:
-    from capi_relay.cli import main
+    from capi_relay.tools.cli import main
 
     standin.state.quality_datasets = {PIXEL: [PURCHASE]}
     now = int(time.time())

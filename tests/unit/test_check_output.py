@@ -13,12 +13,12 @@ from typing import Any, cast
 
 import pytest
 
-from capi_relay import cli
 from capi_relay.deliver.engine import Deliverer, DeliveryConfig, DeliveryReport
 from capi_relay.ingest.model import Outbound
 from capi_relay.prepare.events import KNOWN_EVENT_KEYS
 from capi_relay.relay import Relay
 from capi_relay.settings import settings_from_env
+from capi_relay.tools import cli
 from tests.factories import NOW, make_event, with_user_data
 
 

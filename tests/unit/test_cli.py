@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from capi_relay import cli
+from capi_relay.tools import cli
 from tests.factories import NOW, make_event
 
 UNHASHED = ("John_Smith@Gmail.com", "(650) 555-1212", "Menlo Park", "John", "Smith")
@@ -169,7 +169,7 @@ def test_python_m_capi_relay_check_with_an_empty_environment(body: str, expected
 def test_the_cli_imports_no_aws_or_http_library(tmp_path: Path) -> None:
     # The check path must not need boto3/Powertools/urllib3 (cold start, and no AWS setup for users).
     code = (
-        "import sys, io, json; from capi_relay import cli; "
+        "import sys, io, json; from capi_relay.tools import cli; "
         "cli.main(['check', '-'], io.StringIO(sys.argv[1]), io.StringIO()); "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'boto3', 'botocore', 'aws_lambda_powertools', 'urllib3'})))"

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from capi_relay import cli
-from capi_relay.explain import all_rejections, ambiguity_warnings, explain_event
-from capi_relay.producer import Message, Sender, endpoint_from_queue_url, region_from_queue_url
 from capi_relay.settings import NormalizationSettings
+from capi_relay.tools import cli
+from capi_relay.tools.explain import all_rejections, ambiguity_warnings, explain_event
+from capi_relay.tools.producer import Message, Sender, endpoint_from_queue_url, region_from_queue_url
 from tests.factories import NOW, make_event
 
 ROOT = Path(__file__).resolve().parents[2]

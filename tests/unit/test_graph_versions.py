@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from aws_lambda_powertools import Metrics
 
-from capi_relay import cli
 from capi_relay.deliver import versions as graph_versions
 from capi_relay.deliver.versions import VERSIONS, WARN_DAYS, days_left, expiry, version_warning
 from capi_relay.telemetry import publish_version_days_left
+from capi_relay.tools import cli
 from tests.factories import make_event
 
 DEC_6 = date(2026, 12, 6)

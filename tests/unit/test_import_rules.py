@@ -32,36 +32,9 @@ PACKAGE = "capi_relay"
 HANDLERS = ("capi_relay.handler", "capi_relay.quality.handler")  # template.yaml: RelayFunction, QualityFunction
 
 # ------------------------------------------------------------------------------------------------ stages
-# Today's flat modules -> the stage (sub-package) they move to. Once the files live in their sub-packages
-# (capi_relay.<stage>.<module>) empty this mapping (`STAGE_OF: dict[str, str] = {}`, or keep only the
-# quality/cli.py line if that file stays): stage_of() then reads the stage from the path.
-STAGE_OF: dict[str, str] = {
-    "capi_relay.prepare.normalize": "prepare",
-    "capi_relay.prepare.events": "prepare",
-    "capi_relay.prepare._tables.countries": "prepare",
-    "capi_relay.prepare._tables.country_names": "prepare",
-    "capi_relay.prepare._tables.date_orders": "prepare",
-    "capi_relay.prepare._tables.trunk_prefixes": "prepare",
-    "capi_relay.deliver.engine": "deliver",
-    "capi_relay.deliver.client": "deliver",
-    "capi_relay.deliver.policy": "deliver",
-    "capi_relay.deliver.versions": "deliver",
-    "capi_relay.deliver.search": "deliver",
-    "capi_relay.deliver.throttle": "deliver",
-    "capi_relay.fate.ledger": "fate",
-    "capi_relay.fate.letters": "fate",
-    "capi_relay.aws.sqs": "aws",
-    "capi_relay.aws.secrets": "aws",
-    "capi_relay.cli": "tools",
-    "capi_relay.console": "tools",
-    "capi_relay.producer": "tools",
-    "capi_relay.dlq": "tools",
-    "capi_relay.preflight": "tools",
-    "capi_relay.explain": "tools",
-    # the `capi-relay quality` command: an operator tool (tools/ in the target); keep this line while it
-    # lives in quality/
-    "capi_relay.quality.cli": "tools",
-}
+# Every module below capi_relay.<stage>. takes its stage from the sub-package (stage_of); modules left at the
+# top are listed in TOP_LEVEL. A flat module that is in neither fails the test ("has no stage").
+STAGE_OF: dict[str, str] = {}
 
 # The modules that stay at the top of the package (they do not move).
 TOP_LEVEL: dict[str, str] = {
@@ -135,7 +108,7 @@ def imported_modules(module: str, path: Path, known: Iterable[str]) -> set[str]:
                 target = node.module or ""
             if target.split(".")[0] != PACKAGE:
                 continue
-            for alias in node.names:  # `from capi_relay import dlq` imports the module capi_relay.dlq
+            for alias in node.names:  # `from capi_relay.tools import dlq` imports the module capi_relay.tools.dlq
                 sub = f"{target}.{alias.name}"
                 out.add(sub if sub in known else target)
     out.discard(module)
@@ -241,8 +214,8 @@ def test_the_graph_sees_module_level_and_lazy_imports() -> None:
     assert (
         "capi_relay.prepare._tables.countries" in GRAPH["capi_relay.prepare.normalize"]
     )  # inside a function (a generated table)
-    assert "capi_relay.dlq" in GRAPH["capi_relay.cli"]  # from capi_relay import dlq
-    assert "capi_relay.quality.cli" in GRAPH["capi_relay.cli"]  # from capi_relay.quality import cli
+    assert "capi_relay.tools.dlq" in GRAPH["capi_relay.tools.cli"]  # from capi_relay.tools import dlq
+    assert "capi_relay.tools.quality" in GRAPH["capi_relay.tools.cli"]  # from capi_relay.tools import quality
     assert "capi_relay" in GRAPH["capi_relay.deliver.client"]  # from capi_relay import __version__
 
 
@@ -284,9 +257,9 @@ def test_architecture_md_states_these_rules() -> None:
     ("importer", "imported"),
     [
         ("capi_relay.ingest.envelope", "capi_relay.deliver.engine"),  # ingest -> deliver: upwards
-        ("capi_relay.handler", "capi_relay.cli"),  # the Lambda path -> an operator tool
+        ("capi_relay.handler", "capi_relay.tools.cli"),  # the Lambda path -> an operator tool
         ("capi_relay.relay", "capi_relay.app"),  # the sequence -> the wiring
-        ("capi_relay.quality.reader", "capi_relay.producer"),  # the quality reader -> a tool
+        ("capi_relay.quality.reader", "capi_relay.tools.producer"),  # the quality reader -> a tool
         ("capi_relay.deliver.client", "capi_relay.relay"),
     ],
 )
@@ -298,10 +271,10 @@ def test_the_rules_refuse_a_forbidden_import(importer: str, imported: str) -> No
 
 def test_a_cycle_and_a_tool_on_the_lambda_path_are_found() -> None:
     graph = {module: set(targets) for module, targets in GRAPH.items()}
-    graph["capi_relay.producer"].add("capi_relay.cli")  # the cycle this layout removed
-    assert cycles(graph) == [["capi_relay.cli", "capi_relay.producer"]]
-    graph["capi_relay.telemetry"].add("capi_relay.explain")
-    assert "capi_relay.explain" in reachable(graph, HANDLERS)
+    graph["capi_relay.tools.producer"].add("capi_relay.tools.cli")  # the cycle this layout removed
+    assert cycles(graph) == [["capi_relay.tools.cli", "capi_relay.tools.producer"]]
+    graph["capi_relay.telemetry"].add("capi_relay.tools.explain")
+    assert "capi_relay.tools.explain" in reachable(graph, HANDLERS)
 
 
 def test_stage_of_reads_the_sub_package_after_the_move(monkeypatch: pytest.MonkeyPatch) -> None:

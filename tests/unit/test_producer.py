@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capi_relay.producer import (
+from capi_relay.tools.producer import (
     MAX_CALL_BYTES,
     SQS_MAX_MESSAGE_BYTES,
     InputError,

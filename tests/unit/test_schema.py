@@ -14,8 +14,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from capi_relay import cli
 from capi_relay.ingest.envelope import EnvelopeError
+from capi_relay.tools import cli
 from tests.factories import NOW, make_event
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from bench.cfn import function_properties, load_template
-from capi_relay import cli
 from capi_relay.app import delivery_config
 from capi_relay.deliver.engine import DeliveryConfig
 from capi_relay.fate.ledger import ParkInput
@@ -25,6 +24,7 @@ from capi_relay.settings import (
     text,
     variables,
 )
+from capi_relay.tools import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,20 +20,20 @@ import time
 from datetime import datetime
 from typing import Any, TextIO
 
-from capi_relay import dlq
 from capi_relay._compat import UTC
-from capi_relay.console import fail, read_text
 from capi_relay.deliver.versions import version_warning
-from capi_relay.explain import all_rejections, ambiguity_warnings, conversions, explain_event
 from capi_relay.ingest.envelope import MAX_MESSAGE_BYTES, EnvelopeError, parse_body
-from capi_relay.preflight import preflight
-from capi_relay.quality import cli as quality_cli
 from capi_relay.settings import (
     NormalizationSettings,
     SettingsError,
     check_settings_from_env,
     normalization_settings_from_env,
 )
+from capi_relay.tools import dlq
+from capi_relay.tools import quality as quality_cli
+from capi_relay.tools.console import fail, read_text
+from capi_relay.tools.explain import all_rejections, ambiguity_warnings, conversions, explain_event
+from capi_relay.tools.preflight import preflight
 
 
 def check(
@@ -194,7 +194,7 @@ def _main(argv: list[str] | None, stdin: TextIO, stdout: TextIO) -> int:
     if args.command == "quality":
         return quality_cli.main(args, stdout, stdin, check=check)
     if args.command == "send":
-        from capi_relay.producer import run_send  # noqa: PLC0415 -- boto3 only for send, never for check
+        from capi_relay.tools.producer import run_send  # noqa: PLC0415 -- boto3 only for send, never for check
 
         return run_send(args, stdin, stdout, settings_from_args)
     try:

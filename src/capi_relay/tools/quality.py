@@ -22,12 +22,12 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from capi_relay.aws.secrets import Credentials, SecretError, parse_secret
-from capi_relay.console import fail, read_text
 from capi_relay.ingest.envelope import EnvelopeError
 from capi_relay.quality.config import quality_config_from_env
 from capi_relay.quality.dataset_quality import DatasetQuality, EventQuality
 from capi_relay.quality.reasons import WHAT_TO_DO
 from capi_relay.settings import SettingsError
+from capi_relay.tools.console import fail, read_text
 
 SAMPLE_MAX_BYTES = 64 * 1024 * 1024
 SAMPLE_MAX_MESSAGES = 10_000

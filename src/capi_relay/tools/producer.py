@@ -5,7 +5,7 @@ event per ``SendMessage`` pays for ~60 times more requests than packed messages 
 
 1. reads JSON Lines of events, or one message body (:func:`read_input`; an unreadable line is named by line
    and column);
-2. runs the relay's own prepare step on them (:func:`capi_relay.preflight.preflight`): rejected events are
+2. runs the relay's own prepare step on them (:func:`capi_relay.tools.preflight.preflight`): rejected events are
    reported and never sent;
 3. packs the accepted events **as the producer wrote them** (the relay stays the single normalizer, and a
    producer's own ``event_id`` is kept) into messages of at most ``SQS_MAX_MESSAGE_BYTES`` and
@@ -30,10 +30,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO, cast
 
-from capi_relay.console import fail, note, read_text
 from capi_relay.ingest.envelope import EnvelopeError, parse_body
-from capi_relay.preflight import Preflight, preflight
 from capi_relay.settings import NormalizationSettings, SettingsError
+from capi_relay.tools.console import fail, note, read_text
+from capi_relay.tools.preflight import Preflight, preflight
 
 SQS_MAX_MESSAGE_BYTES = 256 * 1024  # SQS's message size limit (the relay itself reads bodies up to envelope's cap)
 MAX_EVENTS_PER_MESSAGE = 1000  # Meta's events per request: a message never needs more than one POST
