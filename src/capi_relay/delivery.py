@@ -151,11 +151,16 @@ def request_body(key: ChunkKey, items: list[_Item], credentials: Credentials) ->
     proof = credentials.appsecret_proof
     if proof:
         tail["appsecret_proof"] = proof
-    parts = [b'{"data":[', b",".join(item.outbound.encoded for item in items), b"]"]
+    end = b"]}"
     if tail:
-        parts.append(b"," + json.dumps(tail, separators=(",", ":"), ensure_ascii=False).encode()[1:-1])
-    parts.append(b"}")
-    return b"".join(parts)
+        end = b"]," + json.dumps(tail, separators=(",", ":"), ensure_ascii=False).encode()[1:-1] + b"}"
+    if not items:
+        return b'{"data":[' + end
+    # One join, one copy of the events: the head and the end are glued onto the first and last event.
+    parts = [item.outbound.encoded for item in items]
+    parts[0] = b'{"data":[' + parts[0]
+    parts[-1] += end
+    return b",".join(parts)
 
 
 _PROOF_BYTES = len(b',"appsecret_proof":""') + 64  # an HMAC-SHA256 in hex
