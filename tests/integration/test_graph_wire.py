@@ -17,7 +17,7 @@ import pytest
 
 from capi_relay import __version__
 from capi_relay.aws.secrets import Credentials
-from capi_relay.deliver.client import GraphClient
+from capi_relay.deliver.client import GraphClient, StreamedBody
 from capi_relay.deliver.policy import ErrorKind, GraphError
 
 pytestmark = pytest.mark.integration
@@ -285,3 +285,39 @@ def test_usage_headers_become_retry_after(serve: Callable[..., RawServer]) -> No
         GraphClient(server.url, "v26.0").send("1", b"{}", Credentials(TOKEN))
     assert info.value.kind is ErrorKind.THROTTLED
     assert info.value.retry_after_s == 180.0
+
+
+def test_a_streamed_body_leaves_exactly_as_the_whole_body_does(serve: Callable[..., RawServer]) -> None:
+    # Given a raw socket that answers 200, and one body of three 40 KB blocks (several socket writes)
+    server = serve(answer(ok()))
+    client = GraphClient(server.url, "v26.0")
+    blocks = [b'{"data":[{"event_name":"', b"P" * 40_000, b'"}],"test_event_code":"T1"}']
+    body = b"".join(blocks)
+    # When the client posts it whole, then streamed
+    client.send("123456", body, Credentials(TOKEN))
+    client.send_streamed("123456", StreamedBody(len(body), lambda: iter(blocks)), Credentials(TOKEN))
+    # Then both requests carry the same headers (Content-Length, never chunked) and the same bytes
+    whole, streamed = server.requests
+    assert streamed.body == whole.body == body
+    assert sorted(streamed.head.split(b"\r\n")) == sorted(whole.head.split(b"\r\n"))
+    assert b"content-length: %d" % len(body) in streamed.head.lower()
+    assert b"transfer-encoding" not in streamed.head.lower()
+
+
+def test_a_streamed_body_is_streamed_again_on_a_fresh_connection(serve: Callable[..., RawServer]) -> None:
+    # Given a server that hangs up on the second request of its kept-alive connection without answering
+    def script(n: int, conn: socket.socket) -> bool:
+        if n == 2:
+            return False
+        conn.sendall(ok())
+        return True
+
+    server = serve(script)
+    client = GraphClient(server.url, "v26.0")
+    body = StreamedBody(len(b'{"data":[1]}'), lambda: iter([b'{"data":[', b"1]}"]))
+    assert client.send_streamed("1", body, Credentials(TOKEN)).events_received == 1
+    # When the client streams again on that connection
+    reply = client.send_streamed("1", body, Credentials(TOKEN))
+    # Then the retry on the new connection carried the whole body again
+    assert reply.events_received == 1
+    assert [(c.connection, c.body) for c in server.requests] == [(1, b'{"data":[1]}')] * 2 + [(2, b'{"data":[1]}')]

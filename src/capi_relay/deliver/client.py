@@ -17,9 +17,10 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlencode
 
 import urllib3
@@ -48,6 +49,26 @@ class GraphSender(Protocol):
 
     def send(
         self, pixel_id: str, body: bytes, credentials: Credentials, timeout_s: float | None = None
+    ) -> GraphReply: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedBody:
+    """A request body written to the socket block by block as it is built, never whole in memory:
+    ``length`` bytes, sent as ``Content-Length`` (the same framing and bytes as the whole body would have);
+    ``blocks()`` is a fresh iterator over them for each attempt."""
+
+    length: int
+    blocks: Callable[[], Iterator[bytes]]
+
+
+@runtime_checkable
+class StreamingGraphSender(GraphSender, Protocol):
+    """A sender that can also stream a body (:class:`GraphClient`): the delivery engine then never holds a
+    whole request body per request in flight."""
+
+    def send_streamed(
+        self, pixel_id: str, body: StreamedBody, credentials: Credentials, timeout_s: float | None = None
     ) -> GraphReply: ...
 
 
@@ -180,6 +201,17 @@ class GraphClient:
     def send(self, pixel_id: str, body: bytes, credentials: Credentials, timeout_s: float | None = None) -> GraphReply:
         """POST one request. ``timeout_s`` caps the whole attempt (the caller's time left): connect, send and
         every read of the answer together, however slowly the bytes come."""
+        return self._post(pixel_id, body, credentials, timeout_s)
+
+    def send_streamed(
+        self, pixel_id: str, body: StreamedBody, credentials: Credentials, timeout_s: float | None = None
+    ) -> GraphReply:
+        """:meth:`send` with a body built block by block while it is written (same bytes, same framing)."""
+        return self._post(pixel_id, body, credentials, timeout_s)
+
+    def _post(
+        self, pixel_id: str, body: bytes | StreamedBody, credentials: Credentials, timeout_s: float | None
+    ) -> GraphReply:
         headers = self.headers(credentials)
         cap = self._connect_timeout_s + self._read_timeout_s
         if timeout_s is not None:
@@ -247,10 +279,22 @@ class GraphClient:
         raise classify_answer(status, payload, response_headers)
 
     def _attempt(
-        self, url: str, body: bytes | None, headers: dict[str, str], cap: float, *, fresh: bool, method: str = "POST"
+        self,
+        url: str,
+        body: bytes | StreamedBody | None,
+        headers: dict[str, str],
+        cap: float,
+        *,
+        fresh: bool,
+        method: str = "POST",
     ) -> tuple[int, bytes, Any]:
         """One bounded exchange: (status, body, headers). Raises :class:`_Stale` for a reused connection the
         server closed before any answer, :class:`GraphError` for everything else."""
+        payload: bytes | Iterator[bytes] | None
+        if isinstance(body, StreamedBody):  # an explicit Content-Length: urllib3 does not switch to chunked
+            payload, headers = body.blocks(), {**headers, "Content-Length": str(body.length)}
+        else:
+            payload = body
         attempt = _Attempt()
         timer = threading.Timer(cap, attempt.expire)
         timer.daemon = True
@@ -261,7 +305,7 @@ class GraphClient:
         try:
             try:
                 response = self._pool.request(
-                    method, url, body=body, headers=headers, timeout=timeout, retries=False, preload_content=False
+                    method, url, body=payload, headers=headers, timeout=timeout, retries=False, preload_content=False
                 )
             finally:
                 _current.attempt, _current.fresh = None, False

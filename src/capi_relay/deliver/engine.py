@@ -48,7 +48,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from capi_relay.aws.secrets import Credentials, InvocationScoped, SecretError, TokenProvider
-from capi_relay.deliver.client import GraphReply, GraphSender
+from capi_relay.deliver.client import GraphReply, GraphSender, StreamedBody, StreamingGraphSender
 from capi_relay.deliver.policy import Action, ErrorKind, GraphError, after_failure, unknown_outcome
 from capi_relay.deliver.search import Probe, Search, search_request_bound
 from capi_relay.deliver.throttle import Hold, HoldBook
@@ -151,11 +151,45 @@ def request_body(key: ChunkKey, items: list[_Item], credentials: Credentials) ->
     proof = credentials.appsecret_proof
     if proof:
         tail["appsecret_proof"] = proof
-    parts = [b'{"data":[', b",".join(item.outbound.encoded for item in items), b"]"]
+    end = b"]}"
     if tail:
-        parts.append(b"," + json.dumps(tail, separators=(",", ":"), ensure_ascii=False).encode()[1:-1])
-    parts.append(b"}")
-    return b"".join(parts)
+        end = b"]," + json.dumps(tail, separators=(",", ":"), ensure_ascii=False).encode()[1:-1] + b"}"
+    if not items:
+        return b'{"data":[' + end
+    # One join, one copy of the events: the head and the end are glued onto the first and last event.
+    parts = [item.outbound.encoded for item in items]
+    parts[0] = b'{"data":[' + parts[0]
+    parts[-1] += end
+    return b",".join(parts)
+
+
+BLOCK_BYTES = 64 * 1024  # a streamed body is written in blocks of about this size
+
+
+def request_stream(key: ChunkKey, items: list[_Item], credentials: Credentials) -> StreamedBody:
+    """:func:`request_body`'s bytes as a :class:`StreamedBody`: the events are joined ~``BLOCK_BYTES`` at a
+    time while the socket is written, so no whole body is held per request in flight (the events' bytes are
+    held anyway until the invocation ends)."""
+    events = [item.outbound.encoded for item in items]
+    head = b'{"data":['
+    end = request_body(key, [], credentials)[len(head) :]  # ']' + test code, request fields, proof + '}'
+    length = len(head) + sum(map(len, events)) + max(0, len(events) - 1) + len(end)
+
+    def blocks() -> Iterator[bytes]:
+        block, size = [head], len(head)
+        for n, encoded in enumerate(events):
+            if n:
+                block.append(b",")
+                size += 1
+            block.append(encoded)
+            size += len(encoded)
+            if size >= BLOCK_BYTES:
+                yield b"".join(block)
+                block, size = [], 0
+        block.append(end)
+        yield b"".join(block)
+
+    return StreamedBody(length, blocks)
 
 
 _PROOF_BYTES = len(b',"appsecret_proof":""') + 64  # an HMAC-SHA256 in hex
@@ -397,8 +431,11 @@ class _Run:
         if req.unknown:
             report.resent_events += len(req.items)
         timeout = min(ctx.config.request_timeout_s, ctx.deadline - now)
-        body = request_body(req.key, req.items, creds)
-        return ctx.pool.submit(ctx.sender.send, req.pixel_id, body, creds, timeout)
+        sender = ctx.sender
+        if isinstance(sender, StreamingGraphSender):  # no whole body held per request in flight (peak RSS)
+            return ctx.pool.submit(sender.send_streamed, req.pixel_id, request_stream(req.key, req.items, creds),
+                                   creds, timeout)  # fmt: skip
+        return ctx.pool.submit(sender.send, req.pixel_id, request_body(req.key, req.items, creds), creds, timeout)
 
     def _wait(self, pending: list[_Request], running: dict[Future[GraphReply], _Request]) -> set[Future[GraphReply]]:
         """Wait for a request to finish, or for the next one to be ready -- never past the deadline."""
