@@ -461,7 +461,7 @@ def prepare_event(
         return exc.rejection
 
 
-def _prepare(  # noqa: PLR0917 -- the private body of prepare_event, same arguments
+def _prepare(  # noqa: PLR0917, C901, PLR0912, PLR0915 -- GATE-TODO (issue 22): split; the private body of prepare_event
     raw: Any,
     settings: NormalizationSettings,
     now: int,

@@ -1191,7 +1191,7 @@ def _country_named(item: Any, ctx: _Ctx) -> str | None:
         return None
 
 
-def normalize_user_data(
+def normalize_user_data(  # noqa: C901, PLR0912, PLR0915 -- GATE-TODO (issue 22): split
     user_data: Any, settings: NormalizationSettings, today: date | None = None, notes: list[str] | None = None
 ) -> tuple[dict[str, Any], list[Drop]]:
     """Normalize and hash a ``user_data`` object. Unknown keys and invalid values are dropped. ``notes`` (when

