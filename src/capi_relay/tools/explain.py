@@ -24,6 +24,7 @@ import copy
 import hashlib
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
@@ -58,48 +59,90 @@ RULES = {
 _PLACEHOLDER_ID = "capi-relay-explain-placeholder"
 
 
-def _repair(event: dict[str, Any], reason: str, now: int) -> bool:  # noqa: C901, PLR0912 -- GATE-TODO (issue 22): split
-    """Make ``event`` satisfy the rule behind ``reason``; False when that cannot be done generically."""
-    user_data = event.get("user_data")
-    custom = event.get("custom_data")
-    if reason == "missing_event_name":
-        event["event_name"] = "Explain"
-    elif reason in {"missing_action_source", "invalid_action_source"}:
-        event["action_source"] = "other"
-    elif reason in {"missing_event_time", "invalid_event_time", "event_too_old", "event_in_future"}:
-        event["event_time"] = now
-    elif reason == "invalid_event_id":
-        event.pop("event_id", None)
-    elif reason == "missing_user_data":
-        event["user_data"] = {"external_id": _PLACEHOLDER_ID}
-    elif reason in {"no_usable_identifier", "insufficient_customer_information"} and isinstance(user_data, dict):
-        user_data["external_id"] = _PLACEHOLDER_ID
-    elif reason == "website_missing_event_source_url":
-        event["event_source_url"] = "https://example.com/"
-    elif reason == "website_missing_user_agent":
-        # Not a placeholder user agent: it would change which customer-information combination the event has.
-        # The website rules come last among those that depend on action_source, so it can change now.
-        event["action_source"] = "other"
-    elif reason == "app_missing_app_data":
-        event["app_data"] = {"advertiser_tracking_enabled": 0, "extinfo": ["i2"]}
-    elif reason == "invalid_custom_data":
-        event["custom_data"] = {}
-    elif reason in {"invalid_value", "missing_value"}:
-        if not isinstance(custom, dict):
-            event["custom_data"] = custom = {}
-        custom["value"] = 0
-    elif reason in {"invalid_currency", "missing_currency"}:
-        if not isinstance(custom, dict):
-            event["custom_data"] = custom = {}
-        custom["currency"] = "usd"
-    elif reason == "invalid_contents" and isinstance(custom, dict):
-        custom.pop("contents", None)
-    elif reason == "invalid_data_processing_options":
-        for key in ("data_processing_options", "data_processing_options_country", "data_processing_options_state"):
-            event.pop(key, None)
-    else:  # not_an_object, non_finite_number, invalid_unicode, event_too_large, a rule added later
-        return False
+def _set(key: str, value: Any) -> Callable[[dict[str, Any], int], bool]:
+    def repair(event: dict[str, Any], _now: int) -> bool:
+        event[key] = value() if callable(value) else value
+        return True
+
+    return repair
+
+
+def _event_time_now(event: dict[str, Any], now: int) -> bool:
+    event["event_time"] = now
     return True
+
+
+def _drop(*keys: str) -> Callable[[dict[str, Any], int], bool]:
+    def repair(event: dict[str, Any], _now: int) -> bool:
+        for key in keys:
+            event.pop(key, None)
+        return True
+
+    return repair
+
+
+def _placeholder_identifier(event: dict[str, Any], _now: int) -> bool:
+    user_data = event.get("user_data")
+    if not isinstance(user_data, dict):
+        return False
+    user_data["external_id"] = _PLACEHOLDER_ID
+    return True
+
+
+def _custom_value(key: str, value: Any) -> Callable[[dict[str, Any], int], bool]:
+    def repair(event: dict[str, Any], _now: int) -> bool:
+        custom = event.get("custom_data")
+        if not isinstance(custom, dict):
+            event["custom_data"] = custom = {}
+        custom[key] = value
+        return True
+
+    return repair
+
+
+def _drop_contents(event: dict[str, Any], _now: int) -> bool:
+    custom = event.get("custom_data")
+    if not isinstance(custom, dict):
+        return False
+    custom.pop("contents", None)
+    return True
+
+
+# reason -> how to make an event satisfy the rule behind it. Not repaired (no entry): not_an_object,
+# non_finite_number, invalid_unicode, event_too_large, a rule added later.
+_REPAIRS: dict[str, Callable[[dict[str, Any], int], bool]] = {
+    "missing_event_name": _set("event_name", "Explain"),
+    "missing_action_source": _set("action_source", "other"),
+    "invalid_action_source": _set("action_source", "other"),
+    "missing_event_time": _event_time_now,
+    "invalid_event_time": _event_time_now,
+    "event_too_old": _event_time_now,
+    "event_in_future": _event_time_now,
+    "invalid_event_id": _drop("event_id"),
+    "missing_user_data": _set("user_data", lambda: {"external_id": _PLACEHOLDER_ID}),
+    "no_usable_identifier": _placeholder_identifier,
+    "insufficient_customer_information": _placeholder_identifier,
+    "website_missing_event_source_url": _set("event_source_url", "https://example.com/"),
+    # Not a placeholder user agent: it would change which customer-information combination the event has.
+    # The website rules come last among those that depend on action_source, so it can change now.
+    "website_missing_user_agent": _set("action_source", "other"),
+    "app_missing_app_data": _set("app_data", lambda: {"advertiser_tracking_enabled": 0, "extinfo": ["i2"]}),
+    "invalid_custom_data": _set("custom_data", dict),
+    "invalid_value": _custom_value("value", 0),
+    "missing_value": _custom_value("value", 0),
+    "invalid_currency": _custom_value("currency", "usd"),
+    "missing_currency": _custom_value("currency", "usd"),
+    "invalid_contents": _drop_contents,
+    "invalid_data_processing_options": _drop(
+        "data_processing_options", "data_processing_options_country", "data_processing_options_state"
+    ),
+}
+
+
+def _repair(event: dict[str, Any], reason: str, now: int) -> bool:
+    """Make ``event`` satisfy the rule behind ``reason``; False when that cannot be done generically."""
+    repair = _REPAIRS.get(reason)
+    return repair is not None and repair(event, now)
 
 
 def all_rejections(raw: Any, settings: NormalizationSettings, now: int) -> list[Rejection]:
