@@ -273,44 +273,53 @@ class Sender:
             entry["MessageDeduplicationId"] = hashlib.sha256(message.body.encode()).hexdigest()
         return entry
 
-    def send(self, calls: Sequence[Sequence[Message]]) -> SendReport:  # noqa: C901, PLR0912 -- GATE-TODO (issue 22): split
+    def send(self, calls: Sequence[Sequence[Message]]) -> SendReport:
         report = SendReport()
         for call in calls:
             pending = dict(enumerate(call))
             if report.error is not None:  # a fatal error: no later call can succeed, none is tried
                 report.failed.extend((m, "not_attempted") for m in pending.values())
                 continue
-            for attempt in range(self._attempts):
-                if attempt:
-                    report.retries += 1
-                    self._sleep(self._rng.uniform(0, min(self._max, self._base * 2**attempt)))
-                entries = [self._entry(number, message) for number, message in pending.items()]
-                report.calls += 1
-                try:
-                    response = self._client.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
-                except Exception as exc:  # botocore has already retried transport errors and throttles
-                    last_error = error_code(exc)
-                    if is_fatal(exc):  # retrying cannot help: stop here, report, do not try the rest
-                        report.error = describe_error(exc)
-                        report.failed.extend((m, last_error) for m in pending.values())
-                        break
-                    if attempt + 1 == self._attempts:
-                        report.failed.extend((m, last_error) for m in pending.values())
-                        report.error = describe_error(exc)
-                    continue
-                for ok in response.get("Successful", []):
-                    message = pending.pop(int(ok["Id"]), None)
-                    if message is not None:
-                        report.sent.append((message, ok["MessageId"]))
-                for failure in response.get("Failed", []):
-                    number = int(failure["Id"])
-                    if failure.get("SenderFault") and number in pending:
-                        report.failed.append((pending.pop(number), failure.get("Code", "SenderFault")))
-                if not pending:
-                    break
-                if attempt + 1 == self._attempts:
-                    report.failed.extend((m, "retries_exhausted") for m in pending.values())
+            self._send_call(pending, report)
         return report
+
+    def _send_call(self, pending: dict[int, Message], report: SendReport) -> None:
+        """One SendMessageBatch call's messages, retried until each is sent or failed."""
+        for attempt in range(self._attempts):
+            if attempt:
+                report.retries += 1
+                self._sleep(self._rng.uniform(0, min(self._max, self._base * 2**attempt)))
+            entries = [self._entry(number, message) for number, message in pending.items()]
+            report.calls += 1
+            last = attempt + 1 == self._attempts
+            try:
+                response = self._client.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
+            except Exception as exc:  # botocore has already retried transport errors and throttles
+                fatal = is_fatal(exc)  # retrying cannot help: stop here, report, do not try the rest
+                if fatal or last:
+                    report.failed.extend((m, error_code(exc)) for m in pending.values())
+                    report.error = describe_error(exc)
+                if fatal:
+                    return
+                continue
+            _settle(response, pending, report)
+            if not pending:
+                return
+            if last:
+                report.failed.extend((m, "retries_exhausted") for m in pending.values())
+
+
+def _settle(response: dict[str, Any], pending: dict[int, Message], report: SendReport) -> None:
+    """Move the messages a SendMessageBatch answer settles out of ``pending``: sent, or failed by the sender's
+    fault (a failure that is not the sender's stays pending, for the next attempt)."""
+    for ok in response.get("Successful", []):
+        message = pending.pop(int(ok["Id"]), None)
+        if message is not None:
+            report.sent.append((message, ok["MessageId"]))
+    for failure in response.get("Failed", []):
+        number = int(failure["Id"])
+        if failure.get("SenderFault") and number in pending:
+            report.failed.append((pending.pop(number), failure.get("Code", "SenderFault")))
 
 
 # ------------------------------------------------------------------------------------------ the whole run
