@@ -106,16 +106,16 @@ soak: build ## lifecycle soak under the RIE: faults, kills, one redrive, every e
 	flock /tmp/capi-rie.lock $(PY) -m local.soak --events $(SOAK_EVENTS) --seed $(SOAK_SEED) $(SOAK_ARGS)
 
 # Mutation testing of the decision modules (mutmut 3, [tool.mutmut] in pyproject.toml; docs/mutation.md).
-# CPU-heavy: one module at a time on a shared machine, e.g. `make mutation MODULE=search`.
+# CPU-heavy: one module at a time on a shared machine, e.g. `make mutation MODULE=deliver.search`.
 MODULE ?=
-mutation: venv ## mutmut on the decision modules (MODULE=search|throttle|envelope|quarantine|fate|relay for one; minutes)
+mutation: venv ## mutmut on the decision modules (MODULE=deliver.search|deliver.throttle|ingest.envelope|fate.letters|fate.ledger|relay; minutes)
 	nice -n 10 $(VENV)/bin/mutmut run --max-children 2 $(if $(MODULE),"capi_relay.$(MODULE).*") ; \
 	$(PY) scripts/mutation_score.py $(MODULE)
 
 lock: venv ## regenerate requirements-dev.lock from pyproject.toml
 	$(UV) pip compile pyproject.toml --extra dev --python-version $(PY_VERSION) -o requirements-dev.lock -q
 
-countries: venv ## regenerate the country tables (src/capi_relay/prepare/_tables/countries.py, _country_names.py)
+countries: venv ## regenerate the country tables (src/capi_relay/prepare/_tables/)
 	$(PY) scripts/gen_countries.py > src/capi_relay/prepare/_tables/countries.py
 	$(PY) scripts/gen_country_names.py > src/capi_relay/prepare/_tables/country_names.py
 	$(PY) scripts/gen_date_orders.py > src/capi_relay/prepare/_tables/date_orders.py

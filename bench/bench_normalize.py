@@ -410,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {label:<40}: {total - base:6.1f}  ({', '.join(f'{n} {ms:.1f}' for n, ms in parts)})")
     package = Path(normalize.__file__).parent
     sizes = {
-        name: (package / name).stat().st_size for name in ("_countries.py", "_country_names.py", "_date_orders.py")
+        name: (package / name).stat().st_size
+        for name in ("_tables/countries.py", "_tables/country_names.py", "_tables/date_orders.py")
     }
     print("generated tables in the artifact (source bytes): " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()))
     print()

@@ -400,7 +400,7 @@ def check_event(event: Any, now: float) -> None:
 
 
 # Parameters as Meta documents them (issue 18). Each rule names its page; the stand-in shares no code with the
-# relay's validate.py. Where Meta's documentation gives a rule but no error subcode, 2804001 (invalid parameter).
+# relay's prepare/events.py. Where Meta's documentation gives a rule but no error subcode, 2804001 (invalid parameter).
 # Not modelled, because no source says Meta refuses it: an opt_out that is not a boolean (Graph reads booleans from
 # strings), a malformed client_ip_address (Meta documents no error for it).
 _URL_RE = re.compile(r"^https?://[^\s/?#]", re.IGNORECASE)

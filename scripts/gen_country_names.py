@@ -2,7 +2,7 @@
 dependency).
 
 One table: NAMES (country_key(name) -> alpha-2) for the country names in the major languages that the ISO/English
-table (_countries.py, from pycountry) does not already hold: ``França``, ``Deutschland``, ``España``,
+table (prepare/_tables/countries.py, from pycountry) does not already hold: ``França``, ``Deutschland``, ``España``,
 ``Allemagne``, ``Германия``, ``ドイツ``. The relay reads it only when a value is not in the ISO/English table.
 
 Rules, so that a name never becomes another person's country:

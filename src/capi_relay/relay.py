@@ -7,7 +7,7 @@
    ``event_id`` or one derived from the pixel and the event's content; a defaulted ``event_time``);
 2. **prepare** each readable record's events (normalize, hash, validate, encode) until the preparation
    deadline; a record not reached fails (``deadline_preparing``); an error fails that record only;
-3. **deliver** the prepared events (delivery.py), leaving a reserve for the fate I/O the batch needs
+3. **deliver** the prepared events (deliver/engine.py), leaving a reserve for the fate I/O the batch needs
    (:func:`fate.fate_io_reserve_s`: scaled to the records, the letters and the calls' concurrency);
 4. **decide** every record from its events in the :class:`fate.Ledger` (delivered, quarantined,
    dead-lettered by the relay on its last chance, failed and maybe parked); FIFO order by one rule

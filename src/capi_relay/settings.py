@@ -261,7 +261,7 @@ class Settings:
     max_attempts: int = setting("MAX_ATTEMPTS", 5, integer(1, 20), "attempts of one request")
     service_name: str = setting("POWERTOOLS_SERVICE_NAME", "capi-relay", text, "the metrics' service dimension")
     metrics_namespace: str = setting("POWERTOOLS_METRICS_NAMESPACE", "CapiRelay", text, "the metrics' namespace")
-    # Fate of each record (quarantine, parking): see relay.py and fate.py.
+    # Fate of each record (quarantine, parking): see relay.py and fate/ledger.py.
     dlq_url: str | None = setting(
         "DLQ_URL", None, queue_url, "where permanent rejections are quarantined; None: they fail (redrive path)"
     )

@@ -114,7 +114,7 @@ def _publish(metrics: Metrics, summary: BatchSummary, production_test_code: bool
 
 
 def publish_version_days_left(metrics: Metrics, days_left: int) -> None:
-    """``GraphApiVersionDaysLeft``: days until Meta retires the configured Graph API version (graph_versions.py).
+    """``GraphApiVersionDaysLeft``: days until Meta retires the configured Graph API version (deliver/versions.py).
     One more key in the invocation's EMF document (no extra call, no extra log line); the alarm fires 90 days ahead.
     Never raises."""
     try:

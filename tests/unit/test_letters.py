@@ -1,4 +1,4 @@
-"""Dead letters (quarantine.py), parking (fate.park_seconds) and throttle holds (throttle.py) at their edges
+"""Dead letters (fate/letters.py), parking (fate.park_seconds) and throttle holds (throttle.py) at their edges
 (issue 17, mutation testing): the SendMessageBatch entry shape, the byte count SQS applies, batch boundaries,
 FIFO group/dedup fallbacks, the request-level fields and body routing a letter carries whatever the wrapper
 (``Source.request_fields`` / ``body_routing``, the parsed fields, never the body's top-level keys), the resolved

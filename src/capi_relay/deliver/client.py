@@ -1,10 +1,10 @@
 """Graph API client (transport): one pooled urllib3 connection set, Bearer auth, bounded attempts.
 
-This is the relay's only outbound HTTP. It never retries by itself (delivery.py owns retry policy), with
+This is the relay's only outbound HTTP. It never retries by itself (deliver/engine.py owns retry policy), with
 one exception that costs no attempt: a kept-alive connection that the server closed while idle (a stale
 socket after a Lambda freeze) is retried once at once on a fresh connection. A 2xx answer becomes a
 :class:`GraphReply`; every failure a :class:`~capi_relay.deliver.policy.GraphError`: a non-2xx answer as
-graph_policy.py classifies it (Meta's error codes, its hold estimate), a failure to get an answer as TRANSIENT.
+deliver/policy.py classifies it (Meta's error codes, its hold estimate), a failure to get an answer as TRANSIENT.
 
 Bounds: each attempt has one wall-clock cap (connect + request + every read), enforced by a watchdog that
 shuts the socket down when the cap passes, so a body trickling in byte by byte cannot hold the caller; a

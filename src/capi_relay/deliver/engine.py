@@ -74,7 +74,7 @@ class DeliveryConfig:
     base_backoff_s: float = 0.2
     max_backoff_s: float = 5.0
     throttle_backoff_s: float = 2.0
-    # wall-clock cap of one attempt (cut to the time left; graph.py enforces it): connect + read
+    # wall-clock cap of one attempt (cut to the time left; deliver/client.py enforces it): connect + read
     request_timeout_s: float = default_of(Settings, "connect_timeout_s") + default_of(Settings, "read_timeout_s")
     min_request_s: float = 1.0  # no attempt starts with less than this left before the deadline
 

@@ -1,5 +1,6 @@
 """What Meta's Graph API answers mean and what the delivery engine does about them. No I/O, no threads (the
-transport is graph.py); the one outside input is the wall clock, to read a ``Retry-After`` given as an HTTP date.
+transport is deliver/client.py); the one outside input is the wall clock, to read a ``Retry-After`` given as an
+HTTP date.
 
 A non-2xx answer becomes a :class:`GraphError` whose :class:`ErrorKind` is decided from Meta's
 ``error.code`` / ``error_subcode`` / ``is_transient`` -- never from localized message text -- and whose

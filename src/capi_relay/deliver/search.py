@@ -1,7 +1,7 @@
 """The search for the bad events of a request Meta rejected: a pure state machine, no I/O, no clock.
 
 Meta rejects a whole request when any event in it is invalid (2804xxx) and does not say which one. The
-scheduler (delivery.py) hands a rejected chunk to a :class:`Search`, sends the probes it asks for (lists of
+scheduler (deliver/engine.py) hands a rejected chunk to a :class:`Search`, sends the probes it asks for (lists of
 item indices), and reports each probe's outcome back: accepted, rejected (with the failure and its
 signature) or undecided (it could not be decided: transient, throttle, deadline ...). When the search is
 ``done`` its result says which items were found bad, which were proven good (accepted), which it gave up

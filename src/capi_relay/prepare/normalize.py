@@ -230,7 +230,7 @@ def _international(digits: str) -> str:
     country's numbering plan has one (libphonenumber's metadata: Finland's and Indonesia's ``0``; Italy has none and
     keeps its ``0``), and only when what is left is a valid number: never someone else's number. Otherwise the
     digits are sent as written. phonenumbers is loaded only when the digits after the country code start with that
-    country's trunk prefix (the generated table _trunk_prefixes.py says which)."""
+    country's trunk prefix (the generated table prepare/_tables/trunk_prefixes.py says which)."""
     prefixes = _trunk_prefixes()
     for size in (1, 2, 3):  # country codes are prefix-free: at most one of these is a code with a trunk prefix
         trunk = prefixes.get(digits[:size])
