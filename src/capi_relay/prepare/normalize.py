@@ -425,6 +425,10 @@ def _db_read(value: str, ctx: _Ctx) -> str:
     return _db_string(*_db_parts(numbers, roles, month_words, hint, ctx), ctx)
 
 
+# "00".."31": month and day of a valid date, two digits each (a table lookup, not a format spec: ~0.1 µs, not ~0.6).
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(32))
+
+
 def _db_string(year: int, month: int, day: int, ctx: _Ctx) -> str:
     try:
         parsed = date(year, month, day)
@@ -434,7 +438,8 @@ def _db_string(year: int, month: int, day: int, ctx: _Ctx) -> str:
         raise Invalid("invalid_date")
     if parsed > ctx.today:
         raise Invalid("future_date")
-    return f"{year:04d}{month:02d}{day:02d}"
+    # YYYYMMDD: the year is 1900..today's, so four digits as it is
+    return f"{year}{_TWO_DIGITS[month]}{_TWO_DIGITS[day]}"
 
 
 def _db_parts(numbers: list[str], roles: list[str], month_words: list[int], hint: str | None,
