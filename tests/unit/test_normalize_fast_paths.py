@@ -4,11 +4,13 @@
   same hash or the same drop reason, and the same notes;
 - ``norm_ph``'s shortcut for digits-and-separators values == the full rule ``_norm_ph``, in every region;
 - a never-hashed field's ASCII fast path in ``normalize_user_data`` == ``_plain_field``;
-- a memoized value gives on a hit what it gave on the miss (hash, drop and notes).
+- a memoized value gives on a hit what it gave on the miss (hash, drop and notes);
+- ``_no_space`` (the whitespace shortcut of ``norm_external_id`` and ``norm_em``) is True only without whitespace.
 """
 
 from __future__ import annotations
 
+import string
 from datetime import date
 from typing import Any
 
@@ -150,3 +152,17 @@ ipv6_like = st.one_of(
 def test_the_ip_shortcut_accepts_only_what_ipaddress_accepts(value: str) -> None:
     if normalize._is_plain_ip(value):
         assert normalize._is_ip(value)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(text=st.text(st.characters(max_codepoint=0x3000), max_size=12) | st.text(string.printable, max_size=12))
+@example(text="a\x1cb")
+@example(text="a\x85b")
+@example(text="a\u3000b")
+@example(text="cust-007")
+def test_no_space_is_true_only_for_text_without_any_whitespace(text: str) -> None:
+    # the shortcut of norm_external_id / norm_em: True only where the \s regex finds nothing
+    if normalize._no_space(text):
+        assert normalize._WS_RE.search(text) is None
+    ctx = normalize._Ctx(SETTINGS, None, TODAY)
+    assert normalize.norm_external_id(text, ctx) == normalize._WS_RUN_RE.sub("", text.lower())

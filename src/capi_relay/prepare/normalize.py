@@ -59,6 +59,12 @@ class Invalid(ValueError):
         self.reason = reason
 
 
+def _no_space(text: str) -> bool:
+    """True when ``text`` certainly holds no whitespace: ASCII printable (0x20-0x7E) and no space. Every other
+    ASCII whitespace is unprintable; False means "ask the regex", not "has whitespace"."""
+    return text.isascii() and " " not in text and text.isprintable()
+
+
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -109,7 +115,7 @@ def _strip_marks(text: str) -> str:
 # --------------------------------------------------------------------------------------------- em
 def norm_em(value: str, ctx: _Ctx) -> str:
     v = value.lower()
-    if _WS_RE.search(v) or v.count("@") != 1:
+    if (not _no_space(v) and _WS_RE.search(v)) or v.count("@") != 1:
         raise Invalid("invalid_email")
     local, domain = v.split("@")
     if not local or "." not in domain or ".." in v:
@@ -648,7 +654,10 @@ _WS_RUN_RE = re.compile(r"\s+")
 def norm_external_id(value: str, ctx: _Ctx) -> str:
     """Lower case, every whitespace removed: capi-param-builder does so in the browser next to the Pixel, and
     the advertiser's own id only matches when both sides hash the same string."""
-    return _WS_RUN_RE.sub("", value.lower())
+    v = value.lower()
+    if _no_space(v):
+        return v
+    return _WS_RUN_RE.sub("", v)
 
 
 # ------------------------------------------------------------------------------------------ plain
