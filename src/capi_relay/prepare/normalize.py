@@ -167,7 +167,10 @@ def norm_ph(value: str, ctx: _Ctx) -> str:
         # The usual value: digits and separators only, no trunk "(0)". Its digits are the ones the steps below
         # keep (no extension, no letter, nothing outside the first and last digit to cut), so the two common
         # shapes are decided here: "+" once at the start (international), or a NANP national number.
-        digits = _PH_NON_DIGIT_RE.sub("", value)
+        # the usual separators removed by str.replace (~0.2 µs, the regex ~0.6); anything else left: the regex
+        digits = value.replace(" ", "").replace("-", "").replace("(", "").replace(")", "").replace(".", "")
+        if not (digits := digits.replace("+", "")).isdigit():
+            digits = _PH_NON_DIGIT_RE.sub("", value)
         if digits and value[0] == "+" and value.count("+") == 1:
             e164 = _international(digits.lstrip("0"))
             if not e164.isdigit() or not 7 <= len(e164) <= 15:
