@@ -1269,8 +1269,8 @@ def normalize_user_data(
 _Field = tuple[Callable[[Any, "_Ctx"], "str | tuple[str, ...]"] | None, "dict[str, _Memoized] | None", int,
                Callable[[str], str] | None]  # fmt: skip
 # (country, DEFAULT_PHONE_REGION, DATE_ORDER, today) -> the context as it starts for each event, and its field table.
-# Derived from the settings and the memo dicts: cleared with the memo, and at _CONTEXTS_MAX entries (a few hundred
-# bytes each; an invocation sees at most one per country).
+# Derived from the settings and the memo dicts: cleared with the memo, and at _CONTEXTS_MAX entries (~3 KB each, so
+# at most ~3 MB; an invocation sees at most one per country).
 _contexts: dict[tuple[str | None, str, str, date], tuple[_Ctx, dict[str, _Field]]] = {}
 _CONTEXTS_MAX = 1024
 _UNKNOWN_FIELD: _Field = (None, None, -1, None)  # a key that is no field of user_data: dropped by _plain
