@@ -4,14 +4,18 @@
   same hash or the same drop reason, and the same notes;
 - ``norm_ph``'s shortcut for digits-and-separators values == the full rule ``_norm_ph``, in every region;
 - a never-hashed field's ASCII fast path in ``normalize_user_data`` == ``_plain_field``;
-- a memoized value gives on a hit what it gave on the miss (hash, drop and notes).
+- a memoized value gives on a hit what it gave on the miss (hash, drop and notes);
+- ``_no_space`` (the whitespace shortcut of ``norm_external_id`` and ``norm_em``) is True only without whitespace.
+- an event's cached context and field table give what fresh ones give; the cache is cleared with the memo.
 """
 
 from __future__ import annotations
 
+import string
 from datetime import date
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -150,3 +154,53 @@ ipv6_like = st.one_of(
 def test_the_ip_shortcut_accepts_only_what_ipaddress_accepts(value: str) -> None:
     if normalize._is_plain_ip(value):
         assert normalize._is_ip(value)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(text=st.text(st.characters(max_codepoint=0x3000), max_size=12) | st.text(string.printable, max_size=12))
+@example(text="a\x1cb")
+@example(text="a\x85b")
+@example(text="a\u3000b")
+@example(text="cust-007")
+def test_no_space_is_true_only_for_text_without_any_whitespace(text: str) -> None:
+    # the shortcut of norm_external_id / norm_em: True only where the \s regex finds nothing
+    if normalize._no_space(text):
+        assert normalize._WS_RE.search(text) is None
+    ctx = normalize._Ctx(SETTINGS, None, TODAY)
+    assert normalize.norm_external_id(text, ctx) == normalize._WS_RUN_RE.sub("", text.lower())
+
+
+def test_a_cached_context_gives_what_a_fresh_one_gives_and_is_cleared_with_the_memo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the event's context and field table are cached per (country, DEFAULT_PHONE_REGION, DATE_ORDER, today): an
+    # event read after others of other contexts gives what it gives with nothing cached
+    cases = [
+        ({"country": "gb", "db": "03/04/1990", "ph": "020 7946 0958", "zp": "SW1A 1AA"}, "DMY", "GB"),
+        ({"country": "us", "db": "03/04/1990", "ph": "(650) 555-1212", "zp": "94043-1351"}, "MDY", "US"),
+        ({"db": "03/04/1990", "ph": "020 7946 0958"}, "MDY", "GB"),
+        ({"db": "03/04/1990", "ph": "030 1234567"}, "DMY", "GB"),
+        ({"db": "03/04/1990", "ph": "030 1234567"}, "DMY", "DE"),
+    ]
+
+    def run(user_data: dict[str, Any], order: str, region: str, today: date) -> object:
+        notes: list[str] = []
+        cfg = NormalizationSettings(date_order=order, default_phone_region=region)  # type: ignore[arg-type]
+        return normalize.normalize_user_data(user_data, cfg, today, notes), notes
+
+    fresh = []
+    for case in cases:
+        normalize.clear_memo()
+        fresh.append(run(*case, TODAY))
+    normalize.clear_memo()
+    for _ in range(2):
+        assert [run(*case, TODAY) for case in cases] == fresh
+    assert run(cases[1][0], "MDY", "US", date(1990, 3, 1)) != fresh[1]  # another day: db is in the future
+    assert normalize._contexts
+    normalize.clear_memo()
+    assert not normalize._contexts
+    monkeypatch.setattr(normalize, "_CONTEXTS_MAX", 2)
+    for case in cases:
+        run(*case, TODAY)
+    assert len(normalize._contexts) <= 2
+    normalize.clear_memo()
