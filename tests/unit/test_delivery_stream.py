@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from capi_relay import delivery
 from capi_relay.aws.secrets import Credentials
+from capi_relay.deliver import engine as delivery
 from capi_relay.deliver.client import GraphReply, StreamedBody, StreamingGraphSender
 from capi_relay.deliver.engine import ChunkKey, Deliverer, DeliveryConfig, _Item, request_body, request_stream
 from capi_relay.ingest.model import Outbound
