@@ -73,6 +73,7 @@ class _Record:
     sent: int | None = None  # SentTimestamp, seconds
     first_receive: int | None = None  # ApproximateFirstReceiveTimestamp, seconds
     message: InboundMessage | None = None
+    events_released: bool = False  # message.events freed after preparation: a letter parses the body again
     pixel_id: str | None = None
     test_event_code: str | None = None
     identities: tuple[Identity, ...] = ()
@@ -368,6 +369,10 @@ class Relay:
                                      request_fields, group_id))  # fmt: skip
         record.outbound = outbound
         summary.events_prepared += len(outbound)
+        # The parsed events are read again only for a letter (rare): freed now, while they are in the CPU's cache,
+        # not all at the batch's end (~27 MB for 10,000 records); _source parses the body again, the same events.
+        message.events = []
+        record.events_released = True
 
     # ----------------------------------------------------------------------------------- 3. deliver
     def _deliver(self, records: list[_Record], ledger: Ledger, summary: BatchSummary, *, fifo: bool, now: int,
@@ -511,8 +516,11 @@ class Relay:
                           record.pixel_id, record.test_event_code)  # fmt: skip
         routing = tuple((k, v) for k, v in (("pixel_id", message.pixel_id),
                                             ("test_event_code", message.test_event_code)) if v)  # fmt: skip
+        events = message.events
+        if record.events_released:  # the same body and attributes read into the same events as at first sight
+            events = parse_body(body, record.raw.get("messageAttributes")).events
         return Source(record.message_id, body if isinstance(body, str) else None, record.group_id, record.pixel_id,
-                      record.test_event_code, tuple(message.events), message.request_fields, routing,
+                      record.test_event_code, tuple(events), message.request_fields, routing,
                       record.identities)  # fmt: skip
 
     def _park(self, records: list[_Record], ledger: Ledger, io_end: float) -> None:
