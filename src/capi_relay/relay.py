@@ -428,7 +428,7 @@ class Relay:
         record on its last receive or near its retention's end (it may be dead-lettered)."""
         settings, count = self._settings, 0
         for record in records:
-            count += len(ledger.rejected(record.message_id))
+            count += ledger.rejected_count(record.message_id)
             if last_chance(receive_count=record.receive_count, max_receive_count=settings.max_receive_count,
                            sent=record.sent, retention_s=settings.queue_retention_s, now=now,
                            next_receive_s=settings.queue_visibility_timeout_s):  # fmt: skip
@@ -441,8 +441,10 @@ class Relay:
         quarantine = self.quarantine_enabled
         for record in records:
             message_id = record.message_id
-            reason = ledger.failure(message_id)
             record.park_s = None
+            if ledger.delivered(message_id):  # the usual record: nothing to park, its last chance does not matter
+                continue
+            reason = ledger.failure(message_id)
             if reason is not None and is_parkable(reason) and self.parking_enabled:
                 record.park_s = park_seconds(ParkInput(
                     receive_count=record.receive_count or 1, now=now, invocation_started=started_wall,
