@@ -71,7 +71,6 @@ class _Record:
     group_id: str | None = None
     receive_count: int | None = None  # ApproximateReceiveCount (None: absent or unreadable)
     sent: int | None = None  # SentTimestamp, seconds
-    first_receive: int | None = None  # ApproximateFirstReceiveTimestamp, seconds
     message: InboundMessage | None = None
     events_released: bool = False  # message.events freed after preparation: a letter parses the body again
     pixel_id: str | None = None
@@ -116,6 +115,12 @@ def _seconds(attributes: dict[str, Any], name: str) -> int | None:
     if isinstance(raw, str) and len(raw) <= 16 and raw.isascii() and raw.isdigit():
         return int(raw) // 1000
     return None
+
+
+def _first_receive(raw: dict[str, Any]) -> int | None:
+    """ApproximateFirstReceiveTimestamp in seconds: read only for a record that is parked."""
+    attrs = raw.get("attributes")
+    return _seconds(attrs if isinstance(attrs, dict) else {}, "ApproximateFirstReceiveTimestamp")
 
 
 def _receive_count(attributes: dict[str, Any]) -> int | None:
@@ -276,7 +281,6 @@ class Relay:
         record.group_id = group_id if isinstance(group_id, str) else None
         record.receive_count = _receive_count(attrs)
         record.sent = _seconds(attrs, "SentTimestamp")
-        record.first_receive = _seconds(attrs, "ApproximateFirstReceiveTimestamp")
         try:
             message = parse_body(raw.get("body"), raw.get("messageAttributes"))
         except EnvelopeError as exc:
@@ -447,8 +451,8 @@ class Relay:
             reason = ledger.failure(message_id)
             if reason is not None and is_parkable(reason) and self.parking_enabled:
                 record.park_s = park_seconds(ParkInput(
-                    receive_count=record.receive_count or 1, now=now, invocation_started=started_wall,
-                    first_receive=record.first_receive, sent=record.sent, oldest_event_time=record.oldest_event_time,
+                    receive_count=record.receive_count or 1, now=now, invocation_started=started_wall, sent=record.sent,
+                    first_receive=_first_receive(record.raw), oldest_event_time=record.oldest_event_time,
                     retry_after_s=ledger.retry_after_s(message_id), schedule_s=settings.park_schedule_s,
                     retention_s=settings.queue_retention_s,
                 ))  # fmt: skip
