@@ -206,3 +206,61 @@ def test_the_reserve_counts_letter_and_park_waves_apart_and_a_concurrency_below_
     assert fate_io_reserve_s(park_calls=3, letter_calls=3, concurrency=0, call_timeout_s=2.0) == 12.0
     assert fate_io_reserve_s(park_calls=3, letter_calls=1, concurrency=2, call_timeout_s=2.0) == 6.0
     assert fate_io_reserve_s(park_calls=0, letter_calls=0, concurrency=4, call_timeout_s=2.0) == 0.0
+
+
+# ------------------------------------------------------------------------- the usual record's fast path
+def _entries_of_every_kind() -> list[tuple[str, Ledger]]:
+    """One ledger per state a record can be in before it is decided."""
+    made: list[tuple[str, Ledger]] = []
+
+    def ledger(name: str, events: int | None) -> Ledger:
+        book = Ledger([name])
+        if events is not None:
+            book.expect(name, events)
+        made.append((name, book))
+        return book
+
+    ledger("never-read", None)
+    ledger("all-accepted", 3).accept_all([("all-accepted", 0), ("all-accepted", 1), ("all-accepted", 2)])
+    ledger("one-missing", 3).accept_all([("one-missing", 0), ("one-missing", 2)])
+    ledger("no-events", 0)
+    book = ledger("rejected", 2)
+    book.accept("rejected", 0)
+    book.reject("rejected", 1, "invalid_value")
+    book = ledger("accepted-with-a-letter", 1)  # every event accepted, yet a letter is due: not delivered alone
+    book.accept("accepted-with-a-letter", 0)
+    book.reject("accepted-with-a-letter", None, "no_pixel_id")
+    book = ledger("failed", 1)
+    book.accept("failed", 0)
+    book.fail("failed", "graph_transient")
+    book = ledger("body-rejected", None)
+    book.reject("body-rejected", None, "body_not_json")
+    book = ledger("undecided", 2)
+    book.accept("undecided", 0)
+    book.undecided("undecided", 1, "graph_throttled")
+    return made
+
+
+def test_delivered_takes_the_decision_decide_takes_for_a_fully_accepted_record_and_nothing_else() -> None:
+    for name, book in _entries_of_every_kind():
+        for quarantine in (False, True):
+            for final in (False, True):
+                reference = _entries_of_every_kind()
+                expected = dict(reference)[name].decide(name, quarantine=quarantine, last_chance=final)
+                fast = Ledger([name])
+                fast._entries[name] = book._entries[name]  # the same entry, decided by the fast path first
+                if fast.delivered(name):
+                    assert expected == Decision(Outcome.DELIVERED), name
+                    assert fast.decision(name) == expected
+                    assert fast.settled(name)
+                    assert fast.unsettled() == []
+                else:
+                    assert expected.outcome is not Outcome.DELIVERED, name
+                    assert fast.decision(name) is None  # nothing written: decide() takes it
+                    assert not fast.settled(name)
+    assert [name for name, book in _entries_of_every_kind() if book.delivered(name)] == ["all-accepted", "no-events"]
+
+
+def test_rejected_count_is_the_number_of_letters_rejected_lists() -> None:
+    for name, book in _entries_of_every_kind():
+        assert book.rejected_count(name) == len(book.rejected(name)), name

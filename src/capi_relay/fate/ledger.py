@@ -205,6 +205,10 @@ class Ledger:
     def retry_after_s(self, message_id: str) -> float | None:
         return self._entries[message_id].retry_after_s
 
+    def rejected_count(self, message_id: str) -> int:
+        """``len(rejected(message_id))`` without building the list."""
+        return len(self._entries[message_id].rejected)
+
     def rejected(self, message_id: str) -> list[Rejected]:
         rejected = self._entries[message_id].rejected
         if not rejected:  # the usual record
@@ -236,6 +240,18 @@ class Ledger:
         entry.decision = decision
         entry.settled = decision.outcome is Outcome.DELIVERED
         return decision
+
+    def delivered(self, message_id: str) -> bool:
+        """Decide the usual record at once: every event accepted, none rejected, no failure. It is delivered
+        whatever its last chance (the same decision :meth:`decide` takes); False: nothing is written."""
+        entry = self._entries[message_id]
+        if entry.failure is not None or entry.rejected or entry.positions is None:
+            return False
+        if not entry.accepted.issuperset(range(entry.positions)):
+            return False
+        entry.decision = _DELIVERED
+        entry.settled = True
+        return True
 
     def decision(self, message_id: str) -> Decision | None:
         return self._entries[message_id].decision

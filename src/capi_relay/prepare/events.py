@@ -456,48 +456,55 @@ def prepare_event(
     ``REQUEST_OVERHEAD_BYTES``); a larger one is rejected with ``event_too_large``.
     """
     try:
-        return _prepare(raw, settings, now, default_event_time, default_event_id, max_event_bytes)
+        if not isinstance(raw, dict):
+            raise _Reject("not_an_object", "an event must be a JSON object")
+        drops: list[Drop] = []
+        notes: list[str] = []
+        event = _known_keys(raw, drops)
+        name, source = _name_and_source(event)
+        event["event_time"] = _event_time(event.get("event_time"), source, now, notes, default_event_time)
+        _event_id(event, default_event_id)
+        user_data = _user_data(event, source, settings, now=now, drops=drops, notes=notes)
+        _source_rules(event, source, user_data, drops)
+        match_keys = _identifiers(user_data)
+        _custom_and_processing(event, name, drops)
+        encoded = _encoded(event, max_event_bytes)
     except _Reject as exc:
         return exc.rejection
+    return Prepared(event=event, drops=drops, notes=notes, match_keys=match_keys, encoded=encoded)
 
 
-def _prepare(  # noqa: PLR0917, C901, PLR0912, PLR0915 -- GATE-TODO (issue 22): split; the private body of prepare_event
-    raw: Any,
-    settings: NormalizationSettings,
-    now: int,
-    default_event_time: int | None,
-    default_event_id: str | None,
-    max_event_bytes: int,
-) -> Prepared:
-    if not isinstance(raw, dict):
-        raise _Reject("not_an_object", "an event must be a JSON object")
-    drops: list[Drop] = []
-    notes: list[str] = []
+# The steps of prepare_event, in the order it takes them. Each raises _Reject for an event Meta would refuse.
+def _known_keys(raw: dict[str, Any], drops: list[Drop]) -> dict[str, Any]:
+    """A copy of the event without the keys Meta does not know (each one noted as a drop)."""
     if KNOWN_EVENT_KEYS.issuperset(raw):  # the usual case: one C-level copy
-        event: dict[str, Any] = dict(raw)
-    else:
-        event = {}
-        for key, value in raw.items():
-            if key in KNOWN_EVENT_KEYS:
-                event[key] = value
-            else:
-                drops.append(Drop("event", "unknown_key"))
+        return dict(raw)
+    event: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in KNOWN_EVENT_KEYS:
+            event[key] = value
+        else:
+            drops.append(Drop("event", "unknown_key"))
+    return event
 
+
+def _name_and_source(event: dict[str, Any]) -> tuple[str, str]:
+    """``event_name`` and ``action_source``, both required, stripped (and written back)."""
     name = event.get("event_name")
     if not isinstance(name, str) or not name.strip():
         raise _Reject("missing_event_name", "event_name must be a non-empty string")
     event["event_name"] = name = name.strip()
-
     source = event.get("action_source")
     if source is None:
         raise _Reject("missing_action_source", "action_source is required")
     if not isinstance(source, str) or source.strip() not in ACTION_SOURCES:
         raise _Reject("invalid_action_source", f"action_source must be one of {sorted(ACTION_SOURCES)}")
     event["action_source"] = source = source.strip()
+    return name, source
 
-    event_time = _event_time(event.get("event_time"), source, now, notes, default_event_time)
-    event["event_time"] = event_time
 
+def _event_id(event: dict[str, Any], default_event_id: str | None) -> None:
+    """``event_id`` as a stripped string (an integer as its decimal string); ``default_event_id`` when absent."""
     event_id = event.get("event_id")
     if type(event_id) is str and (stripped := event_id.strip()):  # the usual event_id
         event["event_id"] = stripped
@@ -513,6 +520,18 @@ def _prepare(  # noqa: PLR0917, C901, PLR0912, PLR0915 -- GATE-TODO (issue 22): 
     if "event_id" not in event and default_event_id is not None:
         event["event_id"] = default_event_id
 
+
+def _user_data(
+    event: dict[str, Any],
+    source: str,
+    settings: NormalizationSettings,
+    *,
+    now: int,
+    drops: list[Drop],
+    notes: list[str],
+) -> dict[str, Any]:
+    """``user_data`` normalized and hashed (written back), after the URL and opt_out checks it may read
+    (``fbc`` is derived from the checked ``event_source_url``)."""
     if "user_data" not in event or event["user_data"] is None:
         raise _Reject("missing_user_data", "user_data is required")
     if not isinstance(event["user_data"], dict):
@@ -521,15 +540,18 @@ def _prepare(  # noqa: PLR0917, C901, PLR0912, PLR0915 -- GATE-TODO (issue 22): 
         _event_source_url(event, source, drops)
     if "opt_out" in event:
         _opt_out(event, drops)
-    today = _today(now)
     date_notes: list[str] = []
-    user_data, field_drops = normalize_user_data(event["user_data"], settings, today, date_notes)
+    user_data, field_drops = normalize_user_data(event["user_data"], settings, _today(now), date_notes)
     drops.extend(field_drops)
     if date_notes:  # the order an ambiguous date of birth was read in (once per event)
         notes.extend(dict.fromkeys(date_notes))
-    _derive_fbc(event, user_data, event_time, notes)
+    _derive_fbc(event, user_data, event["event_time"], notes)
     event["user_data"] = user_data
+    return user_data
 
+
+def _source_rules(event: dict[str, Any], source: str, user_data: dict[str, Any], drops: list[Drop]) -> None:
+    """What each action_source requires: a website's user agent, an app's app_data, a channel's ids."""
     if source == "website" and "client_user_agent" not in user_data:
         raise _Reject("website_missing_user_agent", "website events need user_data.client_user_agent")
     if source == "app" or "app_data" in event:
@@ -537,6 +559,9 @@ def _prepare(  # noqa: PLR0917, C901, PLR0912, PLR0915 -- GATE-TODO (issue 22): 
     if source == "business_messaging" or "messaging_channel" in event:
         _messaging(event, source, user_data, drops)
 
+
+def _identifiers(user_data: dict[str, Any]) -> int:
+    """The event's match keys (:func:`match_key_count`); an event Meta could not match is rejected."""
     if not user_data:
         raise _Reject("no_usable_identifier", "no user_data value survived normalization")
     # No rejected set holds a match key (em, ph, external_id, fbc, fbp; the IP with the user agent): an event
@@ -547,15 +572,22 @@ def _prepare(  # noqa: PLR0917, C901, PLR0912, PLR0915 -- GATE-TODO (issue 22): 
             "insufficient_customer_information",
             "user_data holds only a combination Meta rejects (subcode 2804050)",
         )
+    return match_keys
 
+
+def _custom_and_processing(event: dict[str, Any], name: str, drops: list[Drop]) -> None:
+    """``custom_data`` typed (written back or removed) and the data processing options checked."""
     custom = _custom_data(event.get("custom_data"), name, drops)
     if custom is None:
         event.pop("custom_data", None)
     else:
         event["custom_data"] = custom
     _data_processing(event)
-    # Encoding is the last check: Python's json reads NaN/Infinity literals, and JSON strings can carry lone
-    # surrogates; neither can be sent (user_data has had such values dropped already).
+
+
+def _encoded(event: dict[str, Any], max_event_bytes: int) -> bytes:
+    """The event as it is POSTed. Encoding is the last check: Python's json reads NaN/Infinity literals, and JSON
+    strings can carry lone surrogates; neither can be sent (user_data has had such values dropped already)."""
     try:
         encoded = encode_event(event)
     except UnicodeEncodeError:
@@ -564,7 +596,7 @@ def _prepare(  # noqa: PLR0917, C901, PLR0912, PLR0915 -- GATE-TODO (issue 22): 
         raise _Reject("non_finite_number", "the event holds NaN or Infinity, which JSON cannot carry") from None
     if len(encoded) > max_event_bytes:
         raise _Reject("event_too_large", f"the encoded event is {len(encoded)} bytes (max {max_event_bytes})")
-    return Prepared(event=event, drops=drops, notes=notes, match_keys=match_keys, encoded=encoded)
+    return encoded
 
 
 # ----------------------------------------------------------------------------------------------- identity
