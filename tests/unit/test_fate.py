@@ -10,9 +10,9 @@ from capi_relay.fate.ledger import (
     META_WINDOW_S,
     SQS_MAX_VISIBILITY_S,
     Decision,
+    LetterDue,
     Outcome,
     ParkInput,
-    Rejected,
     decide,
     is_parkable,
     park_seconds,
@@ -31,14 +31,14 @@ def test_a_record_with_nothing_rejected_and_no_failure_is_delivered() -> None:
 
 
 def test_rejections_are_quarantined_with_a_dlq_and_fail_the_record_without_one() -> None:
-    rejected = [Rejected(1, "event_too_old"), Rejected(3, "graph_invalid_100_2804003")]
+    rejected = [LetterDue(1, "event_too_old"), LetterDue(3, "graph_invalid_100_2804003")]
     assert decide(None, rejected, quarantine=True) == Decision(Outcome.QUARANTINE, quarantine=tuple(rejected))
     assert decide(None, rejected, quarantine=False) == Decision(Outcome.FAILED, "event_too_old")
 
 
 def test_a_record_going_back_to_sqs_quarantines_nothing_now() -> None:
     # Given a record with a rejected event whose other events failed transiently
-    decision = decide("graph_transient_http503", [Rejected(0, "event_too_old")], quarantine=True)
+    decision = decide("graph_transient_http503", [LetterDue(0, "event_too_old")], quarantine=True)
     # Then it fails (parked) and nothing is quarantined: the next receive decides the rejected event again
     assert decision == Decision(Outcome.FAILED, "graph_transient_http503", park=True)
 

@@ -9,8 +9,8 @@ from capi_relay.fate.ledger import (
     WINDOW_MARGIN_S,
     Decision,
     Ledger,
+    LetterDue,
     Outcome,
-    Rejected,
     block_fifo_groups,
     decide,
     fate_io_reserve_s,
@@ -22,24 +22,24 @@ NOW = 1_800_000_000.0
 
 # --------------------------------------------------------------------------------- decide: letters
 def test_letters_are_ordered_body_first_then_by_event_position() -> None:
-    rejected = [Rejected(2, "a"), Rejected(None, "body"), Rejected(0, "c")]
+    rejected = [LetterDue(2, "a"), LetterDue(None, "body"), LetterDue(0, "c")]
     got = decide(None, rejected, quarantine=True)
-    assert got.quarantine == (Rejected(None, "body"), Rejected(0, "c"), Rejected(2, "a"))
+    assert got.quarantine == (LetterDue(None, "body"), LetterDue(0, "c"), LetterDue(2, "a"))
     # without a DLQ the record fails for the first letter's reason (the body's)
     assert decide(None, rejected, quarantine=False) == Decision(Outcome.FAILED, "body")
 
 
 def test_a_dead_letter_holds_rejected_and_unsettled_events_in_position_order_and_names_the_failure() -> None:
-    got = decide("graph_transient_http503", [Rejected(3, "event_too_old")], quarantine=True, last_chance=True,
-                 unsettled=[Rejected(1, "graph_transient_http503")])  # fmt: skip
+    got = decide("graph_transient_http503", [LetterDue(3, "event_too_old")], quarantine=True, last_chance=True,
+                 unsettled=[LetterDue(1, "graph_transient_http503")])  # fmt: skip
     assert got == Decision(Outcome.DEAD_LETTER, "graph_transient_http503",
-                           (Rejected(1, "graph_transient_http503"), Rejected(3, "event_too_old")))  # fmt: skip
+                           (LetterDue(1, "graph_transient_http503"), LetterDue(3, "event_too_old")))  # fmt: skip
     assert got.letters
 
 
 def test_a_dead_letter_with_nothing_known_stores_the_body_for_the_failure() -> None:
     got = decide("internal_error", [], quarantine=True, last_chance=True)
-    assert got == Decision(Outcome.DEAD_LETTER, "internal_error", (Rejected(None, "internal_error"),))
+    assert got == Decision(Outcome.DEAD_LETTER, "internal_error", (LetterDue(None, "internal_error"),))
 
 
 def test_the_last_chance_without_a_dlq_fails_the_record() -> None:
@@ -90,7 +90,7 @@ def test_an_undecided_event_fails_the_record_for_its_own_reason_first_reason_win
     decision = ledger.decide("m", quarantine=True, last_chance=True)
     # position 1 has no reason of its own: the record's failure (from position 1's turn: "unsettled") is used
     assert decision == Decision(Outcome.DEAD_LETTER, "unsettled",
-                                (Rejected(1, "unsettled"), Rejected(2, "graph_throttled_4")))  # fmt: skip
+                                (LetterDue(1, "unsettled"), LetterDue(2, "graph_throttled_4")))  # fmt: skip
     other = Ledger(["n"])
     other.expect("n", 2)
     other.accept("n", 0)
@@ -113,20 +113,20 @@ def test_the_first_failure_wins_and_unknown_ids_are_ignored() -> None:
 def test_a_failed_record_never_read_dead_letters_its_body_once_with_its_failure() -> None:
     ledger = Ledger(["m"])
     ledger.fail("m", "internal_error")
-    assert ledger.decide("m", quarantine=True, last_chance=True).quarantine == (Rejected(None, "internal_error"),)
+    assert ledger.decide("m", quarantine=True, last_chance=True).quarantine == (LetterDue(None, "internal_error"),)
     # events rejected before the record failed are stored too, after the body
     partly = Ledger(["p"])
     partly.reject("p", 0, "event_too_old")
     partly.fail("p", "internal_error")
     assert partly.decide("p", quarantine=True, last_chance=True).quarantine == (
-        Rejected(None, "internal_error"),
-        Rejected(0, "event_too_old"),
+        LetterDue(None, "internal_error"),
+        LetterDue(0, "event_too_old"),
     )
     # a body already rejected is not stored a second time for the failure
     body = Ledger(["b"])
     body.reject("b", None, "body_not_json")
     body.fail("b", "internal_error")
-    assert body.decide("b", quarantine=True, last_chance=True).quarantine == (Rejected(None, "body_not_json"),)
+    assert body.decide("b", quarantine=True, last_chance=True).quarantine == (LetterDue(None, "body_not_json"),)
 
 
 def test_stored_settles_only_a_record_whose_decision_has_letters() -> None:

@@ -50,8 +50,9 @@ class Outcome(Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Rejected:
-    """One part of a record that goes to the DLQ: an event (``index`` = its position in the message) or the
+class LetterDue:
+    """A letter due (named apart from ingest.model.Rejection, why an event cannot be sent): one part of a
+    record that goes to the DLQ: an event (``index`` = its position in the message) or the
     whole body (``index`` None: unreadable, no pixel, or never read)."""
 
     index: int | None
@@ -62,7 +63,7 @@ class Rejected:
 class Decision:
     outcome: Outcome
     reason: str | None = None  # why the record fails (FAILED) or was dead-lettered (DEAD_LETTER)
-    quarantine: tuple[Rejected, ...] = ()  # the letters to store (QUARANTINE, DEAD_LETTER)
+    quarantine: tuple[LetterDue, ...] = ()  # the letters to store (QUARANTINE, DEAD_LETTER)
     park: bool = False  # FAILED for a throttle/transient reason: extend the visibility
 
     @property
@@ -79,11 +80,11 @@ def is_parkable(reason: str) -> bool:
 
 def decide(
     failure: str | None,
-    rejected: Sequence[Rejected],
+    rejected: Sequence[LetterDue],
     *,
     quarantine: bool,
     last_chance: bool = False,
-    unsettled: Sequence[Rejected] = (),
+    unsettled: Sequence[LetterDue] = (),
 ) -> Decision:
     """The record's fate.
 
@@ -96,7 +97,7 @@ def decide(
     if failure is not None:
         if quarantine and last_chance:
             letters = sorted((*rejected, *unsettled), key=_letter_order)
-            return Decision(Outcome.DEAD_LETTER, failure, tuple(letters) or (Rejected(None, failure),))
+            return Decision(Outcome.DEAD_LETTER, failure, tuple(letters) or (LetterDue(None, failure),))
         return Decision(Outcome.FAILED, failure, park=is_parkable(failure))
     if not rejected:
         return _DELIVERED
@@ -105,7 +106,7 @@ def decide(
     return Decision(Outcome.FAILED, sorted(rejected, key=_letter_order)[0].reason)
 
 
-def _letter_order(r: Rejected) -> int:
+def _letter_order(r: LetterDue) -> int:
     return -1 if r.index is None else r.index
 
 
@@ -209,29 +210,29 @@ class Ledger:
         """``len(rejected(message_id))`` without building the list."""
         return len(self._entries[message_id].rejected)
 
-    def rejected(self, message_id: str) -> list[Rejected]:
+    def rejected(self, message_id: str) -> list[LetterDue]:
         rejected = self._entries[message_id].rejected
         if not rejected:  # the usual record
             return []
-        return sorted((Rejected(i, r) for i, r in self._entries[message_id].rejected.items()), key=_letter_order)
+        return sorted((LetterDue(i, r) for i, r in self._entries[message_id].rejected.items()), key=_letter_order)
 
     # ------------------------------------------------------------------ decisions
     def decide(self, message_id: str, *, quarantine: bool, last_chance: bool) -> Decision:
         """Decide the record from its events. An event neither accepted nor rejected makes the record fail
         (``unsettled`` when nobody said why): nothing is acknowledged without proof."""
         entry = self._entries[message_id]
-        unsettled: list[Rejected] = []
+        unsettled: list[LetterDue] = []
         if entry.positions is not None:
             for position in range(entry.positions):
                 if position not in entry.accepted and position not in entry.rejected:
-                    unsettled.append(Rejected(position, entry.undecided.get(position, entry.failure or "unsettled")))
+                    unsettled.append(LetterDue(position, entry.undecided.get(position, entry.failure or "unsettled")))
         if unsettled and entry.failure is None:
             entry.failure = unsettled[0].reason
         if entry.positions is None and not entry.rejected and entry.failure is None:
             entry.failure = "unsettled"  # never read, never rejected: not proven
         failure = entry.failure
         if failure is not None and entry.positions is None:
-            unsettled = [Rejected(None, failure)] if None not in entry.rejected else []
+            unsettled = [LetterDue(None, failure)] if None not in entry.rejected else []
         if failure is None and not entry.rejected:  # every event accepted: the usual record
             decision = _DELIVERED
         else:

@@ -22,14 +22,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from capi_relay._compat import orjson as _orjson
 from capi_relay.ingest.model import InboundMessage
+from capi_relay.settings import PIXEL_RE
 
-try:
-    import orjson as _orjson
-except ImportError:  # not installed, or a wheel for another CPU (the arm64 artifact under an x86_64 emulator)
-    _orjson = None  # type: ignore[assignment]
-
-_PIXEL_RE = re.compile(r"[0-9]{1,32}")  # ASCII digits only: \d (and str.isdigit) accept "١٢٣"
 MAX_EVENTS_PER_MESSAGE = 10_000
 # Lambda's invocation payload limit: no record of an invocation can be larger (an SQS body is at most 1 MiB);
 # a larger body (the `check` CLI, a test) is refused before it is parsed.
@@ -194,7 +190,7 @@ def parse_body(body: str | None, message_attributes: Mapping[str, Any] | None = 
     if message_attributes:  # usually {} (Lambda's SQS event always has the key): _attr would find nothing
         message.pixel_id = _attr(message_attributes, "pixel_id") or message.pixel_id
         message.test_event_code = _attr(message_attributes, "test_event_code") or message.test_event_code
-    if message.pixel_id is not None and not _PIXEL_RE.fullmatch(message.pixel_id):
+    if message.pixel_id is not None and not PIXEL_RE.fullmatch(message.pixel_id):
         raise EnvelopeError("invalid_pixel_id", "pixel_id must be numeric")
     if message.test_event_code is not None and len(message.test_event_code) > MAX_REQUEST_FIELD_CHARS:
         raise EnvelopeError("invalid_routing", f"test_event_code is longer than {MAX_REQUEST_FIELD_CHARS} characters")

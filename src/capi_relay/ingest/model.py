@@ -7,10 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-try:
-    import orjson as _orjson
-except ImportError:  # not installed, or a wheel for another CPU (the arm64 artifact under an x86_64 emulator)
-    _orjson = None  # type: ignore[assignment]
+from capi_relay._compat import orjson as _orjson
 
 JSONDict = dict[str, Any]
 
