@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from capi_relay.ingest.model import Prepared
-from capi_relay.prepare import normalize
+from capi_relay.prepare import normalize, rules
 from capi_relay.prepare.events import prepare_event
 from capi_relay.settings import NormalizationSettings
 
@@ -285,7 +285,7 @@ def _best_us(call: Callable[[], object], repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter_ns()
-        with contextlib.suppress(normalize.Invalid):
+        with contextlib.suppress(rules.Invalid):
             call()
         best = min(best, (time.perf_counter_ns() - start) / 1000)
     return best
@@ -294,10 +294,10 @@ def _best_us(call: Callable[[], object], repeats: int) -> float:
 def adversarial(repeats: int = 2) -> list[tuple[str, float, str, float]]:
     """Per field: (field, worst µs of the bare rule over the 100 k-character inputs -- each input's best of
     ``repeats`` --, the unit of that input, the same for the pipeline, which applies the caps first)."""
-    ctx = normalize._Ctx(SETTINGS, "us", datetime.now(UTC).date())
+    ctx = rules._Ctx(SETTINGS, "us", datetime.now(UTC).date())
     today = ctx.today
     rows = []
-    for field, rule in sorted(normalize._RULES.items()):
+    for field, rule in sorted(rules._RULES.items()):
         worst_rule, worst_unit, worst_pipe = 0.0, "", 0.0
         for unit in ADVERSARIAL_UNITS:
             long_run = unit * (ADVERSARIAL_LENGTH // len(unit))

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import pycountry
 
-from capi_relay.prepare.normalize import country_key
+from capi_relay.prepare.rules import country_key
 
 # Common English names that ISO 3166 does not carry (name, official_name, common_name cover the rest).
 EXTRA_ALIASES: dict[str, str] = {

@@ -30,7 +30,7 @@ import pycountry
 from babel import Locale
 
 from capi_relay.prepare._tables.countries import COUNTRIES
-from capi_relay.prepare.normalize import country_key
+from capi_relay.prepare.rules import country_key
 
 # The languages with the most speakers / Meta users (CLDR locale ids). English is in the ISO table already.
 LANGUAGES = (

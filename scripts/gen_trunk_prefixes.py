@@ -5,7 +5,7 @@ src/requirements.txt).
 One table: PREFIXES (country calling code as a string -> the trunk prefix of its main region: "0" for 44, 49, 62,
 358 ...; "8" for 7; "06" for 36; "1" for 1). Codes whose plan has none (39 Italy, 52 Mexico ...) are absent.
 
-The relay reads it for a number written internationally (normalize._international): only when the digits after
+The relay reads it for a number written internationally (rules._international): only when the digits after
 the country code start with that prefix does it load phonenumbers and its metadata for that region. Building the
 table at run time would load every region's metadata (~65 ms and ~250 modules on a cold start).
 tests/unit/test_normalize_i18n.py fails when this table drifts from the installed phonenumbers, and

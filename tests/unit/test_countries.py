@@ -12,7 +12,7 @@ import pycountry
 from capi_relay.prepare._tables import countries as _countries
 from capi_relay.prepare._tables import country_names as _country_names
 from capi_relay.prepare._tables import date_orders as _date_orders
-from capi_relay.prepare.normalize import country_key
+from capi_relay.prepare.rules import country_key
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -30,7 +30,8 @@ from typing import Any
 
 import pytest
 
-from capi_relay.prepare.normalize import HASHED_FIELDS, Invalid, normalize_user_data, normalized_strings
+from capi_relay.prepare.normalize import normalize_user_data, normalized_strings
+from capi_relay.prepare.rules import HASHED_FIELDS, Invalid
 from capi_relay.settings import NormalizationSettings
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "meta_oracle.json"
@@ -163,7 +164,7 @@ DIFFERENCES: list[tuple[str, str, Callable[[Case], bool]]] = [
 
 
 def _contained_codes(case: Case) -> set[str]:
-    from capi_relay.prepare.normalize import _STATE_NAMES  # the table the library's substring match uses
+    from capi_relay.prepare.rules import _STATE_NAMES  # the table the library's substring match uses
 
     return {code for name, code in _STATE_NAMES.items() if len(name) > 2 and name in case.letters}
 

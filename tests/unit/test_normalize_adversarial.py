@@ -16,20 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from capi_relay.prepare import normalize
-from capi_relay.prepare.normalize import (
-    EMPTY_SHA256,
-    HASHED_FIELDS,
-    MAX_CHARS,
-    Invalid,
-    normalize_user_data,
-    normalized_strings,
-)
+from capi_relay.prepare import normalize, rules
+from capi_relay.prepare.normalize import MAX_CHARS, normalize_user_data, normalized_strings
+from capi_relay.prepare.rules import EMPTY_SHA256, HASHED_FIELDS, Invalid
 from capi_relay.settings import NormalizationSettings
 
 TODAY = date(2026, 9, 21)
 SETTINGS = NormalizationSettings()
-RULES = sorted(normalize._RULES)  # the field rules themselves, below the caps
+RULES = sorted(rules._RULES)  # the field rules themselves, below the caps
 
 UNITS = [" ", "\t", "1", "0", "+", "-", "(", ")", ".", "/", "x", "#", "ext", "内線", "1 ", " 1", "+1", "--", "-1",
          "a", "é", "\u0301", "\ufe0f", "\u200d", "😀", "&", "年", "dd", "mm", "12/", "12 31 ", "＋", "１"]  # fmt: skip
@@ -51,9 +45,9 @@ HOSTILE = settings(max_examples=60, deadline=None, suppress_health_check=[Health
 def test_every_field_rule_returns_a_string_or_raises_invalid_on_long_adversarial_input(
     field: str, value: str, country: str | None
 ) -> None:
-    ctx = normalize._Ctx(SETTINGS, country, TODAY)
+    ctx = rules._Ctx(SETTINGS, country, TODAY)
     try:
-        result = normalize._RULES[field](value, ctx)
+        result = rules._RULES[field](value, ctx)
     except Invalid:
         return
     assert isinstance(result, str)
@@ -78,7 +72,7 @@ def test_a_phone_with_a_60k_space_run_is_dropped_by_the_cap_and_its_rule_stays_l
     assert "ph" not in out
     assert [d.reason for d in drops] == ["too_long"]
     with pytest.raises(Invalid):  # the rule itself, below the cap: the old _EXT_RE took ~4 s per 16 k spaces
-        normalize.norm_ph(value, normalize._Ctx(SETTINGS, None, TODAY))
+        rules.norm_ph(value, rules._Ctx(SETTINGS, None, TODAY))
 
 
 def test_a_list_value_keeps_its_first_100_items_and_counts_the_rest() -> None:

@@ -16,13 +16,8 @@ from typing import Any
 import pytest
 
 from capi_relay.ingest.model import Drop
-from capi_relay.prepare.normalize import (
-    EMPTY_SHA256,
-    Invalid,
-    normalize_user_data,
-    normalized_string,
-    normalized_strings,
-)
+from capi_relay.prepare.normalize import normalize_user_data, normalized_string, normalized_strings
+from capi_relay.prepare.rules import EMPTY_SHA256, Invalid
 from capi_relay.settings import NormalizationSettings
 
 TODAY = date(2026, 9, 21)

@@ -20,13 +20,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from capi_relay.ingest.model import Drop
-from capi_relay.prepare import normalize
+from capi_relay.prepare import normalize, rules
 from capi_relay.settings import NormalizationSettings
 
 TODAY = date(2026, 9, 21)
 SETTINGS = NormalizationSettings()
 COUNTRIES = st.sampled_from([None, "us", "ca", "gb", "de", "fr", "br", "in", "jp", "au", "it", "fi", "id"])
-FAST_FIELDS = sorted(field for field in normalize._HASHERS if field not in normalize._VARIANTS)
+FAST_FIELDS = sorted(field for field in normalize._HASHERS if field not in rules._VARIANTS)
 
 ascii_text = st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=40)
 phone_like = st.one_of(
@@ -50,10 +50,10 @@ values = st.one_of(
 )
 
 
-def _outcome(call: Any, ctx: normalize._Ctx) -> tuple[object, list[str]]:
+def _outcome(call: Any, ctx: rules._Ctx) -> tuple[object, list[str]]:
     try:
         result = call()
-    except normalize.Invalid as exc:
+    except rules.Invalid as exc:
         result = ("invalid", exc.reason)
     return result, list(ctx.notes)
 
@@ -66,8 +66,8 @@ def _outcome(call: Any, ctx: normalize._Ctx) -> tuple[object, list[str]]:
 @example(field="ph", value="+44 (0)20 7946 0958", country=None)
 @example(field="external_id", value="0123456789abcdef0123456789abcdef", country=None)
 def test_each_fields_hasher_agrees_with_the_reference_path(field: str, value: Any, country: str | None) -> None:
-    fast_ctx = normalize._Ctx(SETTINGS, country, TODAY)
-    ref_ctx = normalize._Ctx(SETTINGS, country, TODAY)
+    fast_ctx = rules._Ctx(SETTINGS, country, TODAY)
+    ref_ctx = rules._Ctx(SETTINGS, country, TODAY)
     fast = _outcome(lambda: normalize._HASHERS[field](value, fast_ctx), fast_ctx)
     assert fast == _outcome(lambda: normalize._hashed(field, value, ref_ctx), ref_ctx)
 
@@ -83,8 +83,8 @@ def test_each_fields_hasher_agrees_with_the_reference_path(field: str, value: An
 @example(value="+", region="US")
 @example(value="(0) 650 555 1212", region="US")
 def test_the_phone_shortcut_agrees_with_the_full_rule(value: str, region: str) -> None:
-    ctx = normalize._Ctx(NormalizationSettings(default_phone_region=region), None, TODAY)
-    assert _outcome(lambda: normalize.norm_ph(value, ctx), ctx) == _outcome(lambda: normalize._norm_ph(value, ctx), ctx)
+    ctx = rules._Ctx(NormalizationSettings(default_phone_region=region), None, TODAY)
+    assert _outcome(lambda: rules.norm_ph(value, ctx), ctx) == _outcome(lambda: rules._norm_ph(value, ctx), ctx)
 
 
 plain_values = st.one_of(
@@ -102,7 +102,7 @@ plain_values = st.one_of(
 
 
 @settings(max_examples=700, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(field=st.sampled_from(normalize.PLAIN_FIELDS), value=plain_values)
+@given(field=st.sampled_from(rules.PLAIN_FIELDS), value=plain_values)
 def test_a_plain_fields_fast_path_agrees_with_plain_field(field: str, value: Any) -> None:
     drops: list[Drop] = []
     expected = None if value is None else normalize._plain_field(field, value, drops)
@@ -118,7 +118,7 @@ memo_values = st.one_of(values, ambiguous_dates)
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(
     user_data=st.dictionaries(
-        st.sampled_from(normalize.HASHED_FIELDS), st.one_of(memo_values, st.lists(memo_values, max_size=3)), max_size=6
+        st.sampled_from(rules.HASHED_FIELDS), st.one_of(memo_values, st.lists(memo_values, max_size=3)), max_size=6
     ),
     country=st.one_of(st.none(), st.sampled_from(["us", "United Kingdom", "DE", "fr"])),
 )
@@ -152,8 +152,8 @@ ipv6_like = st.one_of(
 @example(value=":1::")
 @example(value="::")
 def test_the_ip_shortcut_accepts_only_what_ipaddress_accepts(value: str) -> None:
-    if normalize._is_plain_ip(value):
-        assert normalize._is_ip(value)
+    if rules._is_plain_ip(value):
+        assert rules._is_ip(value)
 
 
 @settings(max_examples=1500, deadline=None)
@@ -164,10 +164,10 @@ def test_the_ip_shortcut_accepts_only_what_ipaddress_accepts(value: str) -> None
 @example(text="cust-007")
 def test_no_space_is_true_only_for_text_without_any_whitespace(text: str) -> None:
     # the shortcut of norm_external_id / norm_em: True only where the \s regex finds nothing
-    if normalize._no_space(text):
-        assert normalize._WS_RE.search(text) is None
-    ctx = normalize._Ctx(SETTINGS, None, TODAY)
-    assert normalize.norm_external_id(text, ctx) == normalize._WS_RUN_RE.sub("", text.lower())
+    if rules._no_space(text):
+        assert rules._WS_RE.search(text) is None
+    ctx = rules._Ctx(SETTINGS, None, TODAY)
+    assert rules.norm_external_id(text, ctx) == rules._WS_RUN_RE.sub("", text.lower())
 
 
 def test_a_cached_context_gives_what_a_fresh_one_gives_and_is_cleared_with_the_memo(

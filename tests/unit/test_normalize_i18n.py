@@ -20,7 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capi_relay.prepare._tables import date_orders as _date_orders
-from capi_relay.prepare.normalize import Invalid, _plain_ip, normalize_user_data, normalized_string
+from capi_relay.prepare.normalize import normalize_user_data, normalized_string
+from capi_relay.prepare.rules import Invalid, _plain_ip
 from capi_relay.settings import NormalizationSettings
 
 TODAY = date(2026, 9, 21)

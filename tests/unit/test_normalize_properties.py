@@ -20,14 +20,8 @@ from hypothesis import strategies as st
 
 from capi_relay.ingest.model import Prepared, Rejection
 from capi_relay.prepare.events import REASONS, prepare_event
-from capi_relay.prepare.normalize import (
-    EMPTY_SHA256,
-    HASHED_FIELDS,
-    PLAIN_FIELDS,
-    Invalid,
-    normalize_user_data,
-    normalized_string,
-)
+from capi_relay.prepare.normalize import normalize_user_data, normalized_string
+from capi_relay.prepare.rules import EMPTY_SHA256, HASHED_FIELDS, PLAIN_FIELDS, Invalid
 from capi_relay.settings import NormalizationSettings
 from tests.factories import NOW, make_event
 
@@ -241,7 +235,7 @@ def test_a_lone_surrogate_is_dropped_from_user_data_not_raised() -> None:
 )
 def test_the_nanp_shortcut_gives_exactly_what_phonenumbers_gives(region: str, digits: str) -> None:
     # Given a 10/11-digit string in a NANP region; When both paths normalize it; Then they agree (or both drop)
-    from capi_relay.prepare.normalize import _national_to_e164, _parse_national
+    from capi_relay.prepare.rules import _national_to_e164, _parse_national
 
     def run(fn: Any) -> str | None:
         try:
@@ -272,7 +266,7 @@ def test_the_nanp_shortcut_gives_exactly_what_phonenumbers_gives(region: str, di
 def test_the_plain_date_shortcut_gives_exactly_what_the_full_reading_gives(value: str, order: str) -> None:
     # Given a date of digits and separators; When the shortcut and the full reading normalize it; Then they agree
     # (the same string, or the same drop reason)
-    from capi_relay.prepare.normalize import _Ctx, _db_read, norm_db
+    from capi_relay.prepare.rules import _Ctx, _db_read, norm_db
 
     ctx = _Ctx(NormalizationSettings(date_order=order), None, date(2026, 12, 1))  # type: ignore[arg-type]
 

@@ -32,7 +32,8 @@ from typing import Any
 from capi_relay._compat import UTC
 from capi_relay.ingest.model import Rejection
 from capi_relay.prepare.events import prepare_event
-from capi_relay.prepare.normalize import HASHED_FIELDS, Invalid, normalized_string, normalized_strings
+from capi_relay.prepare.normalize import normalized_string, normalized_strings
+from capi_relay.prepare.rules import HASHED_FIELDS, Invalid
 from capi_relay.settings import NormalizationSettings
 
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
