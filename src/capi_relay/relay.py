@@ -617,9 +617,10 @@ class Relay:
     def _respond(self, records: list[_Record], ledger: Ledger, summary: BatchSummary) -> None:
         failed = ledger.unsettled()
         failed_set = set(failed)
-        by_id = {record.message_id: record for record in records}
-        settings = self._settings
         debug = logger.isEnabledFor(logging.DEBUG)
+        # A record is looked up only to log it: failed, or delivered at DEBUG (the healthy batch: none).
+        by_id = {record.message_id: record for record in records} if failed_set or debug else {}
+        settings = self._settings
         for message_id in ledger:
             decision = ledger.decision(message_id)
             record = by_id.get(message_id)
