@@ -62,24 +62,28 @@ IO_GRACE_S = 0.2  # a fate call started in time is waited for this much past io_
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
 class _Record:
-    """One input record and what the relay read from it (its fate lives in the ledger)."""
+    """One input record and what the relay read from it (its fate lives in the ledger). A plain slotted class:
+    one is built per record, and a dataclass's ``__init__`` (keyword defaults, a default factory) costs more."""
 
-    message_id: str
-    raw: dict[str, Any]
-    group_id: str | None = None
-    receive_count: int | None = None  # ApproximateReceiveCount (None: absent or unreadable)
-    sent: int | None = None  # SentTimestamp, seconds
-    message: InboundMessage | None = None
-    events_released: bool = False  # message.events freed after preparation: a letter parses the body again
-    pixel_id: str | None = None
-    test_event_code: str | None = None
-    identities: tuple[Identity, ...] = ()
-    outbound: list[Outbound] = field(default_factory=list)
-    oldest_event_time: int | None = None
-    failure: Failure | None = None  # the delivery failure, for logs
-    park_s: int | None = None  # the visibility to set if it fails and is parked
+    __slots__ = ("events_released", "failure", "group_id", "identities", "message", "message_id", "oldest_event_time",
+                 "outbound", "park_s", "pixel_id", "raw", "receive_count", "sent", "test_event_code")  # fmt: skip
+
+    def __init__(self, message_id: str, raw: dict[str, Any]) -> None:
+        self.message_id = message_id
+        self.raw = raw
+        self.group_id: str | None = None
+        self.receive_count: int | None = None  # ApproximateReceiveCount (None: absent or unreadable)
+        self.sent: int | None = None  # SentTimestamp, seconds
+        self.message: InboundMessage | None = None
+        self.events_released = False  # message.events freed after preparation: a letter parses the body again
+        self.pixel_id: str | None = None
+        self.test_event_code: str | None = None
+        self.identities: tuple[Identity, ...] = ()
+        self.outbound: Sequence[Outbound] = ()  # its prepared events (a list once prepared)
+        self.oldest_event_time: int | None = None
+        self.failure: Failure | None = None  # the delivery failure, for logs
+        self.park_s: int | None = None  # the visibility to set if it fails and is parked
 
 
 @dataclass(slots=True)
@@ -320,7 +324,7 @@ class Relay:
         try:
             self._prepare_unsafe(record, now, summary, ledger)
         except Exception as exc:
-            record.outbound = []
+            record.outbound = ()
             logger.warning("record could not be prepared", extra={"message_id": record.message_id,
                                                                   "error": type(exc).__name__})  # fmt: skip
             ledger.fail(record.message_id, "unprocessable_record")
@@ -400,7 +404,8 @@ class Relay:
     def _sendable(self, records: list[_Record], ledger: Ledger, fifo: bool) -> list[Outbound]:
         """The events to send: those of records not already failing; FIFO: a failing record (or one whose
         rejection fails it, without a DLQ) blocks the later records of its group."""
-        gate, quarantine, out = FifoGate(), self.quarantine_enabled, []
+        gate, quarantine = FifoGate(), self.quarantine_enabled
+        out: list[Outbound] = []
         for record in records:
             message_id = record.message_id
             if fifo and gate.blocks(record.group_id):
@@ -612,9 +617,10 @@ class Relay:
     def _respond(self, records: list[_Record], ledger: Ledger, summary: BatchSummary) -> None:
         failed = ledger.unsettled()
         failed_set = set(failed)
-        by_id = {record.message_id: record for record in records}
-        settings = self._settings
         debug = logger.isEnabledFor(logging.DEBUG)
+        # A record is looked up only to log it: failed, or delivered at DEBUG (the healthy batch: none).
+        by_id = {record.message_id: record for record in records} if failed_set or debug else {}
+        settings = self._settings
         for message_id in ledger:
             decision = ledger.decision(message_id)
             record = by_id.get(message_id)

@@ -23,9 +23,11 @@ failing sends the whole record back to SQS, and on the next receive its rejected
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from types import MappingProxyType
+from typing import Any
 
 from capi_relay.settings import Settings, default_of
 
@@ -128,6 +130,11 @@ def last_chance(
 
 
 # --------------------------------------------------------------------------------------------- the ledger
+# The rejections and undecided reasons of a record that has none (the usual one): one shared, read-only empty
+# mapping instead of two dicts built and freed per record; the first write gives the entry its own dict.
+_NONE: Mapping[Any, str] = MappingProxyType({})
+
+
 class _Entry:
     """One record's fate so far. A plain slotted class: one is built per record, and a dataclass's
     ``__init__`` with default factories costs about twice this one."""
@@ -137,8 +144,8 @@ class _Entry:
     def __init__(self) -> None:
         self.positions: int | None = None  # events expected (None: the body was never read into events)
         self.accepted: set[int] = set()
-        self.rejected: dict[int | None, str] = {}  # permanent: goes to the DLQ
-        self.undecided: dict[int, str] = {}  # why an event is neither accepted nor rejected
+        self.rejected: Mapping[int | None, str] = _NONE  # permanent: goes to the DLQ
+        self.undecided: Mapping[int, str] = _NONE  # why an event is neither accepted nor rejected
         self.failure: str | None = None  # the record cannot be decided now
         self.retry_after_s: float | None = None
         self.decision: Decision | None = None
@@ -187,12 +194,18 @@ class Ledger:
     def reject(self, message_id: str, position: int | None, reason: str) -> None:
         entry = self._entries.get(message_id)
         if entry is not None:
-            entry.rejected.setdefault(position, reason)
+            rejected = entry.rejected
+            if not isinstance(rejected, dict):
+                entry.rejected = rejected = {}
+            rejected.setdefault(position, reason)
 
     def undecided(self, message_id: str, position: int, reason: str) -> None:
         entry = self._entries.get(message_id)
         if entry is not None:
-            entry.undecided.setdefault(position, reason)
+            undecided = entry.undecided
+            if not isinstance(undecided, dict):
+                entry.undecided = undecided = {}
+            undecided.setdefault(position, reason)
 
     def fail(self, message_id: str, reason: str, retry_after_s: float | None = None) -> None:
         """The record cannot be decided now; the first reason wins."""
