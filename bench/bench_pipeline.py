@@ -553,7 +553,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("logging/metrics", ("logging/__init__.py", "aws_lambda_powertools/", "capi_relay/telemetry.py")),
     ("thread hand-offs", ("concurrent/futures/", "threading.py", "queue.py")),
     ("HTTP client (urllib3)", ("capi_relay/deliver/client.py", "urllib3/", "http/client.py", "socket.py", "ssl.py")),
-    ("chunk building", ("_Chunker.", "_Chunk.")),
+    ("chunk building", ("capi_relay/deliver/chunking.py",)),
     ("encoding (json.dumps)", ("encode_event",)),
     ("normalization", ("capi_relay/prepare/normalize.py", "phonenumbers/")),
     ("validation", ("capi_relay/prepare/events.py",)),

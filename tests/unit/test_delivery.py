@@ -17,13 +17,12 @@ from typing import Any
 import pytest
 
 from capi_relay.aws.secrets import Credentials, SecretError
+from capi_relay.deliver.chunking import chunk, request_overhead
 from capi_relay.deliver.client import GraphReply
 from capi_relay.deliver.engine import (
     Deliverer,
     DeliveryConfig,
     DeliveryReport,
-    chunk,
-    request_overhead,
 )
 from capi_relay.deliver.policy import ErrorKind, GraphError
 from capi_relay.deliver.search import SEARCH_POOLED_FROM, search_request_bound, valve_request_bound

@@ -1,4 +1,4 @@
-"""Streamed request bodies (delivery.request_stream + a StreamingGraphSender): the same bytes as request_body,
+"""Streamed request bodies (chunking.request_stream + a StreamingGraphSender): the same bytes as request_body,
 block by block, and the same delivery outcome as with a sender that takes the whole body."""
 
 from __future__ import annotations
@@ -10,16 +10,17 @@ import time
 import pytest
 
 from capi_relay.aws.secrets import Credentials
-from capi_relay.deliver import engine as delivery
+from capi_relay.deliver import chunking
+from capi_relay.deliver.chunking import ChunkKey, Item, request_body, request_stream
 from capi_relay.deliver.client import GraphReply, StreamedBody, StreamingGraphSender
-from capi_relay.deliver.engine import ChunkKey, Deliverer, DeliveryConfig, _Item, request_body, request_stream
+from capi_relay.deliver.engine import Deliverer, DeliveryConfig
 from capi_relay.ingest.model import Outbound
 from tests.unit.fakes import FakeSender, FakeTokens
 
 
-def items(n: int) -> list[_Item]:
+def items(n: int) -> list[Item]:
     return [
-        _Item(Outbound(f"m{i}", 0, "111", None, json.dumps({"event_id": f"e{i}", "pad": "é" * (i % 7)}).encode()), i)
+        Item(Outbound(f"m{i}", 0, "111", None, json.dumps({"event_id": f"e{i}", "pad": "é" * (i % 7)}).encode()), i)
         for i in range(n)
     ]
 
@@ -32,7 +33,7 @@ def test_a_streamed_body_is_the_whole_body_block_by_block(
     n: int, block_bytes: int, key: ChunkKey, credentials: Credentials, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a chunk of n events and a block size
-    monkeypatch.setattr(delivery, "BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(chunking, "BLOCK_BYTES", block_bytes)
     chunk = items(n)
     # When its body is streamed
     stream = request_stream(key, chunk, credentials)

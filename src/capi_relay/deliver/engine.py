@@ -5,7 +5,7 @@ generator that prepares them lazily is fine: full chunks are sent while the rest
 :class:`DeliveryReport`: events Meta rejected as invalid in ``rejected`` (per event), message ids with an
 event that could not be decided in ``failed``; an event in neither was accepted.
 
-Data flow, top to bottom: chunking (:class:`_Chunker`) -> one ``deliver`` call (:class:`Deliverer`, and the
+Data flow, top to bottom: chunking (``chunking.py``) -> one ``deliver`` call (:class:`Deliverer`, and the
 :class:`_Context` every part of the call shares: config, deadline, mode, report, the Deliverer's ports) -> the
 scheduler (:class:`_Run`: intake, dispatch, bounded waits) -> outcomes (:class:`_Outcomes`: what a finished
 attempt means; the next step after a failure is graph_policy's pure :func:`after_failure`) -> bad-event
@@ -38,7 +38,6 @@ past the deadline is abandoned (its records fail; counted in ``unknown_outcomes`
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -48,7 +47,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from capi_relay.aws.secrets import Credentials, InvocationScoped, SecretError, TokenProvider
-from capi_relay.deliver.client import GraphReply, GraphSender, StreamedBody, StreamingGraphSender
+from capi_relay.deliver.chunking import Chunk, Chunker, ChunkKey, Item, chunk, request_body, request_stream
+from capi_relay.deliver.client import GraphReply, GraphSender, StreamingGraphSender
 from capi_relay.deliver.policy import Action, ErrorKind, GraphError, after_failure, unknown_outcome
 from capi_relay.deliver.search import Probe, Search, search_request_bound
 from capi_relay.deliver.throttle import Hold, HoldBook
@@ -112,138 +112,6 @@ class DeliveryReport:
     def isolated_events(self) -> int:
         """Events found bad by a search or rejected alone."""
         return len(self.rejected)
-
-
-# ------------------------------------------------------------------------------------------- chunking
-ChunkKey = tuple[str, str | None, tuple[tuple[str, str], ...]]  # pixel, test_event_code, request_fields
-
-
-@dataclass(slots=True)
-class _Item:
-    outbound: Outbound
-    index: int  # position in the invocation's input: keeps order
-
-
-@dataclass(slots=True)
-class _Chunk:
-    key: ChunkKey
-    items: list[_Item]
-    size: int = 0  # encoded bytes of the events, with separators
-    overhead: int = 0  # bytes of the body around them (request_overhead)
-
-    @property
-    def pixel_id(self) -> str:
-        return self.key[0]
-
-    @property
-    def test_event_code(self) -> str | None:
-        return self.key[1]
-
-    def body(self, credentials: Credentials) -> bytes:
-        return request_body(self.key, self.items, credentials)
-
-
-def request_body(key: ChunkKey, items: list[_Item], credentials: Credentials) -> bytes:
-    """``{"data":[...], test_event_code?, <request_fields>..., appsecret_proof?}`` (never the token)."""
-    tail: dict[str, str] = dict(key[2])
-    if key[1]:
-        tail["test_event_code"] = key[1]
-    proof = credentials.appsecret_proof
-    if proof:
-        tail["appsecret_proof"] = proof
-    end = b"]}"
-    if tail:
-        end = b"]," + json.dumps(tail, separators=(",", ":"), ensure_ascii=False).encode()[1:-1] + b"}"
-    if not items:
-        return b'{"data":[' + end
-    # One join, one copy of the events: the head and the end are glued onto the first and last event.
-    parts = [item.outbound.encoded for item in items]
-    parts[0] = b'{"data":[' + parts[0]
-    parts[-1] += end
-    return b",".join(parts)
-
-
-BLOCK_BYTES = 64 * 1024  # a streamed body is written in blocks of about this size
-
-
-def request_stream(key: ChunkKey, items: list[_Item], credentials: Credentials) -> StreamedBody:
-    """:func:`request_body`'s bytes as a :class:`StreamedBody`: the events are joined ~``BLOCK_BYTES`` at a
-    time while the socket is written, so no whole body is held per request in flight (the events' bytes are
-    held anyway until the invocation ends)."""
-    events = [item.outbound.encoded for item in items]
-    head = b'{"data":['
-    end = request_body(key, [], credentials)[len(head) :]  # ']' + test code, request fields, proof + '}'
-    length = len(head) + sum(map(len, events)) + max(0, len(events) - 1) + len(end)
-
-    def blocks() -> Iterator[bytes]:
-        block, size = [head], len(head)
-        for n, encoded in enumerate(events):
-            if n:
-                block.append(b",")
-                size += 1
-            block.append(encoded)
-            size += len(encoded)
-            if size >= BLOCK_BYTES:
-                yield b"".join(block)
-                block, size = [], 0
-        block.append(end)
-        yield b"".join(block)
-
-    return StreamedBody(length, blocks)
-
-
-_PROOF_BYTES = len(b',"appsecret_proof":""') + 64  # an HMAC-SHA256 in hex
-
-
-def request_overhead(key: ChunkKey) -> int:
-    """Bytes of a request body of ``key`` besides its events: the test code and request fields as encoded,
-    and room for an ``appsecret_proof``."""
-    return len(request_body(key, [], Credentials(""))) + _PROOF_BYTES
-
-
-class _Chunker:
-    """Groups events by chunk key in input order and cuts at the event and byte caps (the whole body, with
-    its request_overhead). ``contiguous`` (FIFO) closes the open chunk whenever the key changes, so that
-    chunks are runs of the input."""
-
-    def __init__(self, max_events: int, max_bytes: int, *, contiguous: bool = False) -> None:
-        self.max_events = max_events
-        self.max_bytes = max_bytes
-        self.contiguous = contiguous
-        self.open: dict[ChunkKey, _Chunk] = {}
-        self.index = 0
-
-    def add(self, event: Outbound) -> list[_Chunk]:
-        """Add one event; return the chunks it closed (full ones)."""
-        item = _Item(event, self.index)
-        self.index += 1
-        key: ChunkKey = (event.pixel_id, event.test_event_code, event.request_fields)
-        size = len(event.encoded) + 1
-        closed: list[_Chunk] = []
-        if self.contiguous and self.open and key not in self.open:
-            closed.extend(self.flush())
-        current = self.open.get(key)
-        if current is not None and current.items and current.size + size + current.overhead > self.max_bytes:
-            closed.append(self.open.pop(key))
-            current = None
-        if current is None:
-            current = self.open[key] = _Chunk(key, [], overhead=request_overhead(key))
-        current.items.append(item)
-        current.size += size
-        if len(current.items) >= self.max_events:
-            closed.append(self.open.pop(key))
-        return closed
-
-    def flush(self) -> list[_Chunk]:
-        closed, self.open = list(self.open.values()), {}
-        return closed
-
-
-def chunk(outbound: Iterable[Outbound], max_events: int, max_bytes: int, *, contiguous: bool = False) -> list[_Chunk]:
-    """All chunks of ``outbound`` (full ones in the order they filled, then the open ones)."""
-    chunker = _Chunker(max_events, max_bytes, contiguous=contiguous)
-    chunks = [c for event in outbound for c in chunker.add(event)]
-    return chunks + chunker.flush()
 
 
 # ------------------------------------------------------------------------------------ one deliver call
@@ -323,7 +191,7 @@ class _Request:
     """One request to make (a chunk, or a probe of a search), with its retry state."""
 
     key: ChunkKey
-    items: list[_Item]
+    items: list[Item]
     seq: int  # input order of its first item: FIFO sends strictly in this order
     attempt: int = 0
     ready_at: float = 0.0  # not before (a retry's backoff); its pixel's hold may push the start later
@@ -355,7 +223,7 @@ class _Run:
         preparing the next events (CPU, this thread) overlaps the requests in flight (I/O, the pool)."""
         ctx = self.ctx
         source: Iterator[Outbound] | None = iter(outbound)
-        chunker = _Chunker(ctx.config.max_events_per_request, ctx.config.max_request_bytes, contiguous=ctx.fifo)
+        chunker = Chunker(ctx.config.max_events_per_request, ctx.config.max_request_bytes, contiguous=ctx.fifo)
         pending: list[_Request] = []
         running: dict[Future[GraphReply], _Request] = {}
         while source is not None or pending or running:
@@ -376,7 +244,7 @@ class _Run:
             for future in done:
                 pending.extend(self.out.settle(running.pop(future), future))
 
-    def _intake(self, source: Iterator[Outbound], chunker: _Chunker) -> list[_Chunk] | None:
+    def _intake(self, source: Iterator[Outbound], chunker: Chunker) -> list[Chunk] | None:
         """Take events until a chunk fills; None when the input is exhausted."""
         for event in source:
             self.seen.append(event.message_id)
@@ -385,7 +253,7 @@ class _Run:
                 return filled
         return None
 
-    def _request(self, c: _Chunk) -> _Request:
+    def _request(self, c: Chunk) -> _Request:
         self.pixels.get(c.pixel_id)  # load the token (and a known hold) on first sight of the pixel
         return _Request(c.key, c.items, c.items[0].index)
 
@@ -618,7 +486,7 @@ class _Outcomes:
 @dataclass(slots=True)
 class _SearchRun:
     search: Search[Failure]
-    chunk: _Chunk
+    chunk: Chunk
 
 
 class _Searches:
@@ -636,7 +504,7 @@ class _Searches:
                     extra={"pixel_id": req.pixel_id, "events": len(req.items), "reason": failure.reason})  # fmt: skip
         groups = {n: item.outbound.group_id for n, item in enumerate(req.items)} if self.ctx.fifo else None
         search = Search(range(len(req.items)), failure, signature, groups=groups, block_on_bad=not self.ctx.quarantine)
-        return self._step(_SearchRun(search, _Chunk(req.key, req.items)))
+        return self._step(_SearchRun(search, Chunk(req.key, req.items)))
 
     def accepted(self, run: _SearchRun, probe: Probe) -> list[_Request]:
         run.search.accepted(probe)
@@ -758,14 +626,14 @@ class _Ledger:
         self.ctx = ctx
         self.gate = FifoGate()  # fate's one FIFO rule: a failed event blocks the rest of its group
 
-    def fail(self, items: list[_Item], failure: Failure) -> None:
+    def fail(self, items: list[Item], failure: Failure) -> None:
         failed, fifo = self.ctx.report.failed, self.ctx.fifo
         for item in items:
             failed.setdefault(item.outbound.message_id, failure)
             if fifo:
                 self.gate.failed(item.outbound.group_id)
 
-    def reject(self, items: list[_Item], failure: Failure) -> None:
+    def reject(self, items: list[Item], failure: Failure) -> None:
         for item in items:
             o = item.outbound
             self.ctx.report.rejected[(o.message_id, o.position)] = failure

@@ -1,0 +1,145 @@
+"""Chunking: outbound events grouped by (pixel, test_event_code, request_fields) and cut at Meta's caps (events
+per request, bytes per body), and the request body of a chunk -- whole (:func:`request_body`) or streamed while
+the socket is written (:func:`request_stream`). Pure: no I/O, never the token (only its ``appsecret_proof``).
+The engine (``engine.py``) schedules and sends the chunks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from capi_relay.aws.secrets import Credentials
+from capi_relay.deliver.client import StreamedBody
+from capi_relay.ingest.model import Outbound
+
+ChunkKey = tuple[str, str | None, tuple[tuple[str, str], ...]]  # pixel, test_event_code, request_fields
+
+
+@dataclass(slots=True)
+class Item:
+    outbound: Outbound
+    index: int  # position in the invocation's input: keeps order
+
+
+@dataclass(slots=True)
+class Chunk:
+    key: ChunkKey
+    items: list[Item]
+    size: int = 0  # encoded bytes of the events, with separators
+    overhead: int = 0  # bytes of the body around them (request_overhead)
+
+    @property
+    def pixel_id(self) -> str:
+        return self.key[0]
+
+    @property
+    def test_event_code(self) -> str | None:
+        return self.key[1]
+
+    def body(self, credentials: Credentials) -> bytes:
+        return request_body(self.key, self.items, credentials)
+
+
+def request_body(key: ChunkKey, items: list[Item], credentials: Credentials) -> bytes:
+    """``{"data":[...], test_event_code?, <request_fields>..., appsecret_proof?}`` (never the token)."""
+    tail: dict[str, str] = dict(key[2])
+    if key[1]:
+        tail["test_event_code"] = key[1]
+    proof = credentials.appsecret_proof
+    if proof:
+        tail["appsecret_proof"] = proof
+    end = b"]}"
+    if tail:
+        end = b"]," + json.dumps(tail, separators=(",", ":"), ensure_ascii=False).encode()[1:-1] + b"}"
+    if not items:
+        return b'{"data":[' + end
+    # One join, one copy of the events: the head and the end are glued onto the first and last event.
+    parts = [item.outbound.encoded for item in items]
+    parts[0] = b'{"data":[' + parts[0]
+    parts[-1] += end
+    return b",".join(parts)
+
+
+BLOCK_BYTES = 64 * 1024  # a streamed body is written in blocks of about this size
+
+
+def request_stream(key: ChunkKey, items: list[Item], credentials: Credentials) -> StreamedBody:
+    """:func:`request_body`'s bytes as a :class:`StreamedBody`: the events are joined ~``BLOCK_BYTES`` at a
+    time while the socket is written, so no whole body is held per request in flight (the events' bytes are
+    held anyway until the invocation ends)."""
+    events = [item.outbound.encoded for item in items]
+    head = b'{"data":['
+    end = request_body(key, [], credentials)[len(head) :]  # ']' + test code, request fields, proof + '}'
+    length = len(head) + sum(map(len, events)) + max(0, len(events) - 1) + len(end)
+
+    def blocks() -> Iterator[bytes]:
+        block, size = [head], len(head)
+        for n, encoded in enumerate(events):
+            if n:
+                block.append(b",")
+                size += 1
+            block.append(encoded)
+            size += len(encoded)
+            if size >= BLOCK_BYTES:
+                yield b"".join(block)
+                block, size = [], 0
+        block.append(end)
+        yield b"".join(block)
+
+    return StreamedBody(length, blocks)
+
+
+_PROOF_BYTES = len(b',"appsecret_proof":""') + 64  # an HMAC-SHA256 in hex
+
+
+def request_overhead(key: ChunkKey) -> int:
+    """Bytes of a request body of ``key`` besides its events: the test code and request fields as encoded,
+    and room for an ``appsecret_proof``."""
+    return len(request_body(key, [], Credentials(""))) + _PROOF_BYTES
+
+
+class Chunker:
+    """Groups events by chunk key in input order and cuts at the event and byte caps (the whole body, with
+    its request_overhead). ``contiguous`` (FIFO) closes the open chunk whenever the key changes, so that
+    chunks are runs of the input."""
+
+    def __init__(self, max_events: int, max_bytes: int, *, contiguous: bool = False) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.contiguous = contiguous
+        self.open: dict[ChunkKey, Chunk] = {}
+        self.index = 0
+
+    def add(self, event: Outbound) -> list[Chunk]:
+        """Add one event; return the chunks it closed (full ones)."""
+        item = Item(event, self.index)
+        self.index += 1
+        key: ChunkKey = (event.pixel_id, event.test_event_code, event.request_fields)
+        size = len(event.encoded) + 1
+        closed: list[Chunk] = []
+        if self.contiguous and self.open and key not in self.open:
+            closed.extend(self.flush())
+        current = self.open.get(key)
+        if current is not None and current.items and current.size + size + current.overhead > self.max_bytes:
+            closed.append(self.open.pop(key))
+            current = None
+        if current is None:
+            current = self.open[key] = Chunk(key, [], overhead=request_overhead(key))
+        current.items.append(item)
+        current.size += size
+        if len(current.items) >= self.max_events:
+            closed.append(self.open.pop(key))
+        return closed
+
+    def flush(self) -> list[Chunk]:
+        closed, self.open = list(self.open.values()), {}
+        return closed
+
+
+def chunk(outbound: Iterable[Outbound], max_events: int, max_bytes: int, *, contiguous: bool = False) -> list[Chunk]:
+    """All chunks of ``outbound`` (full ones in the order they filled, then the open ones)."""
+    chunker = Chunker(max_events, max_bytes, contiguous=contiguous)
+    chunks = [c for event in outbound for c in chunker.add(event)]
+    return chunks + chunker.flush()
