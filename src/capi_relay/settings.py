@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 DateOrder = Literal["MDY", "DMY"]
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 # A variable's parser: (variable name, its value stripped and not empty) -> the setting's value. It raises
 # SettingsError with a message that starts with the variable's name and never quotes a secret.
 Parser = Callable[[str, str], T]
@@ -60,12 +61,14 @@ def text(name: str, raw: str) -> str:
     return raw
 
 
-def integer(lo: int, hi: int) -> Parser[int]:
-    def parse(name: str, raw: str) -> int:
+def _bounded(convert: Callable[[str], N], kind: str, lo: N, hi: N) -> Parser[N]:  # noqa: UP047 -- kit: Python 3.10
+    """``convert(raw)`` within [lo, hi] (a comparison also refuses nan); else "NAME must be {kind}"."""
+
+    def parse(name: str, raw: str) -> N:
         try:
-            parsed = int(raw)
+            parsed = convert(raw)
         except ValueError:
-            raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+            raise SettingsError(f"{name} must be {kind}, got {raw!r}") from None
         if not lo <= parsed <= hi:
             raise SettingsError(f"{name} must be between {lo} and {hi}, got {parsed}")
         return parsed
@@ -73,17 +76,12 @@ def integer(lo: int, hi: int) -> Parser[int]:
     return parse
 
 
-def number(lo: float, hi: float) -> Parser[float]:
-    def parse(name: str, raw: str) -> float:
-        try:
-            parsed = float(raw)
-        except ValueError:
-            raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-        if not lo <= parsed <= hi:  # also refuses nan
-            raise SettingsError(f"{name} must be between {lo} and {hi}, got {parsed}")
-        return parsed
+def integer(lo: int, hi: int) -> Parser[int]:
+    return _bounded(int, "an integer", lo, hi)
 
-    return parse
+
+def number(lo: float, hi: float) -> Parser[float]:
+    return _bounded(float, "a number", lo, hi)
 
 
 def matching(pattern: re.Pattern[str], must: str, *, upper: bool = False) -> Parser[str]:
