@@ -152,6 +152,16 @@ class _Entry:
         self.settled = False
 
 
+def _first_reason(entry: _Entry, which: str, position: int | None, reason: str) -> None:
+    """Note ``reason`` for ``position`` in the entry's ``rejected`` or ``undecided`` (the first reason wins); the
+    shared read-only empty mapping is replaced by the entry's own dict on the first write."""
+    reasons = getattr(entry, which)
+    if not isinstance(reasons, dict):
+        reasons = {}
+        setattr(entry, which, reasons)
+    reasons.setdefault(position, reason)
+
+
 class Ledger:
     """(record, event) -> fate for one invocation, in input order. Fails closed: :meth:`unsettled` is every
     input messageId not proven settled, whatever was (or was not) written here."""
@@ -194,18 +204,12 @@ class Ledger:
     def reject(self, message_id: str, position: int | None, reason: str) -> None:
         entry = self._entries.get(message_id)
         if entry is not None:
-            rejected = entry.rejected
-            if not isinstance(rejected, dict):
-                entry.rejected = rejected = {}
-            rejected.setdefault(position, reason)
+            _first_reason(entry, "rejected", position, reason)
 
     def undecided(self, message_id: str, position: int, reason: str) -> None:
         entry = self._entries.get(message_id)
         if entry is not None:
-            undecided = entry.undecided
-            if not isinstance(undecided, dict):
-                entry.undecided = undecided = {}
-            undecided.setdefault(position, reason)
+            _first_reason(entry, "undecided", position, reason)
 
     def fail(self, message_id: str, reason: str, retry_after_s: float | None = None) -> None:
         """The record cannot be decided now; the first reason wins."""
