@@ -31,7 +31,7 @@ N = TypeVar("N", int, float)
 Parser = Callable[[str, str], T]
 
 PIXEL_RE = re.compile(r"[0-9]{1,32}")  # ASCII digits only: \d (and str.isdigit) accept "١٢٣"
-_VERSION_RE = re.compile(r"v\d{1,3}\.\d")
+_VERSION_RE = re.compile(r"v[0-9]{1,3}\.[0-9]")  # ASCII: it goes into the URL path
 _REGION_RE = re.compile(r"[A-Z]{2}")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 

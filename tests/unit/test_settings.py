@@ -59,6 +59,8 @@ def test_overrides_are_parsed() -> None:
         ({"PIXEL_ID": "1"}, "ACCESS_TOKEN_SECRET_ID"),
         (BASE | {"PIXEL_ID": "abc"}, "PIXEL_ID"),
         (BASE | {"GRAPH_API_VERSION": "26"}, "GRAPH_API_VERSION"),
+        (BASE | {"GRAPH_API_VERSION": "v\uff12\uff16.0"}, "GRAPH_API_VERSION"),  # fullwidth (\d matches them)
+        (BASE | {"GRAPH_API_VERSION": "v\u0662\u0666.0"}, "GRAPH_API_VERSION"),  # Arabic-Indic digits
         (BASE | {"GRAPH_API_URL": "ftp://x"}, "GRAPH_API_URL"),
         (BASE | {"GRAPH_API_URL": "http://graph.facebook.com"}, "GRAPH_API_URL"),
         (BASE | {"GRAPH_API_URL": "https://graph.facebook.com?access_token=x"}, "GRAPH_API_URL"),
