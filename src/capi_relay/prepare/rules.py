@@ -454,6 +454,18 @@ _DB_PLAIN_RE = re.compile(r"([0-9]{1,8})(?:([-/.])([0-9]{1,4})\2([0-9]{1,4}))?")
 
 
 def norm_db(value: str, ctx: _Ctx) -> str:
+    size = len(value)
+    if (size == 10 and value[4] == "-" and value[7] == "-") or (size == 8 and value.isdigit()):
+        # ISO 8601 (1990-12-31, 19901231), the usual shapes: a value date.fromisoformat reads (ASCII digits, year
+        # first, a real month and day) is the date every other step reads too, and its YYYYMMDD is in the value
+        # (test_normalize_properties checks this shortcut against the full reading); anything else goes on below
+        try:
+            born = date.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            _db_check(born, ctx)
+            return value if size == 8 else value[:4] + value[5:7] + value[8:]
     if plain := _DB_PLAIN_RE.fullmatch(value):
         # _db_parts' steps for digit runs without roles, month words or hint: 8 digits alone, or three numbers.
         first, _, second, third = plain.groups()
@@ -498,12 +510,17 @@ def _db_string(year: int, month: int, day: int, ctx: _Ctx) -> str:
         parsed = date(year, month, day)
     except ValueError:
         raise Invalid("invalid_date") from None
-    if year < 1900:
-        raise Invalid("invalid_date")
-    if parsed > ctx.today:
-        raise Invalid("future_date")
+    _db_check(parsed, ctx)
     # YYYYMMDD: the year is 1900..today's, so four digits as it is
     return f"{year}{_TWO_DIGITS[month]}{_TWO_DIGITS[day]}"
+
+
+def _db_check(born: date, ctx: _Ctx) -> None:
+    """A date of birth is from 1900 to today."""
+    if born.year < 1900:
+        raise Invalid("invalid_date")
+    if born > ctx.today:
+        raise Invalid("future_date")
 
 
 def _db_parts(numbers: list[str], roles: list[str], month_words: list[int], hint: str | None,
