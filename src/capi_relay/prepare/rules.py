@@ -453,9 +453,13 @@ def _db_hint(text: str) -> str | None:
 _DB_PLAIN_RE = re.compile(r"([0-9]{1,8})(?:([-/.])([0-9]{1,4})\2([0-9]{1,4}))?")
 
 
+def _ascii_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def norm_db(value: str, ctx: _Ctx) -> str:
     size = len(value)
-    if (size == 10 and value[4] == "-" and value[7] == "-") or (size == 8 and value.isdigit()):
+    if (size == 10 and value[4] == "-" and value[7] == "-") or (size == 8 and _ascii_number(value)):
         # ISO 8601 (1990-12-31, 19901231), the usual shapes: a value date.fromisoformat reads (ASCII digits, year
         # first, a real month and day) is the date every other step reads too, and its YYYYMMDD is in the value
         # (test_normalize_properties checks this shortcut against the full reading); anything else goes on below
@@ -466,6 +470,11 @@ def norm_db(value: str, ctx: _Ctx) -> str:
         else:
             _db_check(born, ctx)
             return value if size == 8 else value[:4] + value[5:7] + value[8:]
+    elif size == 10 and value[2] == value[5] and value[2] in "-/.":
+        # 12/31/1990, 31.12.1990: the three numbers _DB_PLAIN_RE finds below, taken without it
+        n1, n2, year = value[:2], value[3:5], value[6:]
+        if _ascii_number(n1 + n2 + year):
+            return _db_string(*_db_three(n1, n2, year, None, ctx), ctx)
     if plain := _DB_PLAIN_RE.fullmatch(value):
         # _db_parts' steps for digit runs without roles, month words or hint: 8 digits alone, or three numbers.
         first, _, second, third = plain.groups()
