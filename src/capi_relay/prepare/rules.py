@@ -159,15 +159,11 @@ def _has_letter(text: str) -> bool:
 
 
 def norm_ph(value: str, ctx: _Ctx) -> str:
-    if value.isascii() and "(0)" not in value and _PH_STRICT_RE.fullmatch(value):
+    if (digits := _strict_digits(value)) is not None:
         # The usual value: digits and separators only, no trunk "(0)". Its digits are the ones the steps below
         # keep (no extension, no letter, nothing outside the first and last digit to cut), so the two common
         # shapes are decided here: "+" once at the start (international), or a national number its region's
         # plan decides (_national_shortcut: NANP and common countries).
-        # the usual separators removed by str.replace (~0.2 µs, the regex ~0.6); anything else left: the regex
-        digits = value.replace(" ", "").replace("-", "").replace("(", "").replace(")", "").replace(".", "")
-        if not (digits := digits.replace("+", "")).isdigit():
-            digits = _PH_NON_DIGIT_RE.sub("", value)
         if digits and value[0] == "+" and value.count("+") == 1:
             e164 = _international(digits.lstrip("0"))
             if not e164.isdigit() or not 7 <= len(e164) <= 15:
@@ -178,6 +174,18 @@ def norm_ph(value: str, ctx: _Ctx) -> str:
                 raise Invalid("invalid_phone")
             return national
     return _norm_ph(value, ctx)
+
+
+def _strict_digits(value: str) -> str | None:
+    """The digits of a value in the strict shape (ASCII, _PH_STRICT_RE, no trunk "(0)"); None for any other value.
+    The usual separators are removed by str.replace (~0.2 µs, the regexes ~0.8): when digits alone are left, the
+    value was of that shape without asking _PH_STRICT_RE."""
+    if not value.isascii() or "(0)" in value:
+        return None
+    digits = value.replace(" ", "").replace("-", "").replace("(", "").replace(")", "").replace(".", "").replace("+", "")
+    if digits.isdigit():
+        return digits
+    return _PH_NON_DIGIT_RE.sub("", value) if _PH_STRICT_RE.fullmatch(value) else None
 
 
 def _norm_ph(value: str, ctx: _Ctx) -> str:
