@@ -291,3 +291,40 @@ def test_the_ipv4_shortcut_accepts_exactly_what_ipaddress_accepts(value: str) ->
         valid = False
     out, _ = normalize_user_data({"client_ip_address": value}, SETTINGS, TODAY)
     assert ("client_ip_address" in out) is valid
+
+
+def _iso_like(born: date, spoil: int, char: str) -> str:
+    """``born`` in ISO 8601 (extended or basic), one character replaced when ``spoil`` is within it."""
+    text = born.isoformat() if spoil % 2 else born.strftime("%Y%m%d")
+    return text[:spoil] + char + text[spoil + 1 :] if spoil < len(text) else text
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.builds(
+        _iso_like,
+        st.dates(date(1850, 1, 1), date(2100, 12, 31)),
+        st.integers(0, 20),
+        st.sampled_from("0123456789-W+ T:.Z١２"),
+    )
+    | st.from_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{8}", fullmatch=True)
+    | st.from_regex(r".{4}-.{2}-.{2}", fullmatch=True),
+    st.sampled_from(["MDY", "DMY"]),
+)
+@example("1975W115", "MDY")  # an ISO week date: date.fromisoformat reads it, a date of birth it is not
+@example("1975-W11-5", "MDY")
+@example("1975-14-03", "MDY")  # year, day, month
+def test_the_iso_date_shortcut_gives_exactly_what_the_full_reading_gives(value: str, order: str) -> None:
+    # Given 8 or 10 characters shaped like an ISO date (or almost: week dates, signs, other digits, a month > 12);
+    # When the shortcut and the full reading normalize it; Then they agree (the same string, or the same drop reason)
+    from capi_relay.prepare.rules import _Ctx, _db_read, norm_db
+
+    ctx = _Ctx(NormalizationSettings(date_order=order), None, date(2026, 12, 1))  # type: ignore[arg-type]
+
+    def run(fn: Any) -> str:
+        try:
+            return str(fn(value, ctx))
+        except Invalid as exc:
+            return f"dropped: {exc.reason}"
+
+    assert run(norm_db) == run(_db_read)

@@ -280,19 +280,19 @@ def _hashed(field: str, value: Any, ctx: _Ctx) -> str | tuple[str, ...]:
 _HASH_SHAPED = frozenset({32, 67, 73})
 
 
-def _ascii_hasher(field: str) -> Callable[[Any, _Ctx], str | tuple[str, ...]]:
-    """The hasher of a field without variants: an ASCII string of no hash's length (the usual value) is trimmed,
-    put through the field's rule and hashed in one call, and a SHA-256 (64 hex digits) is sent lower-cased;
-    anything else takes the reference path (_hashed).
-    Both do the same steps in the same order (cap, trim, empty, rule, NFC, empty); an ASCII string needs no
-    UTF-8 check and no NFC. tests/unit/test_normalize_fast_paths.py checks the two agree."""
+def _string_hasher(field: str) -> Callable[[Any, _Ctx], str | tuple[str, ...]]:
+    """The hasher of a field without variants: a string of no hash's length (the usual value) is trimmed, put
+    through the field's rule and hashed in one call, and a SHA-256 (64 hex digits) is sent lower-cased; anything
+    else takes the reference path (_hashed).
+    Both do the same steps in the same order (cap, UTF-8 check, NFC, trim, empty, rule, NFC, empty); an ASCII
+    string needs no UTF-8 check and no NFC. tests/unit/test_normalize_fast_paths.py checks the two agree."""
     rule = _RULES[field]
     cap = MAX_CHARS[field]
     sha256 = hashlib.sha256
 
     def hasher(value: Any, ctx: _Ctx) -> str | tuple[str, ...]:
-        if type(value) is str and len(value) <= cap and value.isascii():
-            text = value.strip()
+        if type(value) is str and len(value) <= cap:
+            text = value.strip() if value.isascii() else _nfc(_utf8_safe(value)).strip()
             size = len(text)
             if size == 64 and _SHA256_RE.fullmatch(text):
                 return text.lower()
@@ -310,7 +310,7 @@ def _ascii_hasher(field: str) -> Callable[[Any, _Ctx], str | tuple[str, ...]]:
 
 # field -> its hasher, built once: the fast path for the fields without variants, the reference path for the rest.
 _HASHERS: dict[str, Callable[[Any, _Ctx], str | tuple[str, ...]]] = {
-    field: partial(_hashed, field) if field in _VARIANTS else _ascii_hasher(field) for field in _RULES
+    field: partial(_hashed, field) if field in _VARIANTS else _string_hasher(field) for field in _RULES
 }
 
 
