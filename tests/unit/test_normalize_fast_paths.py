@@ -38,6 +38,8 @@ phone_like = st.one_of(
 values = st.one_of(
     ascii_text,
     st.text(max_size=20),
+    # lone surrogates (no UTF-8 form) and combining marks among letters: the non-ASCII path's UTF-8 check and NFC
+    st.text(st.sampled_from("aZ\u00e9e\u0301\u0308\ud800\udfff\u212b "), max_size=12),
     phone_like,
     st.from_regex(r"[ A-Za-z0-9.+_\-'@()#/,:]{0,30}", fullmatch=True),
     st.from_regex(r"[a-zA-Z0-9._+-]{1,10}@[a-zA-Z0-9-]{1,10}\.[a-z]{2,4}", fullmatch=True),
@@ -65,6 +67,8 @@ def _outcome(call: Any, ctx: rules._Ctx) -> tuple[object, list[str]]:
 @example(field="db", value="03/04/1990", country="us")
 @example(field="ph", value="+44 (0)20 7946 0958", country=None)
 @example(field="external_id", value="0123456789abcdef0123456789abcdef", country=None)
+@example(field="ct", value="K\u00f6ln\ud800", country=None)
+@example(field="fn", value="Jose\u0301", country=None)
 def test_each_fields_hasher_agrees_with_the_reference_path(field: str, value: Any, country: str | None) -> None:
     fast_ctx = rules._Ctx(SETTINGS, country, TODAY)
     ref_ctx = rules._Ctx(SETTINGS, country, TODAY)
