@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capi_relay.deliver.chunking import ChunkKey, chunk, request_overhead
+from capi_relay.deliver.chunking import Chunker, ChunkKey, chunk, request_overhead
 from capi_relay.ingest.model import Outbound
 from tests.unit.test_delivery import Clock, Sender, events, make_deliverer
 
@@ -72,6 +72,35 @@ def test_chunks_match_the_reference_model(
     assert all(c.key == (outbound[c.items[0].index].pixel_id, outbound[c.items[0].index].test_event_code,
                          outbound[c.items[0].index].request_fields) for c in chunks)  # fmt: skip
     assert all(item.outbound is outbound[item.index] for c in chunks for item in c.items)
+
+
+@pytest.mark.parametrize("contiguous", [False, True])
+@pytest.mark.parametrize("room", [-1, 0, 1])
+def test_a_body_exactly_at_the_byte_cap_is_one_chunk(room: int, contiguous: bool) -> None:
+    # Given 10 events of one size and a byte cap of exactly 3 of them with the body around them (+/- a byte)
+    outbound = mixed([0] * 10, [50] * 10)
+    per_event = len(outbound[0].encoded) + 1
+    max_bytes = request_overhead(KEYS[0]) + 3 * per_event + room
+    # When chunked, then chunks hold 3 events when 3 fit exactly (or with a byte to spare), else 2
+    got = [[item.index for item in c.items] for c in chunk(outbound, 1000, max_bytes, contiguous=contiguous)]
+    assert [len(c) for c in got] == ([2, 2, 2, 2, 2] if room < 0 else [3, 3, 3, 1])
+    assert got == reference_chunks(outbound, 1000, max_bytes, contiguous=contiguous)
+
+
+def test_incremental_intake_returns_each_chunk_as_soon_as_it_fills() -> None:
+    # Given 25 events of one key and a cap of 10 events, taken from a one-shot iterator
+    outbound = events(25)
+    source = iter(outbound)
+    chunker = Chunker(10, 10**6)
+    # When the chunker takes events until a chunk fills, three times
+    first, second, rest = chunker.fill(source), chunker.fill(source), chunker.fill(source)
+    # Then the first two calls each stop at a full chunk, without reading further
+    assert [len(c.items) for c in first or []] == [10]
+    assert [len(c.items) for c in second or []] == [10]
+    assert [c.items[0].index for c in (first or []) + (second or [])] == [0, 10]
+    # And the third finds the input exhausted: the open chunk is left for flush
+    assert rest is None
+    assert [[i.index for i in c.items] for c in chunker.flush()] == [list(range(20, 25))]
 
 
 class FailingClock(Clock):

@@ -112,34 +112,45 @@ class Chunker:
         self.open: dict[ChunkKey, Chunk] = {}
         self.index = 0
 
-    def add(self, event: Outbound) -> list[Chunk]:
-        """Add one event; return the chunks it closed (full ones)."""
-        item = Item(event, self.index)
-        self.index += 1
-        key: ChunkKey = (event.pixel_id, event.test_event_code, event.request_fields)
-        size = len(event.encoded) + 1
+    def fill(self, events: Iterator[Outbound]) -> list[Chunk] | None:
+        """Take events from ``events`` until one closes chunks (a full one; in ``contiguous`` mode also the open
+        ones a new key closes) and return those; None when ``events`` ends first (the open chunks stay for
+        :meth:`flush`). One loop for the whole intake: no call, no list per event."""
+        open_, contiguous, max_events, max_bytes = self.open, self.contiguous, self.max_events, self.max_bytes
         closed: list[Chunk] = []
-        if self.contiguous and self.open and key not in self.open:
-            closed.extend(self.flush())
-        current = self.open.get(key)
-        if current is not None and current.items and current.size + size + current.overhead > self.max_bytes:
-            closed.append(self.open.pop(key))
-            current = None
-        if current is None:
-            current = self.open[key] = Chunk(key, [], overhead=request_overhead(key))
-        current.items.append(item)
-        current.size += size
-        if len(current.items) >= self.max_events:
-            closed.append(self.open.pop(key))
-        return closed
+        index = self.index
+        for event in events:
+            key: ChunkKey = (event.pixel_id, event.test_event_code, event.request_fields)
+            size = len(event.encoded) + 1
+            current = open_.get(key)
+            if current is None and contiguous and open_:
+                closed.extend(open_.values())
+                open_.clear()
+            elif current is not None and current.size + size + current.overhead > max_bytes:
+                closed.append(open_.pop(key))  # an open chunk always holds an event: the first one always fits
+                current = None
+            if current is None:
+                current = open_[key] = Chunk(key, [], overhead=request_overhead(key))
+            current.items.append(Item(event, index))
+            current.size += size
+            index += 1
+            if len(current.items) >= max_events:
+                closed.append(open_.pop(key))
+            if closed:
+                self.index = index
+                return closed
+        self.index = index
+        return None
 
     def flush(self) -> list[Chunk]:
-        closed, self.open = list(self.open.values()), {}
+        closed = list(self.open.values())
+        self.open.clear()
         return closed
 
 
 def chunk(outbound: Iterable[Outbound], max_events: int, max_bytes: int, *, contiguous: bool = False) -> list[Chunk]:
     """All chunks of ``outbound`` (full ones in the order they filled, then the open ones)."""
-    chunker = Chunker(max_events, max_bytes, contiguous=contiguous)
-    chunks = [c for event in outbound for c in chunker.add(event)]
+    chunker, source, chunks = Chunker(max_events, max_bytes, contiguous=contiguous), iter(outbound), []
+    while (filled := chunker.fill(source)) is not None:
+        chunks += filled
     return chunks + chunker.flush()
