@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capi_relay.deliver.chunking import Chunker, ChunkKey, chunk, request_overhead
+from capi_relay.aws.secrets import Credentials
+from capi_relay.deliver.chunking import Chunker, ChunkKey, Item, chunk, request_body, request_overhead, request_stream
 from capi_relay.ingest.model import Outbound
 from tests.unit.test_delivery import Clock, Sender, events, make_deliverer
 
@@ -168,3 +169,35 @@ def test_reference_model_is_not_vacuous() -> None:
     assert len(reference_chunks(outbound, 3, 10**6, contiguous=False)) > len(loose)
     assert len(reference_chunks(outbound, 1000, 1200, contiguous=False)) > len(loose)
     assert len(reference_chunks(outbound, 1000, 10**6, contiguous=True)) > len(loose)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pads=st.lists(st.integers(0, 300), min_size=0, max_size=40),
+    block_bytes=st.integers(1, 4000),
+    proof=st.booleans(),
+)
+def test_a_streamed_body_is_cut_into_blocks_of_whole_events_of_at_least_the_block_size(
+    pads: list[int], block_bytes: int, proof: bool
+) -> None:
+    # Given a chunk of events of any sizes (none too) and any block size
+    import capi_relay.deliver.chunking as chunking
+
+    items = [Item(o, n) for n, o in enumerate(mixed([0] * len(pads), pads))]
+    credentials = Credentials("t", "s" if proof else None)
+    whole = request_body(KEYS[0], items, credentials)
+    original = chunking.BLOCK_BYTES
+    chunking.BLOCK_BYTES = block_bytes
+    try:
+        stream = request_stream(KEYS[0], items, credentials)
+        blocks = list(stream.blocks())
+    finally:
+        chunking.BLOCK_BYTES = original
+    # Then the blocks are the whole body, its length is declared, none is empty, every block but the last
+    # reaches the block size, and each one ends where an event ends (the next starts with "," after the first)
+    assert b"".join(blocks) == whole
+    assert stream.length == len(whole)
+    assert all(blocks)
+    assert all(len(b) >= block_bytes for b in blocks[:-1])
+    assert all(b.startswith(b",{") for b in blocks[1:])
+    assert len(blocks) <= max(1, len(items))

@@ -7,8 +7,11 @@ The engine (``engine.py``) schedules and sends the chunks.
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import accumulate, repeat
+from operator import add
 
 from capi_relay.aws.secrets import Credentials
 from capi_relay.deliver.client import StreamedBody
@@ -68,25 +71,28 @@ BLOCK_BYTES = 64 * 1024  # a streamed body is written in blocks of about this si
 def request_stream(key: ChunkKey, items: list[Item], credentials: Credentials) -> StreamedBody:
     """:func:`request_body`'s bytes as a :class:`StreamedBody`: the events are joined ~``BLOCK_BYTES`` at a
     time while the socket is written, so no whole body is held per request in flight (the events' bytes are
-    held anyway until the invocation ends)."""
+    held anyway until the invocation ends). A block is a run of whole events, cut where the bytes so far
+    reach ``BLOCK_BYTES`` (found by bisection: one C-level join per block, no loop per event)."""
     events = [item.outbound.encoded for item in items]
     head = b'{"data":['
     end = request_body(key, [], credentials)[len(head) :]  # ']' + test code, request fields, proof + '}'
-    length = len(head) + sum(map(len, events)) + max(0, len(events) - 1) + len(end)
+    # ends[i]: bytes of events[0..i] with a comma after each (the offset just past event i's comma)
+    ends = list(accumulate(map(add, map(len, events), repeat(1))))
+    length = len(head) + (ends[-1] - 1 if ends else 0) + len(end)
 
     def blocks() -> Iterator[bytes]:
-        block, size = [head], len(head)
-        for n, encoded in enumerate(events):
-            if n:
-                block.append(b",")
-                size += 1
-            block.append(encoded)
-            size += len(encoded)
-            if size >= BLOCK_BYTES:
-                yield b"".join(block)
-                block, size = [], 0
-        block.append(end)
-        yield b"".join(block)
+        limit, start, prefix = BLOCK_BYTES, 0, head
+        while start < len(events):
+            before = ends[start - 1] if start else 0
+            stop = min(bisect_left(ends, before + limit, start), len(events) - 1) + 1
+            parts = events[start:stop]
+            parts[0] = prefix + parts[0]
+            if stop == len(events):
+                parts[-1] += end
+            yield b",".join(parts)
+            start, prefix = stop, b","
+        if not events:
+            yield head + end
 
     return StreamedBody(length, blocks)
 
