@@ -65,7 +65,10 @@ def request_body(key: ChunkKey, items: list[Item], credentials: Credentials) -> 
     return b",".join(parts)
 
 
-BLOCK_BYTES = 64 * 1024  # a streamed body is written in blocks of about this size
+# A streamed body is written in blocks of about this size, one sendall each: a request in flight holds one or two
+# blocks (the next is joined while the last is still referenced), ~5 MB at HTTP_CONCURRENCY 10; 64 KiB blocks
+# cost ~0.4 ms more CPU per 1.4 MB POST.
+BLOCK_BYTES = 256 * 1024
 
 
 def request_stream(key: ChunkKey, items: list[Item], credentials: Credentials) -> StreamedBody:
