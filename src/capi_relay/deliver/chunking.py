@@ -7,8 +7,11 @@ The engine (``engine.py``) schedules and sends the chunks.
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import accumulate, repeat
+from operator import add
 
 from capi_relay.aws.secrets import Credentials
 from capi_relay.deliver.client import StreamedBody
@@ -62,31 +65,37 @@ def request_body(key: ChunkKey, items: list[Item], credentials: Credentials) -> 
     return b",".join(parts)
 
 
-BLOCK_BYTES = 64 * 1024  # a streamed body is written in blocks of about this size
+# A streamed body is written in blocks of about this size, one sendall each: a request in flight holds one or two
+# blocks (the next is joined while the last is still referenced), ~5 MB at HTTP_CONCURRENCY 10; 64 KiB blocks
+# cost ~0.4 ms more CPU per 1.4 MB POST.
+BLOCK_BYTES = 256 * 1024
 
 
 def request_stream(key: ChunkKey, items: list[Item], credentials: Credentials) -> StreamedBody:
     """:func:`request_body`'s bytes as a :class:`StreamedBody`: the events are joined ~``BLOCK_BYTES`` at a
     time while the socket is written, so no whole body is held per request in flight (the events' bytes are
-    held anyway until the invocation ends)."""
+    held anyway until the invocation ends). A block is a run of whole events, cut where the bytes so far
+    reach ``BLOCK_BYTES`` (found by bisection: one C-level join per block, no loop per event)."""
     events = [item.outbound.encoded for item in items]
     head = b'{"data":['
     end = request_body(key, [], credentials)[len(head) :]  # ']' + test code, request fields, proof + '}'
-    length = len(head) + sum(map(len, events)) + max(0, len(events) - 1) + len(end)
+    # ends[i]: bytes of events[0..i] with a comma after each (the offset just past event i's comma)
+    ends = list(accumulate(map(add, map(len, events), repeat(1))))
+    length = len(head) + (ends[-1] - 1 if ends else 0) + len(end)
 
     def blocks() -> Iterator[bytes]:
-        block, size = [head], len(head)
-        for n, encoded in enumerate(events):
-            if n:
-                block.append(b",")
-                size += 1
-            block.append(encoded)
-            size += len(encoded)
-            if size >= BLOCK_BYTES:
-                yield b"".join(block)
-                block, size = [], 0
-        block.append(end)
-        yield b"".join(block)
+        limit, start, prefix = BLOCK_BYTES, 0, head
+        while start < len(events):
+            before = ends[start - 1] if start else 0
+            stop = min(bisect_left(ends, before + limit, start), len(events) - 1) + 1
+            parts = events[start:stop]
+            parts[0] = prefix + parts[0]
+            if stop == len(events):
+                parts[-1] += end
+            yield b",".join(parts)
+            start, prefix = stop, b","
+        if not events:
+            yield head + end
 
     return StreamedBody(length, blocks)
 
@@ -112,34 +121,45 @@ class Chunker:
         self.open: dict[ChunkKey, Chunk] = {}
         self.index = 0
 
-    def add(self, event: Outbound) -> list[Chunk]:
-        """Add one event; return the chunks it closed (full ones)."""
-        item = Item(event, self.index)
-        self.index += 1
-        key: ChunkKey = (event.pixel_id, event.test_event_code, event.request_fields)
-        size = len(event.encoded) + 1
+    def fill(self, events: Iterator[Outbound]) -> list[Chunk] | None:
+        """Take events from ``events`` until one closes chunks (a full one; in ``contiguous`` mode also the open
+        ones a new key closes) and return those; None when ``events`` ends first (the open chunks stay for
+        :meth:`flush`). One loop for the whole intake: no call, no list per event."""
+        open_, contiguous, max_events, max_bytes = self.open, self.contiguous, self.max_events, self.max_bytes
         closed: list[Chunk] = []
-        if self.contiguous and self.open and key not in self.open:
-            closed.extend(self.flush())
-        current = self.open.get(key)
-        if current is not None and current.items and current.size + size + current.overhead > self.max_bytes:
-            closed.append(self.open.pop(key))
-            current = None
-        if current is None:
-            current = self.open[key] = Chunk(key, [], overhead=request_overhead(key))
-        current.items.append(item)
-        current.size += size
-        if len(current.items) >= self.max_events:
-            closed.append(self.open.pop(key))
-        return closed
+        index = self.index
+        for event in events:
+            key: ChunkKey = (event.pixel_id, event.test_event_code, event.request_fields)
+            size = len(event.encoded) + 1
+            current = open_.get(key)
+            if current is None and contiguous and open_:
+                closed.extend(open_.values())
+                open_.clear()
+            elif current is not None and current.size + size + current.overhead > max_bytes:
+                closed.append(open_.pop(key))  # an open chunk always holds an event: the first one always fits
+                current = None
+            if current is None:
+                current = open_[key] = Chunk(key, [], overhead=request_overhead(key))
+            current.items.append(Item(event, index))
+            current.size += size
+            index += 1
+            if len(current.items) >= max_events:
+                closed.append(open_.pop(key))
+            if closed:
+                self.index = index
+                return closed
+        self.index = index
+        return None
 
     def flush(self) -> list[Chunk]:
-        closed, self.open = list(self.open.values()), {}
+        closed = list(self.open.values())
+        self.open.clear()
         return closed
 
 
 def chunk(outbound: Iterable[Outbound], max_events: int, max_bytes: int, *, contiguous: bool = False) -> list[Chunk]:
     """All chunks of ``outbound`` (full ones in the order they filled, then the open ones)."""
-    chunker = Chunker(max_events, max_bytes, contiguous=contiguous)
-    chunks = [c for event in outbound for c in chunker.add(event)]
+    chunker, source, chunks = Chunker(max_events, max_bytes, contiguous=contiguous), iter(outbound), []
+    while (filled := chunker.fill(source)) is not None:
+        chunks += filled
     return chunks + chunker.flush()

@@ -213,7 +213,7 @@ class _Run:
     def __init__(self, ctx: _Context) -> None:
         self.ctx = ctx
         self.limit = 1 if ctx.fifo else max(1, ctx.config.concurrency)
-        self.seen: list[str] = []  # message ids of the events taken from the input so far
+        self.seen: list[str] = []  # message ids taken so far from a one-shot input (see _source)
         self.pixels = _Pixels(ctx)
         ledger = _Ledger(ctx)
         self.out = _Outcomes(ctx, self.pixels, ledger, _Searches(ctx, self.pixels, ledger))
@@ -222,13 +222,13 @@ class _Run:
         """Send while the input is still being produced: every chunk that fills up is scheduled at once, so
         preparing the next events (CPU, this thread) overlaps the requests in flight (I/O, the pool)."""
         ctx = self.ctx
-        source: Iterator[Outbound] | None = iter(outbound)
+        source: Iterator[Outbound] | None = self._source(outbound)
         chunker = Chunker(ctx.config.max_events_per_request, ctx.config.max_request_bytes, contiguous=ctx.fifo)
         pending: list[_Request] = []
         running: dict[Future[GraphReply], _Request] = {}
         while source is not None or pending or running:
             if source is not None:
-                filled = self._intake(source, chunker)
+                filled = chunker.fill(source)  # until a chunk fills; None: the input is exhausted
                 if filled is None:
                     source, filled = None, chunker.flush()
                 pending.extend(self._request(c) for c in filled)
@@ -244,14 +244,17 @@ class _Run:
             for future in done:
                 pending.extend(self.out.settle(running.pop(future), future))
 
-    def _intake(self, source: Iterator[Outbound], chunker: Chunker) -> list[Chunk] | None:
-        """Take events until a chunk fills; None when the input is exhausted."""
+    def _source(self, outbound: Iterable[Outbound]) -> Iterator[Outbound]:
+        """The input as an iterator. A one-shot input (an iterator: a generator) notes in ``seen`` each message
+        id it yields: after an engine error those and the ones still in it are all that can be named. A
+        collection (the relay's list) needs no note: iterated again it names every one."""
+        source = iter(outbound)
+        return self._noted(source) if source is outbound else source
+
+    def _noted(self, source: Iterator[Outbound]) -> Iterator[Outbound]:
         for event in source:
             self.seen.append(event.message_id)
-            filled = chunker.add(event)
-            if filled:
-                return filled
-        return None
+            yield event
 
     def _request(self, c: Chunk) -> _Request:
         self.pixels.get(c.pixel_id)  # load the token (and a known hold) on first sight of the pixel

@@ -160,7 +160,9 @@ def _loads(body: str) -> Any:
     if _orjson is not None:
         encoded = body.encode("utf-8", "surrogatepass")
         marked = encoded.translate(_NUMBER_CHARS)  # one copy of the body (a prefix would add another)
-        if _LONG_INTEGER not in marked and not marked.startswith(_LEADING_LONG_INTEGER):
+        # find(), not ``in``: bytes' ``in`` first tries its operand as an integer (a TypeError raised and
+        # cleared per call: ~0.4 us of a ~0.9 us screen on a 1 KB body)
+        if marked.find(_LONG_INTEGER) < 0 and not marked.startswith(_LEADING_LONG_INTEGER):
             try:
                 return _orjson.loads(encoded)
             except _orjson.JSONDecodeError:
