@@ -852,6 +852,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # Meta's front ends accept a burst of connections; socketserver's default backlog of 5 would drop some of the
+    # relay's HTTP_CONCURRENCY (10) connects on a loaded machine (a SYN retransmitted after 1 s: a connect timeout).
+    request_queue_size = 128
     state: StandInState
 
     def handle_error(self, request: Any, client_address: Any) -> None:
