@@ -165,6 +165,10 @@ def _integer(raw: Any) -> int | None:
 DELIVERY_CATEGORIES = frozenset({"in_store", "curbside", "home_delivery"})
 
 
+# The typed keys after value and currency (checked by _typed_custom_data, in its order).
+_TYPED_CUSTOM_KEYS = frozenset({"predicted_ltv", "net_revenue", "num_items", "delivery_category", "contents"})
+
+
 def _custom_data(raw: Any, event_name: str, drops: list[Drop]) -> dict[str, Any] | None:
     if raw is None:
         if event_name == "Purchase":
@@ -192,13 +196,7 @@ def _custom_data(raw: Any, event_name: str, drops: list[Drop]) -> dict[str, Any]
         out["currency"] = code
     elif event_name == "Purchase":
         raise _Reject("missing_currency", "Purchase needs custom_data.currency")
-    if (
-        "contents" in out
-        or "num_items" in out
-        or "delivery_category" in out
-        or "predicted_ltv" in out
-        or ("net_revenue" in out)
-    ):  # the rarer typed keys: one check in the usual case
+    if not _TYPED_CUSTOM_KEYS.isdisjoint(out):  # the rarer typed keys: one C-level check in the usual case
         _typed_custom_data(out, drops)
     return out
 
@@ -212,14 +210,16 @@ def _typed_custom_data(out: dict[str, Any], drops: list[Drop]) -> None:
                 drops.append(Drop(f"custom_data.{key}", "not_a_number"))
             else:
                 out[key] = number
-    if out.get("num_items") is not None:
-        count = _integer(out["num_items"])
+    count = out.get("num_items")
+    if count is not None and (type(count) is not int or count < 0):  # a plain count >= 0 is kept as it is
+        count = _integer(count)
         if count is None or count < 0:
             del out["num_items"]
             drops.append(Drop("custom_data.num_items", "not_an_integer"))
         else:
             out["num_items"] = count
-    _delivery_category(out, "custom_data.delivery_category", drops)
+    if "delivery_category" in out:
+        _delivery_category(out, "custom_data.delivery_category", drops)
     if out.get("contents") is not None:
         contents = _contents(out["contents"], drops)
         if contents is None:
