@@ -490,15 +490,15 @@ def _known_keys(raw: dict[str, Any], drops: list[Drop]) -> dict[str, Any]:
 def _name_and_source(event: dict[str, Any]) -> tuple[str, str]:
     """``event_name`` and ``action_source``, both required, stripped (and written back)."""
     name = event.get("event_name")
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str) or not (name := name.strip()):
         raise _Reject("missing_event_name", "event_name must be a non-empty string")
-    event["event_name"] = name = name.strip()
+    event["event_name"] = name
     source = event.get("action_source")
     if source is None:
         raise _Reject("missing_action_source", "action_source is required")
-    if not isinstance(source, str) or source.strip() not in ACTION_SOURCES:
+    if not isinstance(source, str) or (source := source.strip()) not in ACTION_SOURCES:
         raise _Reject("invalid_action_source", f"action_source must be one of {sorted(ACTION_SOURCES)}")
-    event["action_source"] = source = source.strip()
+    event["action_source"] = source
     return name, source
 
 
@@ -538,11 +538,12 @@ def _user_data(
         _event_source_url(event, source, drops)
     if "opt_out" in event:
         _opt_out(event, drops)
-    date_notes: list[str] = []
-    user_data, field_drops = normalize_user_data(raw, settings, _today(now), date_notes)
-    drops.extend(field_drops)
-    if date_notes:  # the order an ambiguous date of birth was read in (once per event)
-        notes.extend(dict.fromkeys(date_notes))
+    first_date_note = len(notes)
+    user_data, field_drops = normalize_user_data(raw, settings, _today(now), notes)
+    if field_drops:
+        drops.extend(field_drops)
+    if len(notes) > first_date_note + 1:  # the order an ambiguous date of birth was read in (once per event)
+        notes[first_date_note:] = dict.fromkeys(notes[first_date_note:])
     if "fbc" not in user_data:
         _derive_fbc(event, user_data, event["event_time"], notes)
     event["user_data"] = user_data
@@ -626,6 +627,8 @@ def resolve_identity(pixel_id: str, raw: Any, default_event_time: int) -> Identi
         return Identity()
     event_time = default_event_time if raw.get("event_time") is None else None
     event_id = raw.get("event_id")
+    if type(event_id) is str and (stripped := event_id.strip()):  # the usual event_id, stripped once
+        return identity(stripped, False, event_time)
     if event_id is None:
         return identity(derived_event_id(pixel_id, raw), True, event_time)
     if isinstance(event_id, int) and not isinstance(event_id, bool):
