@@ -15,6 +15,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from capi_relay.ingest.model import Drop, Prepared, Rejection
+from capi_relay.prepare._tables.countries import CURRENCIES
 from capi_relay.prepare.events import prepare_event, resolve_identity
 from tests.factories import NOW, SETTINGS, make_event
 
@@ -147,3 +148,32 @@ def test_date_notes_follow_the_event_time_notes_each_order_once() -> None:
     result = prepare_event(event, SETTINGS, NOW)
     assert isinstance(result, Prepared)
     assert result.notes == ["event_time_ms", "db_read_dmy_by_country"]
+
+
+currencies = st.one_of(
+    st.builds(
+        "{}{}{}".format,
+        padding,
+        st.sampled_from(sorted(CURRENCIES)).flatmap(
+            lambda code: st.sampled_from([code, code.upper(), code.title(), code[:2], code + "x"])
+        ),
+        padding,
+    ),
+    st.text(max_size=4),
+    st.sampled_from(["\u212aes", "\u212aES", "ＵＳＤ", "usd\x00", 840, True, ["USD"], {"code": "USD"}]),
+)
+
+
+@given(currency=currencies)
+@example(currency="USD")
+@example(currency=" eur ")
+def test_the_currency_is_decided_by_the_general_rule(currency: Any) -> None:
+    # the rule: the stripped, lowercased string is an ISO 4217 code (CURRENCIES); anything else refuses the event
+    result = prepare_event(make_event(custom_data={"value": 1, "currency": currency}), SETTINGS, NOW)
+    code = currency.strip().lower() if isinstance(currency, str) else None
+    if code in CURRENCIES:
+        assert isinstance(result, Prepared), result
+        assert result.event["custom_data"]["currency"] == code
+    else:
+        assert isinstance(result, Rejection)
+        assert result.reason == "invalid_currency"

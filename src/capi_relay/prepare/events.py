@@ -169,16 +169,14 @@ DELIVERY_CATEGORIES = frozenset({"in_store", "curbside", "home_delivery"})
 _TYPED_CUSTOM_KEYS = frozenset({"predicted_ltv", "net_revenue", "num_items", "delivery_category", "contents"})
 
 
-def _custom_data(raw: Any, event_name: str, drops: list[Drop]) -> dict[str, Any] | None:
-    if raw is None:
-        if event_name == "Purchase":
-            raise _Reject("missing_value", "Purchase needs custom_data.value and currency")
-        return None
+def _custom_data(raw: Any, event_name: str, drops: list[Drop]) -> dict[str, Any]:
+    """A present ``custom_data`` typed (a copy)."""
     if not isinstance(raw, dict):
         raise _Reject("invalid_custom_data", "custom_data must be an object")
     out = dict(raw)
-    if out.get("value") is not None:
-        value = _number(out["value"])
+    value = out.get("value")
+    if value is not None:
+        value = _number(value)
         if value is not None:
             out["value"] = value
         elif event_name == "Purchase":
@@ -190,8 +188,11 @@ def _custom_data(raw: Any, event_name: str, drops: list[Drop]) -> dict[str, Any]
         raise _Reject("missing_value", "Purchase needs custom_data.value")
     currency = out.get("currency")
     if currency is not None:
-        code = currency.strip().lower() if isinstance(currency, str) else ""
-        if code not in _currencies():  # ISO 4217 codes as three lowercase ASCII letters (a unit test checks)
+        codes = _currencies()
+        code = codes.get(currency) if type(currency) is str else None  # "USD" or "usd": one lookup
+        if code is None and isinstance(currency, str):
+            code = codes.get(currency.strip().lower())
+        if code is None:
             raise _Reject("invalid_currency", "currency must be a 3-letter ISO 4217 code")
         out["currency"] = code
     elif event_name == "Purchase":
@@ -381,10 +382,17 @@ def _messaging(event: dict[str, Any], source: str, user_data: dict[str, Any], dr
 
 
 @cache
-def _currencies() -> frozenset[str]:
+def _currencies() -> dict[str, str]:
+    """Each ISO 4217 code (three lowercase ASCII letters; a unit test checks), and the code in capitals, to the
+    code. A lowercased string can only match the code itself."""
     from capi_relay.prepare._tables.countries import CURRENCIES  # noqa: PLC0415 -- generated table, loaded on first use
 
-    return CURRENCIES
+    return {form: code for code in CURRENCIES for form in (code, code.upper())}
+
+
+_DATA_PROCESSING_KEYS = frozenset(
+    {"data_processing_options", "data_processing_options_country", "data_processing_options_state"}
+)
 
 
 def _data_processing(event: dict[str, Any]) -> None:
@@ -577,12 +585,15 @@ def _identifiers(user_data: dict[str, Any]) -> int:
 
 def _custom_and_processing(event: dict[str, Any], name: str, drops: list[Drop]) -> None:
     """``custom_data`` typed (written back or removed) and the data processing options checked."""
-    custom = _custom_data(event.get("custom_data"), name, drops)
-    if custom is None:
-        event.pop("custom_data", None)
+    custom = event.get("custom_data")
+    if custom is not None:
+        event["custom_data"] = _custom_data(custom, name, drops)
+    elif name == "Purchase":
+        raise _Reject("missing_value", "Purchase needs custom_data.value and currency")
     else:
-        event["custom_data"] = custom
-    _data_processing(event)
+        event.pop("custom_data", None)
+    if not _DATA_PROCESSING_KEYS.isdisjoint(event):  # the usual event has none: one C-level check
+        _data_processing(event)
 
 
 def _encoded(event: dict[str, Any], max_event_bytes: int) -> bytes:
