@@ -471,7 +471,7 @@ def prepare_event(
         name, source = _name_and_source(event)
         event["event_time"] = _event_time(event.get("event_time"), source, now, notes, default_event_time)
         _event_id(event, default_event_id)
-        user_data = _user_data(event, source, settings, now=now, drops=drops, notes=notes)
+        user_data = _user_data(event, settings, now, drops, notes)
         _source_rules(event, source, user_data, drops)
         match_keys = _identifiers(user_data)
         _custom_and_processing(event, name, drops)
@@ -529,19 +529,15 @@ def _event_id(event: dict[str, Any], default_event_id: str | None) -> None:
 
 
 def _user_data(
-    event: dict[str, Any],
-    source: str,
-    settings: NormalizationSettings,
-    *,
-    now: int,
-    drops: list[Drop],
-    notes: list[str],
+    event: dict[str, Any], settings: NormalizationSettings, now: int, drops: list[Drop], notes: list[str]
 ) -> dict[str, Any]:
     """``user_data`` normalized and hashed (written back), after the URL and opt_out checks it may read
-    (``fbc`` is derived from the checked ``event_source_url``)."""
+    (``fbc`` is derived from the checked ``event_source_url``). Reads the checked ``action_source`` from the
+    event (five arguments by position: a call with keywords costs ~70 ns more)."""
     raw = event.get("user_data")
     if not isinstance(raw, dict):
         raise _Reject("missing_user_data", "user_data is required" if raw is None else "user_data must be an object")
+    source = event["action_source"]
     if source == "website" or "event_source_url" in event:
         _event_source_url(event, source, drops)
     if "opt_out" in event:
