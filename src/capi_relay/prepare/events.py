@@ -165,16 +165,18 @@ def _integer(raw: Any) -> int | None:
 DELIVERY_CATEGORIES = frozenset({"in_store", "curbside", "home_delivery"})
 
 
-def _custom_data(raw: Any, event_name: str, drops: list[Drop]) -> dict[str, Any] | None:
-    if raw is None:
-        if event_name == "Purchase":
-            raise _Reject("missing_value", "Purchase needs custom_data.value and currency")
-        return None
+# The typed keys after value and currency (checked by _typed_custom_data, in its order).
+_TYPED_CUSTOM_KEYS = frozenset({"predicted_ltv", "net_revenue", "num_items", "delivery_category", "contents"})
+
+
+def _custom_data(raw: Any, event_name: str, drops: list[Drop]) -> dict[str, Any]:
+    """A present ``custom_data`` typed (a copy)."""
     if not isinstance(raw, dict):
         raise _Reject("invalid_custom_data", "custom_data must be an object")
     out = dict(raw)
-    if out.get("value") is not None:
-        value = _number(out["value"])
+    value = out.get("value")
+    if value is not None:
+        value = _number(value)
         if value is not None:
             out["value"] = value
         elif event_name == "Purchase":
@@ -186,19 +188,16 @@ def _custom_data(raw: Any, event_name: str, drops: list[Drop]) -> dict[str, Any]
         raise _Reject("missing_value", "Purchase needs custom_data.value")
     currency = out.get("currency")
     if currency is not None:
-        code = currency.strip().lower() if isinstance(currency, str) else ""
-        if code not in _currencies():  # ISO 4217 codes as three lowercase ASCII letters (a unit test checks)
+        codes = _currencies()
+        code = codes.get(currency) if type(currency) is str else None  # "USD" or "usd": one lookup
+        if code is None and isinstance(currency, str):
+            code = codes.get(currency.strip().lower())
+        if code is None:
             raise _Reject("invalid_currency", "currency must be a 3-letter ISO 4217 code")
         out["currency"] = code
     elif event_name == "Purchase":
         raise _Reject("missing_currency", "Purchase needs custom_data.currency")
-    if (
-        "contents" in out
-        or "num_items" in out
-        or "delivery_category" in out
-        or "predicted_ltv" in out
-        or ("net_revenue" in out)
-    ):  # the rarer typed keys: one check in the usual case
+    if not _TYPED_CUSTOM_KEYS.isdisjoint(out):  # the rarer typed keys: one C-level check in the usual case
         _typed_custom_data(out, drops)
     return out
 
@@ -212,14 +211,16 @@ def _typed_custom_data(out: dict[str, Any], drops: list[Drop]) -> None:
                 drops.append(Drop(f"custom_data.{key}", "not_a_number"))
             else:
                 out[key] = number
-    if out.get("num_items") is not None:
-        count = _integer(out["num_items"])
+    count = out.get("num_items")
+    if count is not None and (type(count) is not int or count < 0):  # a plain count >= 0 is kept as it is
+        count = _integer(count)
         if count is None or count < 0:
             del out["num_items"]
             drops.append(Drop("custom_data.num_items", "not_an_integer"))
         else:
             out["num_items"] = count
-    _delivery_category(out, "custom_data.delivery_category", drops)
+    if "delivery_category" in out:
+        _delivery_category(out, "custom_data.delivery_category", drops)
     if out.get("contents") is not None:
         contents = _contents(out["contents"], drops)
         if contents is None:
@@ -276,19 +277,19 @@ _HTTP_URL_RE = re.compile(r"[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]")
 def _event_source_url(event: dict[str, Any], source: str, drops: list[Drop]) -> None:
     url = event.get("event_source_url")
     text = url.strip() if isinstance(url, str) else ""
-    if source == "website":
+    # The usual URL, "https://" and a host character, decided without the regex (str.isspace is the regex's \s:
+    # a unit test checks every code point); anything else goes to the regex.
+    if (text.startswith("https://") and text[8:9] not in "/?#" and not text[8].isspace()) or _HTTP_URL_RE.match(text):
+        event["event_source_url"] = text
+    elif source == "website":
         if not text:
             raise _Reject("website_missing_event_source_url", "website events need event_source_url")
-        if not _HTTP_URL_RE.match(text):
-            raise _Reject("website_invalid_event_source_url", "event_source_url must begin with http:// or https://")
+        raise _Reject("website_invalid_event_source_url", "event_source_url must begin with http:// or https://")
     elif url is None:
         event.pop("event_source_url", None)
-        return
-    elif not _HTTP_URL_RE.match(text):
+    else:
         del event["event_source_url"]
         drops.append(Drop("event_source_url", "invalid_url"))
-        return
-    event["event_source_url"] = text
 
 
 def _opt_out(event: dict[str, Any], drops: list[Drop]) -> None:
@@ -381,10 +382,17 @@ def _messaging(event: dict[str, Any], source: str, user_data: dict[str, Any], dr
 
 
 @cache
-def _currencies() -> frozenset[str]:
+def _currencies() -> dict[str, str]:
+    """Each ISO 4217 code (three lowercase ASCII letters; a unit test checks), and the code in capitals, to the
+    code. A lowercased string can only match the code itself."""
     from capi_relay.prepare._tables.countries import CURRENCIES  # noqa: PLC0415 -- generated table, loaded on first use
 
-    return CURRENCIES
+    return {form: code for code in CURRENCIES for form in (code, code.upper())}
+
+
+_DATA_PROCESSING_KEYS = frozenset(
+    {"data_processing_options", "data_processing_options_country", "data_processing_options_state"}
+)
 
 
 def _data_processing(event: dict[str, Any]) -> None:
@@ -405,8 +413,7 @@ def _data_processing(event: dict[str, Any]) -> None:
 
 
 def _derive_fbc(event: dict[str, Any], user_data: dict[str, Any], event_time: int, notes: list[str]) -> None:
-    if "fbc" in user_data:
-        return
+    """``fbc`` from the ``fbclid`` query parameter of ``event_source_url``, for user_data without one."""
     url = event.get("event_source_url")
     if not isinstance(url, str) or "fbclid=" not in url:
         return
@@ -464,14 +471,14 @@ def prepare_event(
         name, source = _name_and_source(event)
         event["event_time"] = _event_time(event.get("event_time"), source, now, notes, default_event_time)
         _event_id(event, default_event_id)
-        user_data = _user_data(event, source, settings, now=now, drops=drops, notes=notes)
+        user_data = _user_data(event, settings, now, drops, notes)
         _source_rules(event, source, user_data, drops)
         match_keys = _identifiers(user_data)
         _custom_and_processing(event, name, drops)
         encoded = _encoded(event, max_event_bytes)
     except _Reject as exc:
         return exc.rejection
-    return Prepared(event=event, drops=drops, notes=notes, match_keys=match_keys, encoded=encoded)
+    return Prepared(event, drops, notes, match_keys, encoded)  # positional: ~0.2 µs less than by keyword
 
 
 # The steps of prepare_event, in the order it takes them. Each raises _Reject for an event Meta would refuse.
@@ -491,15 +498,15 @@ def _known_keys(raw: dict[str, Any], drops: list[Drop]) -> dict[str, Any]:
 def _name_and_source(event: dict[str, Any]) -> tuple[str, str]:
     """``event_name`` and ``action_source``, both required, stripped (and written back)."""
     name = event.get("event_name")
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str) or not (name := name.strip()):
         raise _Reject("missing_event_name", "event_name must be a non-empty string")
-    event["event_name"] = name = name.strip()
+    event["event_name"] = name
     source = event.get("action_source")
     if source is None:
         raise _Reject("missing_action_source", "action_source is required")
-    if not isinstance(source, str) or source.strip() not in ACTION_SOURCES:
+    if not isinstance(source, str) or (source := source.strip()) not in ACTION_SOURCES:
         raise _Reject("invalid_action_source", f"action_source must be one of {sorted(ACTION_SOURCES)}")
-    event["action_source"] = source = source.strip()
+    event["action_source"] = source
     return name, source
 
 
@@ -522,30 +529,27 @@ def _event_id(event: dict[str, Any], default_event_id: str | None) -> None:
 
 
 def _user_data(
-    event: dict[str, Any],
-    source: str,
-    settings: NormalizationSettings,
-    *,
-    now: int,
-    drops: list[Drop],
-    notes: list[str],
+    event: dict[str, Any], settings: NormalizationSettings, now: int, drops: list[Drop], notes: list[str]
 ) -> dict[str, Any]:
     """``user_data`` normalized and hashed (written back), after the URL and opt_out checks it may read
-    (``fbc`` is derived from the checked ``event_source_url``)."""
-    if "user_data" not in event or event["user_data"] is None:
-        raise _Reject("missing_user_data", "user_data is required")
-    if not isinstance(event["user_data"], dict):
-        raise _Reject("missing_user_data", "user_data must be an object")
+    (``fbc`` is derived from the checked ``event_source_url``). Reads the checked ``action_source`` from the
+    event (five arguments by position: a call with keywords costs ~70 ns more)."""
+    raw = event.get("user_data")
+    if not isinstance(raw, dict):
+        raise _Reject("missing_user_data", "user_data is required" if raw is None else "user_data must be an object")
+    source = event["action_source"]
     if source == "website" or "event_source_url" in event:
         _event_source_url(event, source, drops)
     if "opt_out" in event:
         _opt_out(event, drops)
-    date_notes: list[str] = []
-    user_data, field_drops = normalize_user_data(event["user_data"], settings, _today(now), date_notes)
-    drops.extend(field_drops)
-    if date_notes:  # the order an ambiguous date of birth was read in (once per event)
-        notes.extend(dict.fromkeys(date_notes))
-    _derive_fbc(event, user_data, event["event_time"], notes)
+    first_date_note = len(notes)
+    user_data, field_drops = normalize_user_data(raw, settings, _today(now), notes)
+    if field_drops:
+        drops.extend(field_drops)
+    if len(notes) > first_date_note + 1:  # the order an ambiguous date of birth was read in (once per event)
+        notes[first_date_note:] = dict.fromkeys(notes[first_date_note:])
+    if "fbc" not in user_data:
+        _derive_fbc(event, user_data, event["event_time"], notes)
     event["user_data"] = user_data
     return user_data
 
@@ -577,12 +581,15 @@ def _identifiers(user_data: dict[str, Any]) -> int:
 
 def _custom_and_processing(event: dict[str, Any], name: str, drops: list[Drop]) -> None:
     """``custom_data`` typed (written back or removed) and the data processing options checked."""
-    custom = _custom_data(event.get("custom_data"), name, drops)
-    if custom is None:
-        event.pop("custom_data", None)
+    custom = event.get("custom_data")
+    if custom is not None:
+        event["custom_data"] = _custom_data(custom, name, drops)
+    elif name == "Purchase":
+        raise _Reject("missing_value", "Purchase needs custom_data.value and currency")
     else:
-        event["custom_data"] = custom
-    _data_processing(event)
+        event.pop("custom_data", None)
+    if not _DATA_PROCESSING_KEYS.isdisjoint(event):  # the usual event has none: one C-level check
+        _data_processing(event)
 
 
 def _encoded(event: dict[str, Any], max_event_bytes: int) -> bytes:
@@ -627,6 +634,8 @@ def resolve_identity(pixel_id: str, raw: Any, default_event_time: int) -> Identi
         return Identity()
     event_time = default_event_time if raw.get("event_time") is None else None
     event_id = raw.get("event_id")
+    if type(event_id) is str and (stripped := event_id.strip()):  # the usual event_id, stripped once
+        return identity(stripped, False, event_time)
     if event_id is None:
         return identity(derived_event_id(pixel_id, raw), True, event_time)
     if isinstance(event_id, int) and not isinstance(event_id, bool):
