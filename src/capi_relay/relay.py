@@ -243,14 +243,15 @@ class Relay:
         summary.records = len(records)
         self._prepare_all(records, now, summary, ledger, io_end)  # 2
         self._deliver(records, ledger, summary, fifo=fifo, now=now, io_end=io_end)  # 3
-        self._decide(records, ledger, started_wall)  # 4
+        undelivered = self._decide(records, ledger, started_wall)  # 4
         if fifo:
             block_fifo_groups(ledger, [(r.message_id, r.group_id) for r in records])
-        if self.quarantine_enabled:  # 5
-            self._store_letters(records, ledger, fifo, io_end, summary)
+        # 5: a delivered record has no letter to store and nothing to park (a FIFO block only fails a record)
+        if self.quarantine_enabled:
+            self._store_letters(undelivered, ledger, fifo, io_end, summary)
             if fifo:
                 block_fifo_groups(ledger, [(r.message_id, r.group_id) for r in records])
-        self._park(records, ledger, io_end)
+        self._park(undelivered, ledger, io_end)
 
     # ------------------------------------------------------------------------------------- 1. parse
     def _parse(self, raw_records: list[Any], now: int, ledger: Ledger, records: list[_Record]) -> None:
@@ -461,14 +462,15 @@ class Relay:
         return count
 
     # ------------------------------------------------------------------------------------ 4. decide
-    def _decide(self, records: list[_Record], ledger: Ledger, started_wall: float) -> None:
+    def _decide(self, records: list[_Record], ledger: Ledger, started_wall: float) -> list[_Record]:
+        """Decide every record; the records not delivered (in input order). The usual record (every event
+        accepted) is decided delivered by the ledger in one pass: nothing to park, its last chance does not matter."""
         settings, now = self._settings, self._wall()
         quarantine = self.quarantine_enabled
-        for record in records:
+        undelivered = [self._at(records, index, message_id) for index, message_id in ledger.decide_delivered()]
+        for record in undelivered:
             message_id = record.message_id
             record.park_s = None
-            if ledger.delivered(message_id):  # the usual record: nothing to park, its last chance does not matter
-                continue
             reason = ledger.failure(message_id)
             if reason is not None and is_parkable(reason) and self.parking_enabled:
                 record.park_s = park_seconds(ParkInput(
@@ -486,6 +488,16 @@ class Relay:
                 final or (record.receive_count or 1) >= settings.max_receive_count
             ):
                 ledger.unpark(message_id)  # SQS moves it on its next receive: parking would only delay that
+        return undelivered
+
+    @staticmethod
+    def _at(records: list[_Record], index: int, message_id: str) -> _Record:
+        """The record at ``index``: the ledger has one entry per record, in the same order (:meth:`_parse`). A
+        mismatch is a bug: it raises, and every record not proven settled fails."""
+        record = records[index] if index < len(records) else None
+        if record is None or record.message_id != message_id:
+            raise RuntimeError(f"the ledger and the records disagree at {index}")
+        return record
 
     # ------------------------------------------------------------------------------ 5. persist fates
     def _store_letters(self, records: list[_Record], ledger: Ledger, fifo: bool, io_end: float,
@@ -632,16 +644,15 @@ class Relay:
     # ------------------------------------------------------------------------------------ 6. respond
     def _respond(self, records: list[_Record], ledger: Ledger, summary: BatchSummary) -> None:
         failed = ledger.unsettled()
-        failed_set = set(failed)
         debug = logger.isEnabledFor(logging.DEBUG)
         # A record is looked up only to log it: failed, or delivered at DEBUG (the healthy batch: none).
-        by_id = {record.message_id: record for record in records} if failed_set or debug else {}
+        by_id = {record.message_id: record for record in records} if failed or debug else {}
         settings = self._settings
-        for message_id in ledger:
-            decision = ledger.decision(message_id)
+        summary.records_delivered = len(ledger) - len(failed)
+        # A plainly delivered record adds nothing more (every record at DEBUG: each is logged).
+        for message_id, decision, settled in ledger.outcomes(delivered=debug):
             record = by_id.get(message_id)
-            if message_id not in failed_set:
-                summary.records_delivered += 1
+            if settled:
                 letters = 0
                 if decision is not None and decision.letters:
                     letters = len(decision.quarantine)
@@ -671,7 +682,7 @@ class Relay:
                        "code": failure.code, "error_subcode": failure.subcode, "fbtrace_id": failure.fbtrace_id,
                        "dead_letter_next": final},
             )  # fmt: skip
-        summary.records = max(summary.records, len(failed_set) + summary.records_delivered)
+        summary.records = max(summary.records, len(failed) + summary.records_delivered)
         summary.records_parked = sum(
             1 for m in failed if (d := ledger.decision(m)) is not None and d.park and d.outcome is Outcome.FAILED
         )

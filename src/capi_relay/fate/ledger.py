@@ -152,6 +152,13 @@ class _Entry:
         self.settled = False
 
 
+def _all_accepted(entry: _Entry) -> bool:
+    """Every event of the record accepted, none rejected, no failure: the usual record, delivered."""
+    if entry.failure is not None or entry.rejected or entry.positions is None:
+        return False
+    return entry.accepted.issuperset(range(entry.positions))
+
+
 def _first_reason(entry: _Entry, which: str, position: int | None, reason: str) -> None:
     """Note ``reason`` for ``position`` in the entry's ``rejected`` or ``undecided`` (the first reason wins); the
     shared read-only empty mapping is replaced by the entry's own dict on the first write."""
@@ -183,6 +190,9 @@ class Ledger:
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     # ------------------------------------------------------------------ what happened
     def expect(self, message_id: str, events: int) -> None:
@@ -263,13 +273,25 @@ class Ledger:
         """Decide the usual record at once: every event accepted, none rejected, no failure. It is delivered
         whatever its last chance (the same decision :meth:`decide` takes); False: nothing is written."""
         entry = self._entries[message_id]
-        if entry.failure is not None or entry.rejected or entry.positions is None:
-            return False
-        if not entry.accepted.issuperset(range(entry.positions)):
+        if not _all_accepted(entry):
             return False
         entry.decision = _DELIVERED
         entry.settled = True
         return True
+
+    def decide_delivered(self) -> list[tuple[int, str]]:
+        """:meth:`delivered` for every record not decided yet, in one pass: (input position 0, 1, ..., messageId)
+        of the records it did not decide, for :meth:`decide` -- none in a healthy batch."""
+        rest: list[tuple[int, str]] = []
+        for index, (message_id, entry) in enumerate(self._entries.items()):
+            if entry.decision is not None:
+                continue
+            if _all_accepted(entry):
+                entry.decision = _DELIVERED
+                entry.settled = True
+            else:
+                rest.append((index, message_id))
+        return rest
 
     def decision(self, message_id: str) -> Decision | None:
         return self._entries[message_id].decision
@@ -306,6 +328,13 @@ class Ledger:
     def unsettled(self) -> list[str]:
         """Every registered messageId not proven settled, in input order: the batch response."""
         return [message_id for message_id, entry in self._entries.items() if not entry.settled]
+
+    def outcomes(self, *, delivered: bool) -> list[tuple[str, Decision | None, bool]]:
+        """(messageId, decision, settled) of every record in input order -- without the plainly delivered ones
+        (settled, every event accepted, nothing rejected) unless ``delivered``: what the response logs and counts
+        beyond ``len(ledger) - len(unsettled())`` records settled."""
+        return [(message_id, entry.decision, entry.settled) for message_id, entry in self._entries.items()
+                if delivered or entry.decision is not _DELIVERED or not entry.settled]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- FIFO order
