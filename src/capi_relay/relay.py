@@ -314,11 +314,11 @@ class Relay:
         the shortest request. An unexpected error preparing a record fails that record only (nothing of it is
         sent)."""
         prepare_until = io_end - self._reserve(len(records), len(records)) - self._deliverer.config.min_request_s
-        mono, late = self._mono, False
+        mono, late, failing = self._mono, False, ledger.failing()
         match_keys: list[int] = []  # counted into the summary at once: a Counter's += costs ~100 ns an event
         try:
             for record in records:
-                if record.message is None or ledger.failure(record.message_id) is not None or not record.identities:
+                if record.message is None or not record.identities or record.message_id in failing:
                     continue
                 late = late or mono() >= prepare_until
                 if late:
@@ -405,7 +405,8 @@ class Relay:
         """Send what may be sent (FIFO: nothing after a failing record of its group) until the fate reserve, and
         enter Meta's answers in the ledger."""
         outbound = self._sendable(records, ledger, fifo)
-        summary.fate_reserve_s = reserve = self._reserve(len(records), self._letters_known(records, ledger, now))
+        letters = self._letters_known(records, ledger, now) if self.quarantine_enabled else 0  # else none stored
+        summary.fate_reserve_s = reserve = self._reserve(len(records), letters)
         report = self._deliverer.deliver(outbound, io_end - reserve, fifo=fifo, quarantine=self.quarantine_enabled)
         summary.delivery = report
         ledger.accept_all(report.accepted)
@@ -421,16 +422,16 @@ class Relay:
     def _sendable(self, records: list[_Record], ledger: Ledger, fifo: bool) -> list[Outbound]:
         """The events to send: those of records not already failing; FIFO: a failing record (or one whose
         rejection fails it, without a DLQ) blocks the later records of its group."""
-        gate, quarantine = FifoGate(), self.quarantine_enabled
+        gate, quarantine, failing = FifoGate(), self.quarantine_enabled, ledger.failing()
         out: list[Outbound] = []
         for record in records:
             message_id = record.message_id
             if fifo and gate.blocks(record.group_id):
                 ledger.fail(message_id, FIFO_BLOCKED)
-            failing = ledger.failure(message_id) is not None
-            if fifo and (failing or (not quarantine and ledger.rejected(message_id))):
+            fails = message_id in failing
+            if fifo and (fails or (not quarantine and ledger.rejected(message_id))):
                 gate.failed(record.group_id)
-            if not failing:
+            if not fails:
                 out.extend(record.outbound)
         return out
 
@@ -452,9 +453,8 @@ class Relay:
     def _letters_known(self, records: list[_Record], ledger: Ledger, now: int) -> int:
         """Letters the batch needs as far as known before delivery: its rejections, and every event of a
         record on its last receive or near its retention's end (it may be dead-lettered)."""
-        settings, count = self._settings, 0
+        settings, count = self._settings, ledger.rejections()
         for record in records:
-            count += ledger.rejected_count(record.message_id)
             if last_chance(receive_count=record.receive_count, max_receive_count=settings.max_receive_count,
                            sent=record.sent, retention_s=settings.queue_retention_s, now=now,
                            next_receive_s=settings.queue_visibility_timeout_s):  # fmt: skip
