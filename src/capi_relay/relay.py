@@ -303,8 +303,13 @@ class Relay:
             ledger.reject(message_id, None, "no_pixel_id")
             return
         default_time = record.sent or now  # fixed at first sight: every letter carries it from then on
-        record.identities = tuple([resolve_identity(pixel_id, event, default_time) for event in message.events])
-        ledger.expect(message_id, len(message.events))
+        events = message.events
+        record.identities = (
+            (resolve_identity(pixel_id, events[0], default_time),)  # the one-event record: no list to build
+            if len(events) == 1
+            else tuple([resolve_identity(pixel_id, event, default_time) for event in events])
+        )
+        ledger.expect(message_id, len(events))
 
     # ----------------------------------------------------------------------------------- 2. prepare
     def _prepare_all(self, records: list[_Record], now: int, summary: BatchSummary, ledger: Ledger,
