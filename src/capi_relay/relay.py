@@ -47,7 +47,7 @@ from capi_relay.fate.ledger import (
 )
 from capi_relay.fate.letters import DeadLetter, Source, batches, dead_letter
 from capi_relay.ingest.envelope import EnvelopeError, parse_body
-from capi_relay.ingest.model import Identity, InboundMessage, Outbound, Rejection
+from capi_relay.ingest.model import Identity, InboundMessage, Outbound, Prepared, Rejection
 from capi_relay.prepare.events import REQUEST_OVERHEAD_BYTES, derived_event_id, prepare_event, resolve_identity
 from capi_relay.prepare.normalize import clear_memo
 from capi_relay.settings import Settings
@@ -178,6 +178,9 @@ class Relay:
             if queues is not None
             else None
         )
+        # What every event's preparation is given, read once.
+        self._normalization = settings.normalization
+        self._max_event_bytes = settings.max_request_bytes - REQUEST_OVERHEAD_BYTES
 
     @property
     def quarantine_enabled(self) -> bool:
@@ -240,14 +243,15 @@ class Relay:
         summary.records = len(records)
         self._prepare_all(records, now, summary, ledger, io_end)  # 2
         self._deliver(records, ledger, summary, fifo=fifo, now=now, io_end=io_end)  # 3
-        self._decide(records, ledger, started_wall)  # 4
+        undelivered = self._decide(records, ledger, started_wall)  # 4
         if fifo:
             block_fifo_groups(ledger, [(r.message_id, r.group_id) for r in records])
-        if self.quarantine_enabled:  # 5
-            self._store_letters(records, ledger, fifo, io_end, summary)
+        # 5: a delivered record has no letter to store and nothing to park (a FIFO block only fails a record)
+        if self.quarantine_enabled:
+            self._store_letters(undelivered, ledger, fifo, io_end, summary)
             if fifo:
                 block_fifo_groups(ledger, [(r.message_id, r.group_id) for r in records])
-        self._park(records, ledger, io_end)
+        self._park(undelivered, ledger, io_end)
 
     # ------------------------------------------------------------------------------------- 1. parse
     def _parse(self, raw_records: list[Any], now: int, ledger: Ledger, records: list[_Record]) -> None:
@@ -299,46 +303,54 @@ class Relay:
             ledger.reject(message_id, None, "no_pixel_id")
             return
         default_time = record.sent or now  # fixed at first sight: every letter carries it from then on
-        record.identities = tuple([resolve_identity(pixel_id, event, default_time) for event in message.events])
-        ledger.expect(message_id, len(message.events))
+        events = message.events
+        record.identities = (
+            (resolve_identity(pixel_id, events[0], default_time),)  # the one-event record: no list to build
+            if len(events) == 1
+            else tuple([resolve_identity(pixel_id, event, default_time) for event in events])
+        )
+        ledger.expect(message_id, len(events))
 
     # ----------------------------------------------------------------------------------- 2. prepare
     def _prepare_all(self, records: list[_Record], now: int, summary: BatchSummary, ledger: Ledger,
                      io_end: float) -> None:  # fmt: skip
         """Prepare every readable record until the preparation deadline; a record not reached by then fails. The
         deadline keeps back the fate reserve (one letter per record assumed until the rejections are known) and
-        the shortest request."""
+        the shortest request. An unexpected error preparing a record fails that record only (nothing of it is
+        sent)."""
         prepare_until = io_end - self._reserve(len(records), len(records)) - self._deliverer.config.min_request_s
-        late = False
-        for record in records:
-            if record.message is None or ledger.failure(record.message_id) is not None or not record.identities:
-                continue
-            late = late or self._mono() >= prepare_until
-            if late:
-                ledger.fail(record.message_id, "deadline_preparing")
-                continue
-            self._prepare(record, now, summary, ledger)
-
-    def _prepare(self, record: _Record, now: int, summary: BatchSummary, ledger: Ledger) -> None:
-        """Prepare one record's events; an unexpected error fails this record only (nothing of it is sent)."""
+        mono, late, failing = self._mono, False, ledger.failing()
+        match_keys: list[int] = []  # counted into the summary at once: a Counter's += costs ~100 ns an event
         try:
-            self._prepare_unsafe(record, now, summary, ledger)
-        except Exception as exc:
-            record.outbound = ()
-            logger.warning("record could not be prepared", extra={"message_id": record.message_id,
-                                                                  "error": type(exc).__name__})  # fmt: skip
-            ledger.fail(record.message_id, "unprocessable_record")
+            for record in records:
+                if record.message is None or not record.identities or record.message_id in failing:
+                    continue
+                late = late or mono() >= prepare_until
+                if late:
+                    ledger.fail(record.message_id, "deadline_preparing")
+                    continue
+                try:
+                    summary.events_prepared += self._prepare(record, now, summary, ledger, match_keys)
+                except Exception as exc:
+                    record.outbound = ()
+                    logger.warning("record could not be prepared", extra={"message_id": record.message_id,
+                                                                          "error": type(exc).__name__})  # fmt: skip
+                    ledger.fail(record.message_id, "unprocessable_record")
+        finally:
+            summary.match_keys.update(match_keys)
 
-    def _prepare_unsafe(self, record: _Record, now: int, summary: BatchSummary, ledger: Ledger) -> None:
+    def _prepare(self, record: _Record, now: int, summary: BatchSummary, ledger: Ledger,
+                 match_keys: list[int]) -> int:  # fmt: skip
+        """Prepare one record's events (their number of match keys appended to ``match_keys``); the number
+        prepared. May raise: the caller fails the record."""
         message, message_id, pixel_id = record.message, record.message_id, record.pixel_id
         assert message is not None
         assert pixel_id is not None
-        normalization = self._settings.normalization
-        max_event_bytes = self._settings.max_request_bytes - REQUEST_OVERHEAD_BYTES
+        normalization, max_event_bytes = self._normalization, self._max_event_bytes
         outbound: list[Outbound] = []
         identities, test_event_code, request_fields, group_id = (
             record.identities, record.test_event_code, message.request_fields, record.group_id)  # fmt: skip
-        match_keys, oldest = summary.match_keys, record.oldest_event_time
+        oldest = record.oldest_event_time
         for position, raw_event in enumerate(message.events):
             identity = identities[position]
             result = prepare_event(
@@ -350,25 +362,11 @@ class Relay:
                 max_event_bytes=max_event_bytes,
             )
             if isinstance(result, Rejection):
-                summary.events_rejected[result.reason] += 1
-                ledger.reject(message_id, position, result.reason)
-                logger.warning(
-                    "event rejected before sending",
-                    extra={"message_id": message_id, "event_index": position, "reason": result.reason,
-                           "detail": result.detail},
-                )  # fmt: skip
+                self._rejected(message_id, position, result, summary, ledger)
                 continue
-            if result.drops:
-                if logger.isEnabledFor(logging.DEBUG):  # what `capi-relay check` shows as "dropped"
-                    dropped = [{"field": d.field, "reason": d.reason} for d in result.drops]
-                    extra = {"message_id": message_id, "event_index": position, "dropped": dropped}
-                    logger.debug("values dropped", extra=extra)
-                for drop in result.drops:
-                    summary.fields_dropped[(drop.field, drop.reason)] += 1
-            if result.notes:
-                for note in result.notes:
-                    summary.notes[note] += 1
-            match_keys[result.match_keys] += 1
+            if result.drops or result.notes:
+                self._noted(message_id, position, result, summary)
+            match_keys.append(result.match_keys)
             event_time = result.event.get("event_time")
             if isinstance(event_time, int) and (oldest is None or event_time < oldest):
                 record.oldest_event_time = oldest = event_time
@@ -376,11 +374,35 @@ class Relay:
             outbound.append(Outbound(message_id, position, pixel_id, test_event_code, result.encoded,
                                      request_fields, group_id))  # fmt: skip
         record.outbound = outbound
-        summary.events_prepared += len(outbound)
         # The parsed events are read again only for a letter (rare): freed now, while they are in the CPU's cache,
         # not all at the batch's end (~27 MB for 10,000 records); _source parses the body again, the same events.
         message.events = []
         record.events_released = True
+        return len(outbound)
+
+    @staticmethod
+    def _rejected(message_id: str, position: int, rejection: Rejection, summary: BatchSummary,
+                  ledger: Ledger) -> None:  # fmt: skip
+        summary.events_rejected[rejection.reason] += 1
+        ledger.reject(message_id, position, rejection.reason)
+        logger.warning(
+            "event rejected before sending",
+            extra={"message_id": message_id, "event_index": position, "reason": rejection.reason,
+                   "detail": rejection.detail},
+        )  # fmt: skip
+
+    @staticmethod
+    def _noted(message_id: str, position: int, result: Prepared, summary: BatchSummary) -> None:
+        """Count (and at DEBUG log) the values dropped from a prepared event, and its notes."""
+        if result.drops:
+            if logger.isEnabledFor(logging.DEBUG):  # what `capi-relay check` shows as "dropped"
+                dropped = [{"field": d.field, "reason": d.reason} for d in result.drops]
+                extra = {"message_id": message_id, "event_index": position, "dropped": dropped}
+                logger.debug("values dropped", extra=extra)
+            for drop in result.drops:
+                summary.fields_dropped[(drop.field, drop.reason)] += 1
+        for note in result.notes:
+            summary.notes[note] += 1
 
     # ----------------------------------------------------------------------------------- 3. deliver
     def _deliver(self, records: list[_Record], ledger: Ledger, summary: BatchSummary, *, fifo: bool, now: int,
@@ -388,7 +410,8 @@ class Relay:
         """Send what may be sent (FIFO: nothing after a failing record of its group) until the fate reserve, and
         enter Meta's answers in the ledger."""
         outbound = self._sendable(records, ledger, fifo)
-        summary.fate_reserve_s = reserve = self._reserve(len(records), self._letters_known(records, ledger, now))
+        letters = self._letters_known(records, ledger, now) if self.quarantine_enabled else 0  # else none stored
+        summary.fate_reserve_s = reserve = self._reserve(len(records), letters)
         report = self._deliverer.deliver(outbound, io_end - reserve, fifo=fifo, quarantine=self.quarantine_enabled)
         summary.delivery = report
         ledger.accept_all(report.accepted)
@@ -404,16 +427,16 @@ class Relay:
     def _sendable(self, records: list[_Record], ledger: Ledger, fifo: bool) -> list[Outbound]:
         """The events to send: those of records not already failing; FIFO: a failing record (or one whose
         rejection fails it, without a DLQ) blocks the later records of its group."""
-        gate, quarantine = FifoGate(), self.quarantine_enabled
+        gate, quarantine, failing = FifoGate(), self.quarantine_enabled, ledger.failing()
         out: list[Outbound] = []
         for record in records:
             message_id = record.message_id
             if fifo and gate.blocks(record.group_id):
                 ledger.fail(message_id, FIFO_BLOCKED)
-            failing = ledger.failure(message_id) is not None
-            if fifo and (failing or (not quarantine and ledger.rejected(message_id))):
+            fails = message_id in failing
+            if fifo and (fails or (not quarantine and ledger.rejected(message_id))):
                 gate.failed(record.group_id)
-            if not failing:
+            if not fails:
                 out.extend(record.outbound)
         return out
 
@@ -435,9 +458,8 @@ class Relay:
     def _letters_known(self, records: list[_Record], ledger: Ledger, now: int) -> int:
         """Letters the batch needs as far as known before delivery: its rejections, and every event of a
         record on its last receive or near its retention's end (it may be dead-lettered)."""
-        settings, count = self._settings, 0
+        settings, count = self._settings, ledger.rejections()
         for record in records:
-            count += ledger.rejected_count(record.message_id)
             if last_chance(receive_count=record.receive_count, max_receive_count=settings.max_receive_count,
                            sent=record.sent, retention_s=settings.queue_retention_s, now=now,
                            next_receive_s=settings.queue_visibility_timeout_s):  # fmt: skip
@@ -445,14 +467,15 @@ class Relay:
         return count
 
     # ------------------------------------------------------------------------------------ 4. decide
-    def _decide(self, records: list[_Record], ledger: Ledger, started_wall: float) -> None:
+    def _decide(self, records: list[_Record], ledger: Ledger, started_wall: float) -> list[_Record]:
+        """Decide every record; the records not delivered (in input order). The usual record (every event
+        accepted) is decided delivered by the ledger in one pass: nothing to park, its last chance does not matter."""
         settings, now = self._settings, self._wall()
         quarantine = self.quarantine_enabled
-        for record in records:
+        undelivered = [self._at(records, index, message_id) for index, message_id in ledger.decide_delivered()]
+        for record in undelivered:
             message_id = record.message_id
             record.park_s = None
-            if ledger.delivered(message_id):  # the usual record: nothing to park, its last chance does not matter
-                continue
             reason = ledger.failure(message_id)
             if reason is not None and is_parkable(reason) and self.parking_enabled:
                 record.park_s = park_seconds(ParkInput(
@@ -470,6 +493,16 @@ class Relay:
                 final or (record.receive_count or 1) >= settings.max_receive_count
             ):
                 ledger.unpark(message_id)  # SQS moves it on its next receive: parking would only delay that
+        return undelivered
+
+    @staticmethod
+    def _at(records: list[_Record], index: int, message_id: str) -> _Record:
+        """The record at ``index``: the ledger has one entry per record, in the same order (:meth:`_parse`). A
+        mismatch is a bug: it raises, and every record not proven settled fails."""
+        record = records[index] if index < len(records) else None
+        if record is None or record.message_id != message_id:
+            raise RuntimeError(f"the ledger and the records disagree at {index}")
+        return record
 
     # ------------------------------------------------------------------------------ 5. persist fates
     def _store_letters(self, records: list[_Record], ledger: Ledger, fifo: bool, io_end: float,
@@ -616,16 +649,15 @@ class Relay:
     # ------------------------------------------------------------------------------------ 6. respond
     def _respond(self, records: list[_Record], ledger: Ledger, summary: BatchSummary) -> None:
         failed = ledger.unsettled()
-        failed_set = set(failed)
         debug = logger.isEnabledFor(logging.DEBUG)
         # A record is looked up only to log it: failed, or delivered at DEBUG (the healthy batch: none).
-        by_id = {record.message_id: record for record in records} if failed_set or debug else {}
+        by_id = {record.message_id: record for record in records} if failed or debug else {}
         settings = self._settings
-        for message_id in ledger:
-            decision = ledger.decision(message_id)
+        summary.records_delivered = len(ledger) - len(failed)
+        # A plainly delivered record adds nothing more (every record at DEBUG: each is logged).
+        for message_id, decision, settled in ledger.outcomes(delivered=debug):
             record = by_id.get(message_id)
-            if message_id not in failed_set:
-                summary.records_delivered += 1
+            if settled:
                 letters = 0
                 if decision is not None and decision.letters:
                     letters = len(decision.quarantine)
@@ -655,7 +687,7 @@ class Relay:
                        "code": failure.code, "error_subcode": failure.subcode, "fbtrace_id": failure.fbtrace_id,
                        "dead_letter_next": final},
             )  # fmt: skip
-        summary.records = max(summary.records, len(failed_set) + summary.records_delivered)
+        summary.records = max(summary.records, len(failed) + summary.records_delivered)
         summary.records_parked = sum(
             1 for m in failed if (d := ledger.decision(m)) is not None and d.park and d.outcome is Outcome.FAILED
         )

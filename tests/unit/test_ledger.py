@@ -264,3 +264,78 @@ def test_delivered_takes_the_decision_decide_takes_for_a_fully_accepted_record_a
 def test_rejected_count_is_the_number_of_letters_rejected_lists() -> None:
     for name, book in _entries_of_every_kind():
         assert book.rejected_count(name) == len(book.rejected(name)), name
+
+
+# ------------------------------------------------------------------------ the batch-wide views (issue 21)
+def _one_ledger_of_every_kind() -> tuple[list[str], Ledger]:
+    """Every kind of entry of :func:`_entries_of_every_kind` in one ledger, in that order."""
+    made = _entries_of_every_kind()
+    book = Ledger([name for name, _ in made])
+    for name, single in made:
+        book._entries[name] = single._entries[name]
+    return [name for name, _ in made], book
+
+
+def test_decide_delivered_takes_what_delivered_takes_for_each_record_and_returns_the_positions_of_the_rest() -> None:
+    names, one_pass = _one_ledger_of_every_kind()
+    one_by_one = dict(_entries_of_every_kind())
+    rest = one_pass.decide_delivered()
+    expected_rest = [(i, name) for i, name in enumerate(names) if not one_by_one[name].delivered(name)]
+    assert rest == expected_rest
+    assert [name for _, name in rest] == ["never-read", "one-missing", "rejected", "accepted-with-a-letter", "failed",
+                                        "body-rejected", "undecided"]  # fmt: skip
+    for name in names:
+        assert one_pass.decision(name) == one_by_one[name].decision(name), name
+        assert one_pass.settled(name) == one_by_one[name].settled(name), name
+    # a record already decided is left as it is: decided again by no one
+    one_pass.fail("one-missing", "deadline")
+    one_pass.decide("one-missing", quarantine=True, last_chance=False)
+    assert [name for _, name in one_pass.decide_delivered()] == ["never-read", "rejected", "accepted-with-a-letter",
+                                                               "failed", "body-rejected", "undecided"]  # fmt: skip
+
+
+def test_failing_is_a_live_view_of_every_record_whose_failure_is_set_however_it_was_set() -> None:
+    ledger = Ledger(["f", "u", "n", "b", "ok"])
+    failing = ledger.failing()
+    ledger.fail("f", "deadline_preparing")
+    ledger.fail("f", "later")  # the first reason wins; still one record
+    ledger.fail("ghost", "x")  # never registered: nothing written
+    ledger.expect("u", 1)
+    ledger.decide("u", quarantine=True, last_chance=False)  # an event nobody reported on: unsettled
+    ledger.decide("n", quarantine=True, last_chance=False)  # never read: unsettled
+    ledger.expect("b", 1)
+    ledger.accept("b", 0)
+    ledger.decide("b", quarantine=True, last_chance=False)
+    ledger.block("b")  # FIFO: behind a failed record of its group
+    ledger.expect("ok", 1)
+    ledger.accept("ok", 0)
+    ledger.decide("ok", quarantine=True, last_chance=False)
+    assert set(failing) == {"f", "u", "n", "b"}
+    assert {m for m in ledger if ledger.failure(m) is not None} == set(failing)
+
+
+def test_rejections_counts_each_first_rejection_of_every_record() -> None:
+    ledger = Ledger(["a", "b"])
+    ledger.reject("a", 0, "event_too_old")
+    ledger.reject("a", 0, "other")  # the first reason wins: still one letter
+    ledger.reject("a", None, "no_pixel_id")
+    ledger.reject("b", 3, "invalid_value")
+    ledger.reject("ghost", 0, "x")  # never registered
+    ledger.undecided("b", 1, "graph_throttled")  # not a rejection
+    assert ledger.rejections() == 3 == sum(ledger.rejected_count(m) for m in ledger)
+
+
+def test_outcomes_leave_out_only_the_plainly_delivered_records_unless_asked() -> None:
+    names, ledger = _one_ledger_of_every_kind()
+    ledger.decide_delivered()
+    for name in names:
+        if ledger.decision(name) is None:
+            ledger.decide(name, quarantine=True, last_chance=False)
+    ledger.stored("rejected")  # its letter stored: settled, but not plainly delivered
+    every = ledger.outcomes(delivered=True)
+    assert every == [(name, ledger.decision(name), ledger.settled(name)) for name in names]
+    assert [m for m, _, _ in ledger.outcomes(delivered=False)] == [
+        m for m, decision, settled in every if not (settled and decision == Decision(Outcome.DELIVERED))
+    ]
+    assert "rejected" in [m for m, _, _ in ledger.outcomes(delivered=False)]
+    assert len(ledger) == len(names)

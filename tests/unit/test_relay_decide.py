@@ -15,7 +15,7 @@ from capi_relay.app import delivery_config
 from capi_relay.deliver.client import GraphReply
 from capi_relay.deliver.engine import Deliverer
 from capi_relay.deliver.policy import ErrorKind, GraphError
-from capi_relay.relay import BatchSummary, Relay
+from capi_relay.relay import BatchSummary, Relay, _Record
 from capi_relay.settings import settings_from_env
 from tests.unit.fakes import FakeSender, FakeTokens
 from tests.unit.test_relay import DLQ, NOW, FakeQueues, event, failed_ids, record
@@ -153,3 +153,13 @@ def test_without_a_sent_timestamp_a_missing_event_time_is_the_invocations_clock(
     assert failed_ids(summary.response) == []
     assert [e["event_time"] for e in sender.events] == [NOW]
     assert summary.delivery.latencies_ms == [1.0]
+
+
+def test_a_record_is_taken_from_the_ledgers_position_only_when_its_message_id_agrees() -> None:
+    # _decide maps the ledger's undecided entries to records by input position; a mismatch is a bug that must
+    # fail closed (it raises, and _process fails every record not proven settled), never decide another record
+    records = [_Record("a", {}), _Record("b", {})]
+    assert Relay._at(records, 1, "b") is records[1]
+    for index, message_id in ((1, "a"), (2, "b")):
+        with pytest.raises(RuntimeError):
+            Relay._at(records, index, message_id)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
@@ -152,14 +153,24 @@ class _Entry:
         self.settled = False
 
 
-def _first_reason(entry: _Entry, which: str, position: int | None, reason: str) -> None:
-    """Note ``reason`` for ``position`` in the entry's ``rejected`` or ``undecided`` (the first reason wins); the
-    shared read-only empty mapping is replaced by the entry's own dict on the first write."""
+def _all_accepted(entry: _Entry) -> bool:
+    """Every event of the record accepted, none rejected, no failure: the usual record, delivered."""
+    if entry.failure is not None or entry.rejected or entry.positions is None:
+        return False
+    return entry.accepted.issuperset(range(entry.positions))
+
+
+def _first_reason(entry: _Entry, which: str, position: int | None, reason: str) -> bool:
+    """Note ``reason`` for ``position`` in the entry's ``rejected`` or ``undecided`` (the first reason wins: True
+    when it is noted); the shared read-only empty mapping is replaced by the entry's own dict on the first write."""
     reasons = getattr(entry, which)
     if not isinstance(reasons, dict):
         reasons = {}
         setattr(entry, which, reasons)
-    reasons.setdefault(position, reason)
+    if position in reasons:
+        return False
+    reasons[position] = reason
+    return True
 
 
 class Ledger:
@@ -168,6 +179,9 @@ class Ledger:
 
     def __init__(self, message_ids: Iterable[str] = ()) -> None:
         self._entries: dict[str, _Entry] = {}
+        # Across the records, for the checks of every record before delivery without reading each entry:
+        self._failing: set[str] = set()  # the messageIds whose failure is set
+        self._rejections = 0  # the (record, event) rejections noted
         for message_id in message_ids:
             self.add(message_id)
 
@@ -183,6 +197,9 @@ class Ledger:
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     # ------------------------------------------------------------------ what happened
     def expect(self, message_id: str, events: int) -> None:
@@ -203,8 +220,8 @@ class Ledger:
 
     def reject(self, message_id: str, position: int | None, reason: str) -> None:
         entry = self._entries.get(message_id)
-        if entry is not None:
-            _first_reason(entry, "rejected", position, reason)
+        if entry is not None and _first_reason(entry, "rejected", position, reason):
+            self._rejections += 1
 
     def undecided(self, message_id: str, position: int, reason: str) -> None:
         entry = self._entries.get(message_id)
@@ -215,10 +232,25 @@ class Ledger:
         """The record cannot be decided now; the first reason wins."""
         entry = self._entries.get(message_id)
         if entry is not None and entry.failure is None:
-            entry.failure, entry.retry_after_s = reason, retry_after_s
+            self._failed(message_id, entry, reason)
+            entry.retry_after_s = retry_after_s
+
+    def _failed(self, message_id: str, entry: _Entry, reason: str) -> None:
+        """The one write of a record's failure (its first): the entry and the set of failing records."""
+        entry.failure = reason
+        self._failing.add(message_id)
 
     def failure(self, message_id: str) -> str | None:
         return self._entries[message_id].failure
+
+    def failing(self) -> AbstractSet[str]:
+        """The messageIds of the records failing so far, as a live read-only view (a record failed later is in it
+        too): ``m in ledger.failing()`` is ``ledger.failure(m) is not None`` for a check of every record."""
+        return self._failing
+
+    def rejections(self) -> int:
+        """The rejections noted so far: ``sum(rejected_count(m) for m in ledger)`` without reading each entry."""
+        return self._rejections
 
     def retry_after_s(self, message_id: str) -> float | None:
         return self._entries[message_id].retry_after_s
@@ -244,9 +276,9 @@ class Ledger:
                 if position not in entry.accepted and position not in entry.rejected:
                     unsettled.append(LetterDue(position, entry.undecided.get(position, entry.failure or "unsettled")))
         if unsettled and entry.failure is None:
-            entry.failure = unsettled[0].reason
+            self._failed(message_id, entry, unsettled[0].reason)
         if entry.positions is None and not entry.rejected and entry.failure is None:
-            entry.failure = "unsettled"  # never read, never rejected: not proven
+            self._failed(message_id, entry, "unsettled")  # never read, never rejected: not proven
         failure = entry.failure
         if failure is not None and entry.positions is None:
             unsettled = [LetterDue(None, failure)] if None not in entry.rejected else []
@@ -263,13 +295,25 @@ class Ledger:
         """Decide the usual record at once: every event accepted, none rejected, no failure. It is delivered
         whatever its last chance (the same decision :meth:`decide` takes); False: nothing is written."""
         entry = self._entries[message_id]
-        if entry.failure is not None or entry.rejected or entry.positions is None:
-            return False
-        if not entry.accepted.issuperset(range(entry.positions)):
+        if not _all_accepted(entry):
             return False
         entry.decision = _DELIVERED
         entry.settled = True
         return True
+
+    def decide_delivered(self) -> list[tuple[int, str]]:
+        """:meth:`delivered` for every record not decided yet, in one pass: (input position 0, 1, ..., messageId)
+        of the records it did not decide, for :meth:`decide` -- none in a healthy batch."""
+        rest: list[tuple[int, str]] = []
+        for index, (message_id, entry) in enumerate(self._entries.items()):
+            if entry.decision is not None:
+                continue
+            if _all_accepted(entry):
+                entry.decision = _DELIVERED
+                entry.settled = True
+            else:
+                rest.append((index, message_id))
+        return rest
 
     def decision(self, message_id: str) -> Decision | None:
         return self._entries[message_id].decision
@@ -277,7 +321,8 @@ class Ledger:
     def block(self, message_id: str) -> None:
         """FIFO: an earlier record of the group failed; this one fails too (never acknowledged)."""
         entry = self._entries[message_id]
-        entry.failure = entry.failure or FIFO_BLOCKED
+        if not entry.failure:
+            self._failed(message_id, entry, FIFO_BLOCKED)
         entry.decision = Decision(Outcome.FAILED, FIFO_BLOCKED)
         entry.settled = False
 
@@ -306,6 +351,13 @@ class Ledger:
     def unsettled(self) -> list[str]:
         """Every registered messageId not proven settled, in input order: the batch response."""
         return [message_id for message_id, entry in self._entries.items() if not entry.settled]
+
+    def outcomes(self, *, delivered: bool) -> list[tuple[str, Decision | None, bool]]:
+        """(messageId, decision, settled) of every record in input order -- without the plainly delivered ones
+        (settled, every event accepted, nothing rejected) unless ``delivered``: what the response logs and counts
+        beyond ``len(ledger) - len(unsettled())`` records settled."""
+        return [(message_id, entry.decision, entry.settled) for message_id, entry in self._entries.items()
+                if delivered or entry.decision is not _DELIVERED or not entry.settled]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- FIFO order
