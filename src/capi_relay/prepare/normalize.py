@@ -276,14 +276,16 @@ def _hashed(field: str, value: Any, ctx: _Ctx) -> str | tuple[str, ...]:
     return forms[0] if len(forms) == 1 else forms
 
 
-# The lengths at which _hash_forms looks for capi-param-builder's hash or an MD5: it decides those.
-_HASH_SHAPED = frozenset({32, 67, 73})
+# The lengths at which _hash_forms looks for an MD5 or capi-param-builder's hash, and the regex each needs: a value
+# of such a length that is neither (an email of 32 characters) is hashed like any other, a hash is left to
+# _hash_forms.
+_HASH_SHAPES = {32: _MD5_RE, 67: _PB_HASH_RE, 73: _PB_HASH_RE}
 
 
 def _string_hasher(field: str) -> Callable[[Any, _Ctx], str | tuple[str, ...]]:
-    """The hasher of a field without variants: a string of no hash's length (the usual value) is trimmed, put
-    through the field's rule and hashed in one call, and a SHA-256 (64 hex digits) is sent lower-cased; anything
-    else takes the reference path (_hashed).
+    """The hasher of a field without variants: a string that is no hash (the usual value) is trimmed, put through
+    the field's rule and hashed in one call, and a SHA-256 (64 hex digits) is sent lower-cased; anything else (an
+    MD5, capi-param-builder's hash, a number, a value over the cap) takes the reference path (_hashed).
     Both do the same steps in the same order (cap, UTF-8 check, NFC, trim, empty, rule, NFC, empty); an ASCII
     string needs no UTF-8 check and no NFC. tests/unit/test_normalize_fast_paths.py checks the two agree."""
     rule = _RULES[field]
@@ -296,7 +298,8 @@ def _string_hasher(field: str) -> Callable[[Any, _Ctx], str | tuple[str, ...]]:
             size = len(text)
             if size == 64 and _SHA256_RE.fullmatch(text):
                 return text.lower()
-            if size and size not in _HASH_SHAPED:
+            shape = _HASH_SHAPES.get(size)
+            if size and (shape is None or not shape.fullmatch(text)):
                 normalized = rule(text, ctx)
                 if not normalized.isascii():
                     normalized = unicodedata.normalize("NFC", normalized)
