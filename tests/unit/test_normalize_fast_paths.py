@@ -213,3 +213,52 @@ def test_a_cached_context_gives_what_a_fresh_one_gives_and_is_cleared_with_the_m
         run(*case, TODAY)
     assert len(normalize._contexts) <= 2
     normalize.clear_memo()
+
+
+event_countries = st.one_of(
+    st.none(),
+    st.sampled_from(["us", "US", "United Kingdom", "gb", "DE", "fr", "zz", ""]),
+    st.lists(st.sampled_from(["gb", "DE", "nowhere", None]), max_size=2),
+)
+context_events = st.fixed_dictionaries(
+    {
+        "db": st.sampled_from(["03/04/1990", "1990-04-03", "12/31/1990"]),
+        "ph": st.sampled_from(["020 7946 0958", "(650) 555-1212"]),
+    },
+    optional={"country": event_countries, "zp": st.sampled_from(["SW1A 1AA", "94043-1351"])},
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(context_events, st.sampled_from(["MDY", "DMY"]), st.sampled_from([TODAY, date(1990, 4, 1)])),
+        min_size=2,
+        max_size=6,
+    )
+)
+def test_events_in_a_row_get_the_context_each_gets_alone(events: list[tuple[dict[str, Any], str, date]]) -> None:
+    # _event_ctx reuses the previous event's context when its country value, settings and day are the same: a row
+    # of events of other countries, orders and days gives what each gives with nothing cached
+    def run(user_data: dict[str, Any], order: str, today: date) -> object:
+        notes: list[str] = []
+        cfg = NormalizationSettings(date_order=order)  # type: ignore[arg-type]
+        return normalize.normalize_user_data(user_data, cfg, today, notes), notes
+
+    alone = []
+    for event in events:
+        normalize.clear_memo()
+        alone.append(run(*event))
+    normalize.clear_memo()
+    assert [run(*event) for event in events] == alone
+    normalize.clear_memo()
+
+
+def test_the_memo_is_used_again_after_clear_memo() -> None:
+    # clear_memo forgets the previous event's context too: its field table holds the memo dicts it cleared
+    user_data = {"country": "gb", "db": "03/04/1990", "zp": "SW1A 1AA"}
+    for _ in range(2):
+        normalize.clear_memo()
+        normalize.normalize_user_data(user_data, SETTINGS, TODAY, [])
+        assert {(field, value) for field, value, _ in normalize._memo} >= {("db", "03/04/1990"), ("zp", "SW1A 1AA")}
+    normalize.clear_memo()

@@ -144,6 +144,7 @@ def clear_memo() -> None:
         values.clear()
     _context_memos.clear()
     _contexts.clear()
+    _last_context[0] = _NO_LAST_CONTEXT
     _memo_bytes = 0
     _memo_entries = 0
 
@@ -497,16 +498,34 @@ _CONTEXTS_MAX = 1024
 _UNKNOWN_FIELD: _Field = (None, None, -1, None)  # a key that is no field of user_data: dropped by _plain
 
 
+# The previous event's (country value, settings, today) and its context and field table: a batch's events mostly
+# share these, so most events skip reading their country and building the key. One tuple, replaced whole; reset by
+# clear_memo (its field table holds memo dicts).
+_LastContext = tuple[tuple[Any, NormalizationSettings, date] | None, _Ctx | None, dict[str, _Field]]
+_NO_LAST_CONTEXT: _LastContext = (None, None, {})
+_last_context: list[_LastContext] = [_NO_LAST_CONTEXT]
+
+
 def _event_ctx(user_data: dict[str, Any], settings: NormalizationSettings, today: date | None,
                notes: list[str] | None) -> tuple[_Ctx, dict[str, _Field]]:  # fmt: skip
     """The event's context (the settings, today, the country its ``country`` field names) and its field table.
     Both are built once per context; each event gets its own copy of the context (its notes are its own)."""
-    country = _first_country(user_data["country"]) if "country" in user_data else None
-    key = (country, settings.default_phone_region, settings.date_order, today or datetime.now(UTC).date())
+    event = (user_data.get("country"), settings, today or datetime.now(UTC).date())
+    seen, ctx, fields = _last_context[0]
+    if ctx is None or seen != event:
+        ctx, fields = _context_of(*event)
+        _last_context[0] = (event, ctx, fields)
+    return ctx.for_event(notes), fields
+
+
+def _context_of(raw_country: Any, settings: NormalizationSettings, today: date) -> tuple[_Ctx, dict[str, _Field]]:
+    """The context (and field table) of the country ``raw_country`` names (None: no such field) on ``today``."""
+    country = None if raw_country is None else _first_country(raw_country)
+    key = (country, settings.default_phone_region, settings.date_order, today)
     found = _contexts.get(key)
     if found is None:
         found = _new_context(key, settings)
-    return found[0].for_event(notes), found[1]
+    return found
 
 
 def _new_context(key: tuple[str | None, str, str, date], settings: NormalizationSettings,
