@@ -212,6 +212,7 @@ def test_a_cached_context_gives_what_a_fresh_one_gives_and_is_cleared_with_the_m
     for case in cases:
         run(*case, TODAY)
     assert len(normalize._contexts) <= 2
+    assert len(normalize._contexts_by_value) <= 2
     normalize.clear_memo()
 
 
@@ -238,8 +239,8 @@ context_events = st.fixed_dictionaries(
     )
 )
 def test_events_in_a_row_get_the_context_each_gets_alone(events: list[tuple[dict[str, Any], str, date]]) -> None:
-    # _event_ctx reuses the previous event's context when its country value, settings and day are the same: a row
-    # of events of other countries, orders and days gives what each gives with nothing cached
+    # _event_ctx finds a context by the country field's value (with the settings and the day): a row of events of
+    # other countries (one value, a list, none), orders and days gives what each gives with nothing cached
     def run(user_data: dict[str, Any], order: str, today: date) -> object:
         notes: list[str] = []
         cfg = NormalizationSettings(date_order=order)  # type: ignore[arg-type]
@@ -255,7 +256,7 @@ def test_events_in_a_row_get_the_context_each_gets_alone(events: list[tuple[dict
 
 
 def test_the_memo_is_used_again_after_clear_memo() -> None:
-    # clear_memo forgets the previous event's context too: its field table holds the memo dicts it cleared
+    # clear_memo forgets the contexts found by value too: their field tables hold the memo dicts it cleared
     user_data = {"country": "gb", "db": "03/04/1990", "zp": "SW1A 1AA"}
     for _ in range(2):
         normalize.clear_memo()

@@ -144,7 +144,7 @@ def clear_memo() -> None:
         values.clear()
     _context_memos.clear()
     _contexts.clear()
-    _last_context[0] = _NO_LAST_CONTEXT
+    _contexts_by_value.clear()
     _memo_bytes = 0
     _memo_entries = 0
 
@@ -498,24 +498,28 @@ _CONTEXTS_MAX = 1024
 _UNKNOWN_FIELD: _Field = (None, None, -1, None)  # a key that is no field of user_data: dropped by _plain
 
 
-# The previous event's (country value, settings, today) and its context and field table: a batch's events mostly
-# share these, so most events skip reading their country and building the key. One tuple, replaced whole; reset by
-# clear_memo (its field table holds memo dicts).
-_LastContext = tuple[tuple[Any, NormalizationSettings, date] | None, _Ctx | None, dict[str, _Field]]
-_NO_LAST_CONTEXT: _LastContext = (None, None, {})
-_last_context: list[_LastContext] = [_NO_LAST_CONTEXT]
+# (the country field's value, DEFAULT_PHONE_REGION, DATE_ORDER, today) -> the same (context, field table) as
+# _contexts: an event whose country is one short string (or none) finds its context by that value, without reading
+# it (_first_country). Cleared with the memo, and at _CONTEXTS_MAX entries (~300 bytes each: the values are shared).
+_contexts_by_value: dict[tuple[str | None, str, str, date], tuple[_Ctx, dict[str, _Field]]] = {}
 
 
 def _event_ctx(user_data: dict[str, Any], settings: NormalizationSettings, today: date | None,
                notes: list[str] | None) -> tuple[_Ctx, dict[str, _Field]]:  # fmt: skip
     """The event's context (the settings, today, the country its ``country`` field names) and its field table.
     Both are built once per context; each event gets its own copy of the context (its notes are its own)."""
-    event = (user_data.get("country"), settings, today or datetime.now(UTC).date())
-    seen, ctx, fields = _last_context[0]
-    if ctx is None or seen != event:
-        ctx, fields = _context_of(*event)
-        _last_context[0] = (event, ctx, fields)
-    return ctx.for_event(notes), fields
+    raw = user_data.get("country")
+    day = today or datetime.now(UTC).date()
+    if raw is None or (type(raw) is str and len(raw) <= MEMO_MAX_VALUE_CHARS):
+        key = (raw, settings.default_phone_region, settings.date_order, day)
+        found = _contexts_by_value.get(key)
+        if found is None:
+            if len(_contexts_by_value) >= _CONTEXTS_MAX:
+                _contexts_by_value.clear()
+            found = _contexts_by_value[key] = _context_of(raw, settings, day)
+    else:
+        found = _context_of(raw, settings, day)
+    return found[0].for_event(notes), found[1]
 
 
 def _context_of(raw_country: Any, settings: NormalizationSettings, today: date) -> tuple[_Ctx, dict[str, _Field]]:
