@@ -45,6 +45,8 @@ values = st.one_of(
     st.from_regex(r"[a-zA-Z0-9._+-]{1,10}@[a-zA-Z0-9-]{1,10}\.[a-z]{2,4}", fullmatch=True),
     st.from_regex(r"[0-9]{1,4}[-/. ][0-9]{1,2}[-/. ][0-9]{1,4}", fullmatch=True),
     st.from_regex(r" ?[0-9a-fA-F]{64}(\.[A-Za-z0-9_-]{2}|\.[A-Za-z0-9_-]{8})? ?|[0-9a-fA-F]{32}", fullmatch=True),
+    # values of a hash's length (32, 67, 73) that may or may not be one: an email of 32 characters is no MD5
+    st.sampled_from([32, 67, 73]).flatmap(lambda n: st.text(st.sampled_from("0aFz@.- _"), min_size=n, max_size=n)),
     st.integers(),
     st.floats(),
     st.booleans(),
@@ -69,6 +71,9 @@ def _outcome(call: Any, ctx: rules._Ctx) -> tuple[object, list[str]]:
 @example(field="external_id", value="0123456789abcdef0123456789abcdef", country=None)
 @example(field="ct", value="K\u00f6ln\ud800", country=None)
 @example(field="fn", value="Jose\u0301", country=None)
+@example(field="em", value="linda.johnson7000001@icloud.coma", country=None)
+@example(field="em", value="0123456789abcdef0123456789ABCDEF", country=None)
+@example(field="em", value="a" * 64 + ".AQ", country=None)
 def test_each_fields_hasher_agrees_with_the_reference_path(field: str, value: Any, country: str | None) -> None:
     fast_ctx = rules._Ctx(SETTINGS, country, TODAY)
     ref_ctx = rules._Ctx(SETTINGS, country, TODAY)
@@ -207,4 +212,54 @@ def test_a_cached_context_gives_what_a_fresh_one_gives_and_is_cleared_with_the_m
     for case in cases:
         run(*case, TODAY)
     assert len(normalize._contexts) <= 2
+    assert len(normalize._contexts_by_value) <= 2
+    normalize.clear_memo()
+
+
+event_countries = st.one_of(
+    st.none(),
+    st.sampled_from(["us", "US", "United Kingdom", "gb", "DE", "fr", "zz", ""]),
+    st.lists(st.sampled_from(["gb", "DE", "nowhere", None]), max_size=2),
+)
+context_events = st.fixed_dictionaries(
+    {
+        "db": st.sampled_from(["03/04/1990", "1990-04-03", "12/31/1990"]),
+        "ph": st.sampled_from(["020 7946 0958", "(650) 555-1212"]),
+    },
+    optional={"country": event_countries, "zp": st.sampled_from(["SW1A 1AA", "94043-1351"])},
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(context_events, st.sampled_from(["MDY", "DMY"]), st.sampled_from([TODAY, date(1990, 4, 1)])),
+        min_size=2,
+        max_size=6,
+    )
+)
+def test_events_in_a_row_get_the_context_each_gets_alone(events: list[tuple[dict[str, Any], str, date]]) -> None:
+    # _event_ctx finds a context by the country field's value (with the settings and the day): a row of events of
+    # other countries (one value, a list, none), orders and days gives what each gives with nothing cached
+    def run(user_data: dict[str, Any], order: str, today: date) -> object:
+        notes: list[str] = []
+        cfg = NormalizationSettings(date_order=order)  # type: ignore[arg-type]
+        return normalize.normalize_user_data(user_data, cfg, today, notes), notes
+
+    alone = []
+    for event in events:
+        normalize.clear_memo()
+        alone.append(run(*event))
+    normalize.clear_memo()
+    assert [run(*event) for event in events] == alone
+    normalize.clear_memo()
+
+
+def test_the_memo_is_used_again_after_clear_memo() -> None:
+    # clear_memo forgets the contexts found by value too: their field tables hold the memo dicts it cleared
+    user_data = {"country": "gb", "db": "03/04/1990", "zp": "SW1A 1AA"}
+    for _ in range(2):
+        normalize.clear_memo()
+        normalize.normalize_user_data(user_data, SETTINGS, TODAY, [])
+        assert {(field, value) for field, value, _ in normalize._memo} >= {("db", "03/04/1990"), ("zp", "SW1A 1AA")}
     normalize.clear_memo()

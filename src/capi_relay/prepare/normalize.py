@@ -144,6 +144,7 @@ def clear_memo() -> None:
         values.clear()
     _context_memos.clear()
     _contexts.clear()
+    _contexts_by_value.clear()
     _memo_bytes = 0
     _memo_entries = 0
 
@@ -276,14 +277,16 @@ def _hashed(field: str, value: Any, ctx: _Ctx) -> str | tuple[str, ...]:
     return forms[0] if len(forms) == 1 else forms
 
 
-# The lengths at which _hash_forms looks for capi-param-builder's hash or an MD5: it decides those.
-_HASH_SHAPED = frozenset({32, 67, 73})
+# The lengths at which _hash_forms looks for an MD5 or capi-param-builder's hash, and the regex each needs: a value
+# of such a length that is neither (an email of 32 characters) is hashed like any other, a hash is left to
+# _hash_forms.
+_HASH_SHAPES = {32: _MD5_RE, 67: _PB_HASH_RE, 73: _PB_HASH_RE}
 
 
 def _string_hasher(field: str) -> Callable[[Any, _Ctx], str | tuple[str, ...]]:
-    """The hasher of a field without variants: a string of no hash's length (the usual value) is trimmed, put
-    through the field's rule and hashed in one call, and a SHA-256 (64 hex digits) is sent lower-cased; anything
-    else takes the reference path (_hashed).
+    """The hasher of a field without variants: a string that is no hash (the usual value) is trimmed, put through
+    the field's rule and hashed in one call, and a SHA-256 (64 hex digits) is sent lower-cased; anything else (an
+    MD5, capi-param-builder's hash, a number, a value over the cap) takes the reference path (_hashed).
     Both do the same steps in the same order (cap, UTF-8 check, NFC, trim, empty, rule, NFC, empty); an ASCII
     string needs no UTF-8 check and no NFC. tests/unit/test_normalize_fast_paths.py checks the two agree."""
     rule = _RULES[field]
@@ -296,7 +299,8 @@ def _string_hasher(field: str) -> Callable[[Any, _Ctx], str | tuple[str, ...]]:
             size = len(text)
             if size == 64 and _SHA256_RE.fullmatch(text):
                 return text.lower()
-            if size and size not in _HASH_SHAPED:
+            shape = _HASH_SHAPES.get(size)
+            if size and (shape is None or not shape.fullmatch(text)):
                 normalized = rule(text, ctx)
                 if not normalized.isascii():
                     normalized = unicodedata.normalize("NFC", normalized)
@@ -494,16 +498,38 @@ _CONTEXTS_MAX = 1024
 _UNKNOWN_FIELD: _Field = (None, None, -1, None)  # a key that is no field of user_data: dropped by _plain
 
 
+# (the country field's value, DEFAULT_PHONE_REGION, DATE_ORDER, today) -> the same (context, field table) as
+# _contexts: an event whose country is one short string (or none) finds its context by that value, without reading
+# it (_first_country). Cleared with the memo, and at _CONTEXTS_MAX entries (~300 bytes each: the values are shared).
+_contexts_by_value: dict[tuple[str | None, str, str, date], tuple[_Ctx, dict[str, _Field]]] = {}
+
+
 def _event_ctx(user_data: dict[str, Any], settings: NormalizationSettings, today: date | None,
                notes: list[str] | None) -> tuple[_Ctx, dict[str, _Field]]:  # fmt: skip
     """The event's context (the settings, today, the country its ``country`` field names) and its field table.
     Both are built once per context; each event gets its own copy of the context (its notes are its own)."""
-    country = _first_country(user_data["country"]) if "country" in user_data else None
-    key = (country, settings.default_phone_region, settings.date_order, today or datetime.now(UTC).date())
+    raw = user_data.get("country")
+    day = today or datetime.now(UTC).date()
+    if raw is None or (type(raw) is str and len(raw) <= MEMO_MAX_VALUE_CHARS):
+        key = (raw, settings.default_phone_region, settings.date_order, day)
+        found = _contexts_by_value.get(key)
+        if found is None:
+            if len(_contexts_by_value) >= _CONTEXTS_MAX:
+                _contexts_by_value.clear()
+            found = _contexts_by_value[key] = _context_of(raw, settings, day)
+    else:
+        found = _context_of(raw, settings, day)
+    return found[0].for_event(notes), found[1]
+
+
+def _context_of(raw_country: Any, settings: NormalizationSettings, today: date) -> tuple[_Ctx, dict[str, _Field]]:
+    """The context (and field table) of the country ``raw_country`` names (None: no such field) on ``today``."""
+    country = None if raw_country is None else _first_country(raw_country)
+    key = (country, settings.default_phone_region, settings.date_order, today)
     found = _contexts.get(key)
     if found is None:
         found = _new_context(key, settings)
-    return found[0].for_event(notes), found[1]
+    return found
 
 
 def _new_context(key: tuple[str | None, str, str, date], settings: NormalizationSettings,
