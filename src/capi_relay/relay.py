@@ -31,7 +31,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from capi_relay.aws.sqs import QueueIO
-from capi_relay.deliver.engine import Deliverer, DeliveryReport, Failure
+from capi_relay.deliver.engine import Accepted, Deliverer, DeliveryReport, Failure
 from capi_relay.fate.ledger import (
     FIFO_BLOCKED,
     FifoGate,
@@ -414,7 +414,11 @@ class Relay:
         summary.fate_reserve_s = reserve = self._reserve(len(records), letters)
         report = self._deliverer.deliver(outbound, io_end - reserve, fifo=fifo, quarantine=self.quarantine_enabled)
         summary.delivery = report
-        ledger.accept_all(report.accepted)
+        accepted = report.accepted
+        if isinstance(accepted, Accepted):  # the engine's: its events, no pair per event
+            ledger.accept_events(accepted.events())
+        else:
+            ledger.accept_all(accepted)
         for (message_id, position), rejected in report.rejected.items():
             ledger.reject(message_id, position, rejected.reason)
         if report.failed:

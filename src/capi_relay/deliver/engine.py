@@ -43,8 +43,11 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 
 from capi_relay.aws.secrets import Credentials, InvocationScoped, SecretError, TokenProvider
 from capi_relay.deliver.chunking import Chunk, Chunker, ChunkKey, Item, chunk, request_body, request_stream
@@ -56,7 +59,7 @@ from capi_relay.fate.ledger import FIFO_BLOCKED, FifoGate
 from capi_relay.ingest.model import Outbound
 from capi_relay.settings import Settings, default_of
 
-__all__ = ["Deliverer", "DeliveryConfig", "DeliveryReport", "Failure", "chunk", "search_request_bound"]
+__all__ = ["Accepted", "Deliverer", "DeliveryConfig", "DeliveryReport", "Failure", "chunk", "search_request_bound"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +91,55 @@ class Failure:
     retry_after_s: float | None = None  # Meta's estimate (Retry-After / usage headers) for parking the record
 
 
+_OUTBOUND = attrgetter("outbound")
+
+
+class Accepted(AbstractSet[tuple[str, int]]):
+    """The (messageId, position) of every event Meta accepted: the proof, as a read-only set of pairs.
+
+    Recorded per accepted request (its items, which carry the events: one list append per request, no pair
+    built per event); the set of pairs is built only when something reads it as a set. :meth:`events` walks
+    the accepted events themselves, for the ledger (``Ledger.accept_events``)."""
+
+    __slots__ = ("_pairs", "_requests")
+
+    def __init__(self) -> None:
+        self._requests: list[list[Item]] = []
+        self._pairs: frozenset[tuple[str, int]] | None = None
+
+    def add_request(self, items: list[Item]) -> None:
+        """Every event of ``items`` was accepted (the list is kept, not copied: it is not changed after)."""
+        self._requests.append(items)
+        self._pairs = None
+
+    def events(self) -> Iterator[Outbound]:
+        """Each accepted event, request by request (an event accepted by two requests appears twice)."""
+        return map(_OUTBOUND, chain.from_iterable(self._requests))
+
+    def _set(self) -> frozenset[tuple[str, int]]:
+        if self._pairs is None:
+            self._pairs = frozenset([(o.message_id, o.position) for o in self.events()])
+        return self._pairs
+
+    def __contains__(self, pair: object) -> bool:
+        return pair in self._set()
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(self._set())
+
+    def __len__(self) -> int:
+        return len(self._set())
+
+    def __repr__(self) -> str:
+        return f"Accepted({set(self._set())!r})"
+
+
 @dataclass(slots=True)
 class DeliveryReport:
     failed: dict[str, Failure] = field(default_factory=dict)  # messageId -> first failure of an undecided event
     rejected: dict[tuple[str, int], Failure] = field(default_factory=dict)  # (messageId, position) Meta rejected
-    accepted: set[tuple[str, int]] = field(default_factory=set)  # (messageId, position) Meta accepted: the proof
+    # (messageId, position) Meta accepted: the proof. The engine's report holds an :class:`Accepted`.
+    accepted: AbstractSet[tuple[str, int]] = field(default_factory=Accepted)
     delivered_events: int = 0
     requests: int = 0
     retries: int = 0
@@ -145,12 +192,13 @@ class Deliverer:
         """Deliver ``outbound`` before ``deadline`` (a ``clock()`` value). ``outbound`` may be a generator
         that prepares events lazily: it is always consumed to the end. ``fifo`` keeps group order (see the
         module docstring); ``quarantine``: a rejected event does not block its group. Never raises."""
-        report = DeliveryReport()
+        accepted = Accepted()
+        report = DeliveryReport(accepted=accepted)
         if isinstance(self.tokens, InvocationScoped):
             self.tokens.begin_invocation(deadline)
         ctx = _Context(config=self.config, deadline=deadline, fifo=fifo, quarantine=quarantine, report=report,
-                       sender=self.sender, tokens=self.tokens, holds=self.holds, pool=self.pool, clock=self.clock,
-                       wall_clock=self.wall_clock, sleep=self.sleep, rng=self.rng)  # fmt: skip
+                       accepted=accepted, sender=self.sender, tokens=self.tokens, holds=self.holds, pool=self.pool,
+                       clock=self.clock, wall_clock=self.wall_clock, sleep=self.sleep, rng=self.rng)  # fmt: skip
         run = _Run(ctx)
         try:
             run.run(outbound)
@@ -167,14 +215,15 @@ class Deliverer:
 @dataclass(frozen=True, slots=True)
 class _Context:
     """What every part of one ``deliver`` call shares: the config, the deadline (a ``clock`` value), the mode,
-    the report being written, and the Deliverer's ports (the sender, the tokens, the hold book that outlives
-    the call, the pool, the clocks, sleep and the random source)."""
+    the report being written (and its ``accepted``, typed), and the Deliverer's ports (the sender, the tokens,
+    the hold book that outlives the call, the pool, the clocks, sleep and the random source)."""
 
     config: DeliveryConfig
     deadline: float
     fifo: bool
     quarantine: bool
     report: DeliveryReport
+    accepted: Accepted
     sender: GraphSender
     tokens: TokenProvider
     holds: HoldBook
@@ -459,9 +508,8 @@ class _Outcomes:
         return self._accepted(req)
 
     def _accepted(self, req: _Request) -> list[_Request]:
-        report = self.ctx.report
-        report.delivered_events += len(req.items)
-        report.accepted.update((i.outbound.message_id, i.outbound.position) for i in req.items)
+        self.ctx.report.delivered_events += len(req.items)
+        self.ctx.accepted.add_request(req.items)
         if req.search is None or req.probe is None:
             return []
         return self.searches.accepted(req.search, req.probe)

@@ -28,7 +28,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from capi_relay.settings import Settings, default_of
 
@@ -131,6 +131,16 @@ def last_chance(
 
 
 # --------------------------------------------------------------------------------------------- the ledger
+class AcceptedEvent(Protocol):
+    """An event Meta accepted, as the ledger reads it (``ingest.model.Outbound`` is one)."""
+
+    @property
+    def message_id(self) -> str: ...
+
+    @property
+    def position(self) -> int: ...
+
+
 # The rejections and undecided reasons of a record that has none (the usual one): one shared, read-only empty
 # mapping instead of two dicts built and freed per record; the first write gives the entry its own dict.
 _NONE: Mapping[Any, str] = MappingProxyType({})
@@ -154,10 +164,12 @@ class _Entry:
 
 
 def _all_accepted(entry: _Entry) -> bool:
-    """Every event of the record accepted, none rejected, no failure: the usual record, delivered."""
-    if entry.failure is not None or entry.rejected or entry.positions is None:
+    """Every event of the record accepted, none rejected, no failure: the usual record, delivered. A one-event
+    record (the usual one) is one set lookup, not a range and a superset test (~70 ns less)."""
+    positions = entry.positions
+    if entry.failure is not None or entry.rejected or positions is None:
         return False
-    return entry.accepted.issuperset(range(entry.positions))
+    return 0 in entry.accepted if positions == 1 else entry.accepted.issuperset(range(positions))
 
 
 def _first_reason(entry: _Entry, which: str, position: int | None, reason: str) -> bool:
@@ -217,6 +229,15 @@ class Ledger:
             entry = entries.get(message_id)
             if entry is not None:
                 entry.accepted.add(position)
+
+    def accept_events(self, events: Iterable[AcceptedEvent]) -> None:
+        """:meth:`accept` for each event (its ``message_id`` and ``position``): the engine's accepted events as
+        they are, without a (message_id, position) pair built per event."""
+        entries = self._entries
+        for event in events:
+            entry = entries.get(event.message_id)
+            if entry is not None:
+                entry.accepted.add(event.position)
 
     def reject(self, message_id: str, position: int | None, reason: str) -> None:
         entry = self._entries.get(message_id)
