@@ -223,12 +223,10 @@ class Ledger:
             entry.accepted.add(position)
 
     def accept_all(self, accepted: Iterable[tuple[str, int]]) -> None:
-        """:meth:`accept` for each (message_id, position): one call for a batch's accepted events."""
-        entries = self._entries
+        """:meth:`accept` for each (message_id, position) of a plain set of pairs (a deliverer other than the
+        engine); the engine's report goes to :meth:`accept_events`, the hot path."""
         for message_id, position in accepted:
-            entry = entries.get(message_id)
-            if entry is not None:
-                entry.accepted.add(position)
+            self.accept(message_id, position)
 
     def accept_events(self, events: Iterable[AcceptedEvent]) -> None:
         """:meth:`accept` for each event (its ``message_id`` and ``position``): the engine's accepted events as
