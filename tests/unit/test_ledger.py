@@ -339,3 +339,14 @@ def test_outcomes_leave_out_only_the_plainly_delivered_records_unless_asked() ->
     ]
     assert "rejected" in [m for m, _, _ in ledger.outcomes(delivered=False)]
     assert len(ledger) == len(names)
+
+
+def test_a_registered_record_starts_unsettled_with_no_failure_and_no_retry_hint() -> None:
+    # Given a record just registered; Then nothing is proven or known of it yet (exact values: callers compare
+    # them with `is`, and `retry_after_s` feeds the park time once a failure is noted)
+    ledger = Ledger(["m"])
+    assert ledger.settled("m") is False
+    assert ledger.failure("m") is None
+    assert ledger.retry_after_s("m") is None
+    ledger.fail("m", "graph_transient_5xx")
+    assert ledger.retry_after_s("m") is None  # no hint given with the failure
