@@ -202,32 +202,30 @@ def _custom_data(raw: Any, event_name: str, drops: list[Drop]) -> dict[str, Any]
     return out
 
 
+def _keep_or_drop(holder: dict[str, Any], key: str, value: Any, field: str, reason: str, *, drops: list[Drop]) -> None:
+    """``holder[key] = value`` (the value as read and typed), or -- ``value`` None: unreadable -- the key removed
+    from the event and the drop noted (``field``, ``reason``)."""
+    if value is None:
+        del holder[key]
+        drops.append(Drop(field, reason))
+    else:
+        holder[key] = value
+
+
 def _typed_custom_data(out: dict[str, Any], drops: list[Drop]) -> None:
     for key in ("predicted_ltv", "net_revenue"):
         if out.get(key) is not None:
-            number = _number(out[key])
-            if number is None:
-                del out[key]
-                drops.append(Drop(f"custom_data.{key}", "not_a_number"))
-            else:
-                out[key] = number
+            _keep_or_drop(out, key, _number(out[key]), f"custom_data.{key}", "not_a_number", drops=drops)
     count = out.get("num_items")
     if count is not None and (type(count) is not int or count < 0):  # a plain count >= 0 is kept as it is
         count = _integer(count)
-        if count is None or count < 0:
-            del out["num_items"]
-            drops.append(Drop("custom_data.num_items", "not_an_integer"))
-        else:
-            out["num_items"] = count
+        count = count if count is not None and count >= 0 else None
+        _keep_or_drop(out, "num_items", count, "custom_data.num_items", "not_an_integer", drops=drops)
     if "delivery_category" in out:
         _delivery_category(out, "custom_data.delivery_category", drops)
     if out.get("contents") is not None:
-        contents = _contents(out["contents"], drops)
-        if contents is None:
-            del out["contents"]
-            drops.append(Drop("custom_data.contents", "invalid_contents"))
-        else:
-            out["contents"] = contents
+        _keep_or_drop(out, "contents", _contents(out["contents"], drops), "custom_data.contents", "invalid_contents",
+                      drops=drops)  # fmt: skip
 
 
 def _delivery_category(holder: dict[str, Any], field: str, drops: list[Drop]) -> None:
@@ -235,11 +233,8 @@ def _delivery_category(holder: dict[str, Any], field: str, drops: list[Drop]) ->
     if raw is None:
         return
     category = raw.strip().lower() if isinstance(raw, str) else ""
-    if category in DELIVERY_CATEGORIES:
-        holder["delivery_category"] = category
-    else:
-        del holder["delivery_category"]
-        drops.append(Drop(field, "invalid_delivery_category"))
+    kept = category if category in DELIVERY_CATEGORIES else None
+    _keep_or_drop(holder, "delivery_category", kept, field, "invalid_delivery_category", drops=drops)
 
 
 def _contents(raw: Any, drops: list[Drop]) -> list[dict[str, Any]] | None:
@@ -258,11 +253,7 @@ def _contents(raw: Any, drops: list[Drop]) -> list[dict[str, Any]] | None:
         item["quantity"] = quantity
         if item.get("item_price") is not None:
             price = _number(item["item_price"])
-            if price is None:
-                del item["item_price"]
-                drops.append(Drop("custom_data.contents.item_price", "not_a_number"))
-            else:
-                item["item_price"] = price
+            _keep_or_drop(item, "item_price", price, "custom_data.contents.item_price", "not_a_number", drops=drops)
         _delivery_category(item, "custom_data.contents.delivery_category", drops)
         items.append(item)
     return items
@@ -344,12 +335,7 @@ def _check_app_data(event: dict[str, Any], source: str, drops: list[Drop]) -> No
                           "advertiser_tracking_enabled must be 0 or 1")  # fmt: skip
         event["app_data"] = app_data
     elif event.get("app_data") is not None:
-        app_data = _app_data(event["app_data"])
-        if app_data is None:
-            del event["app_data"]
-            drops.append(Drop("app_data", "invalid_app_data"))
-        else:
-            event["app_data"] = app_data
+        _keep_or_drop(event, "app_data", _app_data(event["app_data"]), "app_data", "invalid_app_data", drops=drops)
 
 
 # Business messaging (M-BM, https://developers.facebook.com/documentation/ads-commerce/conversions-api/
