@@ -282,3 +282,18 @@ def test_an_undecided_control_gives_its_events_up_and_an_accepted_one_turns_the_
     assert set(r.bad) == bad
     assert r.undecided == dict.fromkeys(timed_out.items, "timeout")
     assert r.good == set(range(n)) - bad - set(timed_out.items)
+
+
+@pytest.mark.parametrize("bad_groups", [1, 2])
+def test_fifo_controls_reach_a_group_behind_a_long_run_of_bad_events(bad_groups: int) -> None:
+    # Given a FIFO chunk whose first groups (ten events each, contiguous) are all rejected with one identical
+    # error and whose last group is valid: more bad events than the valve has controls
+    n = 10 * (bad_groups + 1)
+    groups = {i: f"g{i // 10}" for i in range(n)}
+    bad = set(range(10 * bad_groups))
+    assert len(bad) - VALVE_STREAK > valve_controls(n)
+    search = start(n, event_level(bad), groups=groups, block_on_bad=False)
+    drive(search, event_level(bad), fifo=True)
+    # Then a control is taken from each group not tried yet (its earliest event), so one reaches the valid group:
+    # the valve turns off and the search is exact -- the valid events are not blamed as request-level
+    assert_exact(search, n, bad)
