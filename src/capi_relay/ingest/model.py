@@ -106,8 +106,8 @@ _ORJSON_STRICT = (
 )
 
 
-# ``_NULL.search(encoded) is None`` is ``b"null" not in encoded``, ~35 % faster on a prepared event: bytes' own
-# search skips ahead by a bloom filter that hex digits, "," and "." (most of a hashed event) keep hitting.
+# ``_NULL.search(encoded) is None`` is ``b"null" not in encoded``, measured faster on a prepared event (~480 ns
+# against ~630 for ``find`` and ~890 for ``in``, which first tries its operand as an integer: ingest/envelope.py).
 _NULL = re.compile(b"null")
 _EMPTY_PAIR = (b"", b"")
 
