@@ -12,6 +12,9 @@ SAM := $(SAM_VENV)/bin/sam
 SAM_CLI_VERSION := 1.170.0
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE := 1
+# `make build` ships the compiled core or fails (src/build_core.py; plain `sam build` warns and ships pure Python).
+export CAPI_RELAY_CORE ?= required
+CORE_DIR := build/core-native
 # sam build needs python3.13 on PATH: put the project venv first.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -25,7 +28,7 @@ KIT_PYTHON ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/pytho
   $$HOME/.pyenv/versions/3.11*/bin/python3.11 python3.12 python3; do \
   $$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
 
-.PHONY: help venv sam-cli sam build lint unit integration e2e test kit-test demo local-stack send bench lock countries clean soak mutation
+.PHONY: help venv sam-cli sam build lint unit core unit-compiled integration e2e test kit-test demo local-stack send bench lock countries clean soak mutation
 
 help: ## list every target with what it does (generated from these comments after each target)
 	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
@@ -66,13 +69,22 @@ lint: venv sam-cli ## ruff, ruff format, mypy (strict), actionlint, the 3.10 che
 unit: venv ## unit tests (no network, no SAM CLI)
 	$(PY) -m pytest tests/unit -q -n 2 -m "not sam and not soak"
 
+core: venv ## the compiled core for this machine in build/core-native (tests and benchmarks run the C that ships)
+	rm -rf $(CORE_DIR) && mkdir -p $(CORE_DIR) && cp -R src/capi_relay $(CORE_DIR)/
+	find $(CORE_DIR) -depth -type d -name __pycache__ -exec rm -rf {} +
+	$(PY) src/build_core.py --target native --out $(CORE_DIR) --require
+
+unit-compiled: core ## the unit tests again with the compiled core loaded (it must behave as the pure modules do)
+	CAPI_RELAY_EXPECT_CORE=compiled PYTHONPATH=$(CURDIR)/$(CORE_DIR) $(PY) -m pytest tests/unit -q -n 2 \
+		-m "not sam and not soak" -p no:cacheprovider -o pythonpath=.
+
 integration: venv ## integration tests: moto server and Graph stand-in on real sockets
 	$(PY) -m pytest tests/integration -q -m "not soak"
 
 e2e: build ## end-to-end tests: the packaged function under the Lambda RIE (incl. the 300-event soak, ~40 s)
 	$(PY) -m pytest tests/e2e -q
 
-test: lint unit integration e2e kit-test ## everything CI runs: lint, unit, integration, e2e, the producer kit on its oldest Python
+test: lint unit unit-compiled integration e2e kit-test ## everything CI runs: lint, unit (pure and compiled), integration, e2e, the producer kit on its oldest Python
 
 # The producer kit (check, send, dlq) installed with `pip install .` on the oldest Python it supports, in a
 # venv of its own, and its CLI tests run there (no AWS, no SAM CLI).
@@ -95,7 +107,7 @@ send: venv ## send FILE (JSON Lines of events, or one message body) to the local
 	  $(VENV)/bin/capi-relay send --region us-east-1 --endpoint-url http://127.0.0.1:$(LOCAL_MOTO_PORT) \
 	  --queue-url $(LOCAL_QUEUE_URL) $(ARGS) $(FILE)
 
-bench: build ## benchmarks that print numbers
+bench: build core ## benchmarks that print numbers
 	$(PY) -m bench.run_all
 
 # Lifecycle soak (issue 17, local/soak.py): minutes, outside `make test`. The default size runs in about

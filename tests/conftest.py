@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -20,6 +21,20 @@ from local.graph_standin import GraphStandIn
 from local.stack import Clients, MotoServer, Resources, aws_env, dummy_token, function_env, provision
 
 MAX_RECEIVE_COUNT = 2
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """``make unit-compiled`` sets CAPI_RELAY_EXPECT_CORE=compiled and puts the compiled core first on the path: the
+    run stops unless every module of the core was loaded from its C extension (never a pure run passed off as it)."""
+    expected = os.environ.get("CAPI_RELAY_EXPECT_CORE")
+    if expected is None:
+        return
+    from capi_relay.compiled import core
+
+    if core() != expected:
+        pytest.exit(f"CAPI_RELAY_EXPECT_CORE={expected} but this run loaded the {core()} core", returncode=3)
+
+
 VISIBILITY_TIMEOUT_S = 1
 
 

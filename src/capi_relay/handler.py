@@ -19,6 +19,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capi_relay.app import build_relay
+from capi_relay.compiled import core
 from capi_relay.deliver.versions import days_left
 from capi_relay.relay import Relay
 from capi_relay.settings import Settings, get_settings
@@ -45,6 +46,9 @@ def build(settings: Settings) -> Function:
     # The library modules log through stdlib loggers (capi_relay.*); give them this Logger's JSON formatter,
     # level and Lambda context keys.
     copy_config_to_registered_loggers(source_logger=logger, include={"capi_relay"})
+    # Once per execution environment: "compiled" on Lambda (the artifact's arm64 core), "pure" where its C cannot
+    # load (sam local on x86_64, or a build without mypyc/ziglang), "mixed" is a broken build.
+    logger.info("relay ready", extra={"core": core()})
 
     # No ColdStart metric ($0.30 a month): Lambda's REPORT lines give each Init Duration.
     @metrics.log_metrics

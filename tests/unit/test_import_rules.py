@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from capi_relay.compiled import COMPILED_MODULES
 from tests.sam_cli import run_sam
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +41,7 @@ STAGE_OF: dict[str, str] = {}
 TOP_LEVEL: dict[str, str] = {
     "capi_relay": "base",  # __init__: the version
     "capi_relay._compat": "base",
+    "capi_relay.compiled": "base",  # which modules the compiled core holds, and which kind was loaded
     "capi_relay.settings": "settings",
     "capi_relay.relay": "relay",
     "capi_relay.handler": "top",
@@ -312,3 +314,13 @@ def test_sam_build_ships_no_operator_tool_and_everything_the_handlers_import(
     assert missing == set()
     assert set(shipped) == {m for m in GRAPH if stage_of(m) != "tools"}  # and nothing else was left out
     assert list(artifact.joinpath(PACKAGE).rglob("*.pyc"))  # still byte-compiled
+    # the compiled core (make sets CAPI_RELAY_CORE=required): an aarch64 extension beside each module's source
+    suffix = ".cpython-313-aarch64-linux-gnu.so"
+    expected = {artifact / "capi_relay_core__mypyc"} | {artifact.joinpath(*m.split(".")) for m in COMPILED_MODULES}
+    extensions = {path.with_name(path.name.removesuffix(suffix)) for path in artifact.rglob(f"*{suffix}")}
+    assert extensions - {artifact / "orjson" / "orjson"} == expected
+    for path in expected:
+        header = path.with_name(path.name + suffix).read_bytes()[:20]
+        assert header[:4] == b"\x7fELF"
+        assert int.from_bytes(header[18:20], "little") == 183  # EM_AARCH64
+        assert path.name == "capi_relay_core__mypyc" or path.with_suffix(".py").is_file()  # the fallback ships too

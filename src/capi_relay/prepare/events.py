@@ -299,14 +299,19 @@ _TRACKING_STRINGS = {"0": 0, "1": 1, "false": 0, "true": 1}
 EXTINFO_VERSIONS = frozenset({"a2", "i2"})
 
 
+def _is_flag(value: object) -> bool:
+    """A bool, 0 or 1. (Kept apart from _app_data: compiled, narrowing the value there to int would send True as 1.)"""
+    return isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))
+
+
 def _app_data(raw: Any) -> dict[str, Any] | None:
     """app_data with its extinfo's missing values as "", or None when it breaks Meta's rules."""
     if not isinstance(raw, dict):
         return None
-    tracking = raw.get("advertiser_tracking_enabled")
+    tracking: object = raw.get("advertiser_tracking_enabled")
     if isinstance(tracking, str):  # "1", "true": Graph reads booleans from strings; sent as Meta documents it, 0/1
         tracking = _TRACKING_STRINGS.get(tracking.strip().lower(), tracking)
-    if not isinstance(tracking, bool) and (not isinstance(tracking, int) or tracking not in (0, 1)):
+    if not _is_flag(tracking):
         return None
     extinfo = raw.get("extinfo")
     if not isinstance(extinfo, list) or len(extinfo) != EXTINFO_LENGTH or extinfo[0] not in EXTINFO_VERSIONS:

@@ -575,7 +575,7 @@ def _hashed_other(key: str, raw: Any, ctx: _Ctx, drops: list[Drop]) -> str | lis
 
 def _plain(key: str, raw: Any, field: _Field, drops: list[Drop]) -> Any:
     """What is sent for a never-hashed field's value (checked, sent as it is); None when nothing is."""
-    if field is _UNKNOWN_FIELD:
+    if field[2] < 0:  # _UNKNOWN_FIELD (by value: compiled, a tuple is a copy, never the same object)
         drops.append(Drop("user_data", "unknown_key"))
         return None
     # The usual value, a non-empty ASCII string within the cap, goes straight to the field's check; anything

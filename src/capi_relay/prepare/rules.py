@@ -841,9 +841,13 @@ class _Ctx:
 
     __slots__ = ("country", "date_order", "notes", "region", "today", "year_last_by_country", "year_last_order")
 
-    def __init__(self, settings: NormalizationSettings, country: str | None, today: date,
+    def __init__(self, settings: NormalizationSettings | None, country: str | None, today: date,
                  notes: list[str] | None = None) -> None:  # fmt: skip
+        """``settings`` None: an empty context that :meth:`for_event` fills (``_Ctx.__new__`` would skip __init__
+        in Python, but a compiled class cannot be made that way: src/build_core.py)."""
         self.country: str | None = None
+        if settings is None:
+            return
         self.region = settings.default_phone_region
         self.date_order = settings.date_order  # the configured DATE_ORDER (part of the memo key)
         self.year_last_order: str = settings.date_order  # how a year-last date with day and month <= 12 is read
@@ -866,7 +870,7 @@ class _Ctx:
 
     def for_event(self, notes: list[str] | None) -> _Ctx:
         """A copy of this context (built once per country, settings and day) for one event, with its own notes."""
-        ctx = _Ctx.__new__(_Ctx)
+        ctx = _Ctx(None, None, self.today)
         ctx.country = self.country
         ctx.region = self.region
         ctx.date_order = self.date_order

@@ -1,0 +1,26 @@
+"""The compiled core's switch: which kind of each module this process loaded (capi_relay.compiled)."""
+
+from __future__ import annotations
+
+import os
+
+from capi_relay import compiled
+
+
+def test_this_run_loaded_the_core_it_was_asked_for() -> None:
+    # `make unit` runs the sources ("pure"); `make unit-compiled` the C extensions built by `make core`
+    assert compiled.core() == os.environ.get("CAPI_RELAY_EXPECT_CORE", "pure")
+
+
+def test_a_core_with_some_modules_compiled_and_some_not_is_mixed() -> None:
+    # _json and orjson's orjson are C extensions, json.decoder is not (the check reads each module's loader)
+    assert compiled.core(("_json", "orjson.orjson")) == "compiled"
+    assert compiled.core(("json.decoder",)) == "pure"
+    assert compiled.core(("_json", "json.decoder")) == "mixed"
+
+
+def test_the_core_holds_the_hot_path_and_nothing_that_waits_on_io() -> None:
+    assert set(compiled.COMPILED_MODULES) == {
+        "capi_relay.prepare.rules", "capi_relay.prepare.normalize", "capi_relay.prepare.events",
+        "capi_relay.fate.ledger", "capi_relay.deliver.chunking",
+    }  # fmt: skip
