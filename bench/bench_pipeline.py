@@ -81,7 +81,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET_NAME = "capi-relay/bench-pipeline-token"
 EVENTS_PER_REQUEST = 1000
 HASHED = ("em", "ph", "fn", "ln", "ct", "st", "zp", "country", "db", "external_id")
-CONTENDERS = ("handler", "sdk", "floor", "floor-orjson")
+# handler: as it ships, with the compiled core (`make core` builds this machine's build of the C the artifact carries
+# for arm64); handler-pure: the same handler on the .py modules (the fallback, and what it was before the core).
+CONTENDERS = ("handler", "handler-pure", "sdk", "floor", "floor-orjson")
+CORE_DIR = ROOT / "build" / "core-native"
 TARGET_VS_SDK = 2.0
 TARGET_VS_FLOOR = 2.5
 TARGET_RSS_MB = 128.0
@@ -373,7 +376,12 @@ def child(contender: str, shape: str, events: int, seed: int, url: str, repeat: 
     """Import, warm up on other records, then time ``repeat`` invocations (each on fresh records)."""
     reset_peak_rss()
     runner: Runner
-    if contender == "handler":
+    if contender in ("handler", "handler-pure"):
+        from capi_relay.compiled import core
+
+        expected = "compiled" if contender == "handler" else "pure"
+        if core() != expected:
+            raise SystemExit(f"{contender} loaded the {core()} core, not {expected}: run `make core` first")
         # Lambda's maximum timeout: 10,000 records need a fate-I/O reserve of (1,000 letter calls + 1,000
         # park calls) / SQS_CONCURRENCY 10 x SQS_TIMEOUT 2 s = 400 s before the relay agrees to prepare them
         # (fate.fate_io_reserve_s); with less, it fails every record as deadline_preparing (fail closed).
@@ -451,6 +459,13 @@ def child_env(graph_url: str, moto_url: str, extra: list[str]) -> dict[str, str]
     return env
 
 
+def _contender_env(env: dict[str, str], contender: str) -> dict[str, str]:
+    """The handler as it ships imports the compiled core first (build/core-native holds the package with it)."""
+    if contender != "handler":
+        return env
+    return {**env, "PYTHONPATH": os.pathsep.join([str(CORE_DIR), str(ROOT)])}
+
+
 def _child_cmd(contender: str, shape: str, events: int, seed: int, url: str, repeat: int) -> list[str]:
     return [sys.executable, "-m", "bench.bench_pipeline", "--child", contender, shape, str(events), str(seed), url,
             str(repeat)]  # fmt: skip
@@ -494,7 +509,8 @@ def measure(args: argparse.Namespace, contenders: list[str]) -> None:
             for shape in args.shapes:
                 for contender in contenders:
                     control(url, "reset", {})
-                    result = run_child(_child_cmd(contender, shape, args.records, args.seed + run, url, 1), env)
+                    cmd = _child_cmd(contender, shape, args.records, args.seed + run, url, 1)
+                    result = run_child(cmd, _contender_env(env, contender))
                     results.setdefault((shape, contender), []).append(result)
                     accepted.setdefault((shape, contender), []).append(_state_accepted(url))
                     print(f"  run {run + 1}/{args.runs} {shape:<6} {contender:<12} "
@@ -516,14 +532,14 @@ def measure(args: argparse.Namespace, contenders: list[str]) -> None:
             wall = [r["wall_s"][0] / args.records * 1e6 for r in runs]
             rss = [r["peak_rss_mb"] for r in runs]
             medians[contender] = statistics.median(cpu)
-            http = contender in ("handler", "sdk")
+            http = contender in ("handler", "handler-pure", "sdk")
             accepted_txt = str(min(accepted[(shape, contender)])) if http else "-"
             threads = statistics.median(r["threads_cpu_s"][0] / r["cpu_s"][0] for r in runs)
             in_gc = statistics.median(r["gc_cpu_s"][0] / r["cpu_s"][0] for r in runs)
             print(f"  {contender:<13} {_fmt_us(cpu):>22} {_fmt_us(wall):>22} "
                   f"{statistics.median(rss):8.0f} [{min(rss):.0f}-{max(rss):.0f}] {threads:>12.1%} {in_gc:>6.0%} "
                   f"{max(r['failed'] for r in runs):>7} {accepted_txt:>9}")  # fmt: skip
-        for contender in ("handler", "sdk"):
+        for contender in ("handler", "handler-pure", "sdk"):
             if contender in medians and max(r["failed"] for r in results[(shape, contender)]):
                 print(f"  INVALID: {contender} failed records, so its figure is not the cost of delivering them")
         if "floor-orjson" in args.contenders and "floor-orjson" not in contenders:
@@ -533,6 +549,9 @@ def measure(args: argparse.Namespace, contenders: list[str]) -> None:
             verdict = "met" if speedup >= TARGET_VS_SDK else "MISSED"
             print(f"  handler vs SDK  : {speedup:.2f}x faster (SDK {medians['sdk']:.1f} / handler "
                   f"{medians['handler']:.1f} µs; target >= {TARGET_VS_SDK:g}x: {verdict})")  # fmt: skip
+        if "handler-pure" in medians and "sdk" in medians:
+            print(f"  pure handler vs SDK: {medians['sdk'] / medians['handler-pure']:.2f}x (the .py modules: the "
+                  "fallback where the core cannot load)")  # fmt: skip
         if "handler" in medians and "floor" in medians:
             for floor in ("floor", "floor-orjson"):
                 if floor in medians:
@@ -587,7 +606,7 @@ def profile(args: argparse.Namespace) -> None:
         raw = Path(tmp) / "profile.txt"
         cmd = [py_spy, "record", "--rate", "250", "--format", "raw", "--output", str(raw), "--",
                *_child_cmd(args.profile, shape, args.records, args.seed, url, args.profile_repeat)]  # fmt: skip
-        result = run_child(cmd, child_env(url, moto_url, args.env))
+        result = run_child(cmd, _contender_env(child_env(url, moto_url, args.env), args.profile))
         lines = raw.read_text(encoding="utf-8").splitlines()
     stacks: Counter[tuple[str, ...]] = Counter()
     for line in lines:
@@ -632,7 +651,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", nargs="+", choices=["single", "data"], default=["single", "data"])
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--profile", choices=["handler", "sdk"], help="profile this contender with py-spy")
+    parser.add_argument("--profile", choices=["handler", "handler-pure", "sdk"],
+                        help="profile this contender with py-spy (compiled functions show no Python frames: "
+                        "handler-pure shows where the time goes)")  # fmt: skip
     parser.add_argument("--profile-repeat", type=int, default=5)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument(
