@@ -76,7 +76,7 @@ core: venv ## the compiled core for this machine in build/core-native (tests and
 
 unit-compiled: core ## the unit tests again with the compiled core loaded (it must behave as the pure modules do)
 	CAPI_RELAY_EXPECT_CORE=compiled PYTHONPATH=$(CURDIR)/$(CORE_DIR) $(PY) -m pytest tests/unit -q -n 2 \
-		-m "not sam and not soak" -p no:cacheprovider -o pythonpath=.
+		-m "not sam and not soak and not pure_only" -p no:cacheprovider -o pythonpath=.
 
 integration: venv ## integration tests: moto server and Graph stand-in on real sockets
 	$(PY) -m pytest tests/integration -q -m "not soak"

@@ -9,9 +9,12 @@ import importlib
 from collections.abc import Sequence
 from importlib.machinery import ExtensionFileLoader
 
-# The hot path per event (docs/performance.md): normalization and hashing, event validation and encoding, the
-# ledger's bookkeeping and the chunker. Modules that run once per invocation or wait on I/O gain nothing compiled.
+# The per-record and per-event path (docs/performance.md): reading the envelope, the relay's loop over records,
+# normalization and hashing, event validation, the ledger's bookkeeping and the chunker. The delivery engine, the
+# HTTP client, the letters and the AWS clients wait on I/O or run once per invocation: they gain nothing compiled.
 COMPILED_MODULES = (
+    "capi_relay.ingest.envelope",
+    "capi_relay.relay",
     "capi_relay.prepare.rules",
     "capi_relay.prepare.normalize",
     "capi_relay.prepare.events",

@@ -21,6 +21,6 @@ def test_a_core_with_some_modules_compiled_and_some_not_is_mixed() -> None:
 
 def test_the_core_holds_the_hot_path_and_nothing_that_waits_on_io() -> None:
     assert set(compiled.COMPILED_MODULES) == {
-        "capi_relay.prepare.rules", "capi_relay.prepare.normalize", "capi_relay.prepare.events",
-        "capi_relay.fate.ledger", "capi_relay.deliver.chunking",
+        "capi_relay.ingest.envelope", "capi_relay.relay", "capi_relay.prepare.rules", "capi_relay.prepare.normalize",
+        "capi_relay.prepare.events", "capi_relay.fate.ledger", "capi_relay.deliver.chunking",
     }  # fmt: skip

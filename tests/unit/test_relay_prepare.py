@@ -58,6 +58,7 @@ def test_the_summary_counts_what_preparing_each_event_found(caplog: pytest.LogCa
     assert dropped == [("m", 0, [{"field": d.field, "reason": d.reason} for d in prepared[0].drops])]
 
 
+@pytest.mark.pure_only  # replaces a function the compiled relay calls directly
 @pytest.mark.parametrize("step", ["resolve_identity", "prepare_event"])
 def test_an_error_reading_or_preparing_one_record_fails_that_record_alone(
     step: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture

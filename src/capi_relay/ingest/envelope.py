@@ -37,7 +37,7 @@ MAX_REQUEST_FIELD_CHARS = 256
 _MAX_UNWRAP = 3
 # A lone surrogate (valid as a JSON escape, SQS stores it: the body is ASCII) has no UTF-8 form; SQS refuses
 # U+FFFE/U+FFFF. A request-level value holding one could be neither POSTed nor written into a letter.
-_UNENCODABLE = re.compile("[\ud800-\udfff\ufffe\uffff]")
+_UNENCODABLE = re.compile(r"[\ud800-\udfff\ufffe\uffff]")  # escapes read by re: mypyc takes no surrogate literal
 # orjson reads an integer outside [-2**63, 2**64) as a float (the standard library: an int); such a number has
 # at least 19 digits in a row, right after what can precede a JSON number (``-``, ``:``, ``[``, ``,``,
 # whitespace, or the start of the body). Digits -> "0", those -> "S", anything else -> " ": "S" and 19 zeros
