@@ -6,7 +6,11 @@ for each variant and invokes it once with a one-record SQS event:
 
 * ``pyc``: the makefile-built artifact as is (unchecked-hash ``.pyc`` compiled in);
 * ``no-pyc``: the same files with every ``__pycache__`` removed (what a plain ``sam build`` ships:
-  ``/var/task`` is read-only, so Python compiles every imported module on every cold start).
+  ``/var/task`` is read-only, so Python compiles every imported module on every cold start);
+* ``core``: the artifact with this machine's build of the compiled core beside its arm64 one (``make core``):
+  what Lambda's arm64 runtime loads, the C extensions instead of the core modules' ``.pyc``. The artifact's own
+  arm64 extensions (the core, orjson) cannot load on this x86_64 machine, so ``pyc`` and ``no-pyc`` run the
+  pure-Python core and the standard json module; each run checks the function warned of a pure core or not.
 
 Reports the median INIT duration (interpreter + awslambdaric + the handler module's imports and module
 code, the emulator's ``INIT REPORT``), the first invoke's duration (it reads the secret: boto3 is imported
@@ -98,11 +102,30 @@ def without_pyc(artifact: Path, into: Path) -> Path:
     return target
 
 
-def cold_start(artifact: Path, env: dict[str, str], event: dict[str, Any], memory_mb: int) -> dict[str, float]:
+CORE_DIR = ROOT / "build" / "core-native"
+
+
+def with_native_core(artifact: Path, into: Path) -> Path | None:
+    """A copy of the artifact with build/core-native's extensions added (None: `make core` has not run)."""
+    extensions = sorted(CORE_DIR.rglob("*.so")) if CORE_DIR.is_dir() else []
+    if not extensions:
+        return None
+    target = into / "RelayFunction-core"
+    shutil.copytree(artifact, target)
+    for path in extensions:
+        shutil.copyfile(path, target / path.relative_to(CORE_DIR))
+    return target
+
+
+def cold_start(artifact: Path, env: dict[str, str], event: dict[str, Any], memory_mb: int,
+               core: str) -> dict[str, float]:  # fmt: skip
     with LambdaEmulator(artifact, env, memory_mb=memory_mb) as fn:
         payload, error, logs = fn.invoke(event)
         if error or not isinstance(payload, dict) or payload.get("batchItemFailures"):
             raise RuntimeError(f"cold invoke did not deliver: {payload}\n{logs[-3000:]}")
+        # at the template's log level (WARNING) the function warns when it runs without its compiled core
+        if ('"core":"pure"' in logs.replace(" ", "")) != (core == "pure"):
+            raise RuntimeError(f"expected the {core} core:\n{logs[-3000:]}")
         fn.invoke(event)
         inits, invokes = fn.init_durations_ms(), fn.invoke_durations_ms()
     if len(inits) != 1 or len(invokes) != 2:
@@ -168,14 +191,19 @@ def main(argv: list[str] | None = None) -> None:
     print(f"artifact: .aws-sam/build/RelayFunction, {size / 2**20:.1f} MiB unzipped in {count} files, "
           f"{zipped_size(artifact) / 2**20:.1f} MiB zipped")  # fmt: skip
 
-    results: dict[str, list[dict[str, float]]] = {"pyc": [], "no-pyc": []}
     with tempfile.TemporaryDirectory(prefix="capi-coldstart-") as tmp, local_services() as services:
         variants = {"pyc": artifact, "no-pyc": without_pyc(artifact, Path(tmp))}
+        if (core := with_native_core(artifact, Path(tmp))) is not None:
+            variants["core"] = core
+        else:
+            print("core: build/core-native is missing (make core): the compiled-core variant is not measured")
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
         run_env = {**env, **services}
         for _ in range(args.runs):  # interleaved, so drift on a shared machine hits both alike
             for name, path in variants.items():
                 event = sqs_event(1, int(time.time()))
-                results[name].append(cold_start(path, run_env, event, memory))
+                expected = "compiled" if name == "core" else "pure"
+                results[name].append(cold_start(path, run_env, event, memory, core=expected))
         nopyc_size, _ = tree_size(variants["no-pyc"])
 
     print(f"\ncold starts: {args.runs} per variant, each a fresh emulator; ms, median [min-max]")

@@ -46,9 +46,13 @@ def build(settings: Settings) -> Function:
     # The library modules log through stdlib loggers (capi_relay.*); give them this Logger's JSON formatter,
     # level and Lambda context keys.
     copy_config_to_registered_loggers(source_logger=logger, include={"capi_relay"})
-    # Once per execution environment: "compiled" on Lambda (the artifact's arm64 core), "pure" where its C cannot
-    # load (sam local on x86_64, or a build without mypyc/ziglang), "mixed" is a broken build.
-    logger.info("relay ready", extra={"core": core()})
+    # Once per execution environment: "compiled" on Lambda (the artifact's arm64 core); "pure" where its C cannot load
+    # (an emulator on x86_64) or was not built (sam build without mypyc/ziglang); "mixed" is a broken build.
+    if (kind := core()) == "compiled":
+        logger.info("relay ready", extra={"core": kind})
+    else:
+        logger.warning("relay ready without its compiled core: ~1.4x the CPU per event (see docs/performance.md)",
+                       extra={"core": kind})  # fmt: skip
 
     # No ColdStart metric ($0.30 a month): Lambda's REPORT lines give each Init Duration.
     @metrics.log_metrics
