@@ -51,7 +51,8 @@ def build(settings: Settings) -> Function:
     if (kind := core()) == "compiled":
         logger.info("relay ready", extra={"core": kind})
     else:
-        logger.warning("relay ready without its compiled core: ~1.4x the CPU per event (see docs/performance.md)",
+        logger.warning("relay ready without its compiled core (expected where its arm64 C cannot load, e.g. an "
+                       "x86_64 emulator): ~1.4x the CPU per event, see docs/performance.md",
                        extra={"core": kind})  # fmt: skip
 
     # No ColdStart metric ($0.30 a month): Lambda's REPORT lines give each Init Duration.
