@@ -25,7 +25,7 @@ KIT_PYTHON ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/pytho
   $$HOME/.pyenv/versions/3.11*/bin/python3.11 python3.12 python3; do \
   $$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
 
-.PHONY: help venv sam-cli sam build lint unit integration e2e test kit-test demo local-stack send bench lock countries clean soak mutation
+.PHONY: help venv sam-cli sam build lint unit integration e2e test kit-test demo local-stack send bench lock countries clean soak mutation arm64-check
 
 help: ## list every target with what it does (generated from these comments after each target)
 	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
@@ -94,6 +94,14 @@ send: venv ## send FILE (JSON Lines of events, or one message body) to the local
 	env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local \
 	  $(VENV)/bin/capi-relay send --region us-east-1 --endpoint-url http://127.0.0.1:$(LOCAL_MOTO_PORT) \
 	  --queue-url $(LOCAL_QUEUE_URL) $(ARGS) $(FILE)
+
+# The artifact's aarch64 code (orjson's extension, a compiled core) run here in an emulated aarch64 CPython 3.13
+# (scripts/arm64_python.py: Debian's qemu-user-static + trixie's python3.13, ~90 MB downloaded once into
+# $${XDG_CACHE_HOME:-~/.cache}/capi-relay/arm64-python3.13) against src/ on this machine's Python, byte for byte.
+# ARM64_ARGS="--expect-compiled capi_relay.prepare.normalize ..." fails unless those modules load from aarch64 .so files.
+ARM64_ARGS ?=
+arm64-check: build ## the artifact's aarch64 code under qemu vs src/ here: same corpus, byte-identical output (docs/local-development.md)
+	$(PY) -m scripts.arm64_check $(ARM64_ARGS)
 
 bench: build ## benchmarks that print numbers
 	$(PY) -m bench.run_all

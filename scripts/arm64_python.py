@@ -174,8 +174,8 @@ def _qemu_from_apt(cache: Path, target: Path, log: bool) -> Path:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=cache, prefix="qemu-download-") as tmp:
         try:
-            done = subprocess.run(
-                ["apt-get", "download", QEMU_PACKAGE], cwd=tmp, capture_output=True, text=True,
+            done = subprocess.run(  # noqa: S603 -- fixed arguments
+                [_tool("apt-get"), "download", QEMU_PACKAGE], cwd=tmp, capture_output=True, text=True,
                 timeout=APT_TIMEOUT_S, check=False,
             )  # fmt: skip
         except subprocess.TimeoutExpired as exc:
@@ -200,8 +200,8 @@ def _qemu_from_apt(cache: Path, target: Path, log: bool) -> Path:
 
 def _extract_member(deb: Path, member: str, dest: Path) -> None:
     """One file of a .deb's data archive, without unpacking the rest (qemu-user-static holds ~370 MB)."""
-    fsys = ["dpkg-deb", "--fsys-tarfile", str(deb)]
-    with subprocess.Popen(fsys, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+    fsys = [_tool("dpkg-deb"), "--fsys-tarfile", str(deb)]
+    with subprocess.Popen(fsys, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:  # noqa: S603
         assert proc.stdout is not None
         with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
             for info in archive:
@@ -218,13 +218,22 @@ def _extract_member(deb: Path, member: str, dest: Path) -> None:
 
 
 def _deb_field(deb: Path, field: str) -> str:
-    done = subprocess.run(["dpkg-deb", "-f", str(deb), field], capture_output=True, text=True, timeout=60, check=False)
+    command = [_tool("dpkg-deb"), "-f", str(deb), field]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)  # noqa: S603
     return done.stdout.strip() or "?"
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise SetupError(f"{name} is not on PATH (this tool unpacks Debian packages with dpkg-deb)")
+    return found
 
 
 def _usable_qemu(path: Path) -> Path:
     try:
-        done = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30, check=False)
+        command = [str(path), "--version"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)  # noqa: S603
     except OSError as exc:
         raise SetupError(f"qemu {path} cannot run: {exc}") from exc
     if done.returncode != 0:
@@ -322,7 +331,7 @@ def _verify_release(release: bytes, url: str, log: bool) -> None:
     with tempfile.NamedTemporaryFile(suffix=".InRelease") as handle:
         handle.write(release)
         handle.flush()
-        done = subprocess.run(
+        done = subprocess.run(  # noqa: S603 -- fixed arguments
             [gpgv, "--keyring", str(KEYRING), handle.name], capture_output=True, text=True, timeout=60, check=False
         )
     if done.returncode != 0:
@@ -404,7 +413,8 @@ def download_deb(package: Package, directory: Path) -> Path:
 
 
 def unpack(deb: Path, root: Path) -> None:
-    done = subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], capture_output=True, text=True, timeout=300)
+    command = [_tool("dpkg-deb"), "-x", str(deb), str(root)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)  # noqa: S603
     if done.returncode != 0:
         raise SetupError(f"dpkg-deb -x {deb.name} failed: {done.stderr.strip()[:300]}")
 
@@ -452,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"qemu": str(emulator.qemu), "sysroot": str(emulator.sysroot), "cache": str(cache)}))
         return 0
     try:
-        done = subprocess.run(
+        done = subprocess.run(  # noqa: S603 -- the caller's command, by design
             emulator.command(python_args), env=emulator.environment(args.path), timeout=args.timeout, check=False
         )
     except subprocess.TimeoutExpired:
