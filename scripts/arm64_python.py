@@ -15,12 +15,13 @@ mypyc-compiled core) on an x86_64 machine. Everything comes from package registr
   hard-coded: trixie's point releases remove old files.
 
 The cache (``--cache``, else ``$CAPI_RELAY_ARM64_CACHE``, else ``${XDG_CACHE_HOME:-~/.cache}/capi-relay/
-arm64-python3.13``) holds ``sysroot/`` (~66 MB), ``qemu/`` (~13 MB), ``pycache/`` (byte code of what the emulated
-Python imported, so nothing is written next to the sources) and ``sysroot.json`` (the packages, versions, hashes).
-A second run reuses it without the network. ``--refresh`` reads the index again and rebuilds the sysroot.
+arm64-python3.13``) holds ``sysroot/`` (~78 MB, its standard library byte-compiled once by the emulated
+interpreter), ``qemu/`` (~13 MB) and ``sysroot.json`` (the packages, versions, hashes). A second run reuses it
+without the network. ``--refresh`` reads the index again and rebuilds the sysroot.
 
 The emulated interpreter gets a clean environment: no PYTHON* or LD_* variable of this machine, no user
-site-packages (``-s``), ``PYTHONPATH`` = the ``--path`` directories only, ``LC_ALL=C.UTF-8``, ``TZ=UTC``.
+site-packages (``-s``), ``PYTHONPATH`` = the ``--path`` directories only, ``LC_ALL=C.UTF-8``, ``TZ=UTC``; and
+``-B``: it reads the .pyc files it finds (the artifact's, as Lambda does) and writes none.
 Exit status: the command's, or 2 with ``arm64_python: error: ...`` when the setup fails.
 """
 
@@ -60,7 +61,7 @@ APT_TIMEOUT_S = 600.0
 MAX_INDEX_BYTES = 64 * 1024 * 1024  # Packages.xz is ~10 MB, InRelease ~150 KB
 MAX_DEB_BYTES = 128 * 1024 * 1024
 MAX_PACKAGES = 80  # the closure is ~25 packages; more means the resolver is pulling in something unexpected
-STAMP_FORMAT = 1
+STAMP_FORMAT = 2  # 2: the stdlib is byte-compiled
 
 
 class SetupError(Exception):
@@ -86,7 +87,6 @@ class Emulator:
 
     qemu: Path
     sysroot: Path
-    pycache: Path
 
     @property
     def python(self) -> Path:
@@ -94,13 +94,14 @@ class Emulator:
 
     def command(self, python_args: Sequence[str]) -> list[str]:
         # The interpreter by its host path: Python finds its prefix (sysroot/usr) next to it, so no host
-        # library directory is ever searched. -s: no user site-packages (HOME is this machine's).
-        return [str(self.qemu), "-L", str(self.sysroot), str(self.python), "-s", *python_args]
+        # library directory is ever searched. -s: no user site-packages (HOME is this machine's). -B: nothing is
+        # written next to the sources (the artifact's own .pyc files are read, as Lambda reads them).
+        return [str(self.qemu), "-L", str(self.sysroot), str(self.python), "-s", "-B", *python_args]
 
     def environment(self, paths: Sequence[Path | str], base: Mapping[str, str] | None = None) -> dict[str, str]:
         source = os.environ if base is None else base
         env = {k: v for k, v in source.items() if not k.startswith(("PYTHON", "LD_", "QEMU_"))}
-        env |= {"LC_ALL": "C.UTF-8", "TZ": "UTC", "PYTHONPYCACHEPREFIX": str(self.pycache)}
+        env |= {"LC_ALL": "C.UTF-8", "TZ": "UTC"}
         if paths:
             env["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in paths)
         return env
@@ -130,11 +131,9 @@ def locked(cache: Path) -> Iterator[None]:
 def ensure(cache: Path, *, qemu: Path | None = None, refresh: bool = False, log: bool = True) -> Emulator:
     """The emulator, downloading and unpacking what is missing. Raises SetupError."""
     with locked(cache):
-        sysroot = ensure_sysroot(cache, refresh=refresh, log=log)
         emulator = qemu if qemu is not None else ensure_qemu(cache, log=log)
-    pycache = cache / "pycache"
-    pycache.mkdir(exist_ok=True)
-    return Emulator(emulator, sysroot, pycache)
+        sysroot = ensure_sysroot(cache, emulator, refresh=refresh, log=log)
+    return Emulator(emulator, sysroot)
 
 
 def say(log: bool, message: str) -> None:
@@ -242,7 +241,7 @@ def _usable_qemu(path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- the sysroot
-def ensure_sysroot(cache: Path, *, refresh: bool = False, log: bool = True) -> Path:
+def ensure_sysroot(cache: Path, qemu: Path, *, refresh: bool = False, log: bool = True) -> Path:
     sysroot, stamp = cache / "sysroot", cache / "sysroot.json"
     if not refresh and stamp.is_file() and (sysroot / PYTHON).is_file():
         with contextlib.suppress(ValueError, OSError):
@@ -268,6 +267,7 @@ def ensure_sysroot(cache: Path, *, refresh: bool = False, log: bool = True) -> P
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
+    compile_stdlib(qemu, sysroot, log)  # before the stamp: an interrupted compile is redone next time
     version = next(p.version for p in packages if p.name == ROOTS[0])
     stamp.write_text(
         json.dumps(
@@ -429,6 +429,26 @@ def finish_sysroot(root: Path) -> None:
     (root / "etc" / "ld.so.cache").write_bytes(b"")
     if not (root / PYTHON).is_file():
         raise SetupError(f"the unpacked packages hold no /{PYTHON}")
+
+
+def compile_stdlib(qemu: Path, sysroot: Path, log: bool) -> None:
+    """Byte-compile the standard library once, with the emulated interpreter itself (what Debian's py3compile
+    does at install): runs use -B, so without this every run would compile each stdlib module it imports.
+    Sequential: a process pool under qemu user mode cannot start aarch64 children (no binfmt_misc)."""
+    started = time.monotonic()
+    emulator = Emulator(qemu, sysroot)
+    stdlib = str(sysroot / "usr" / "lib" / "python3.13")
+    command = [str(qemu), "-L", str(sysroot), str(emulator.python), "-s", "-m", "compileall", "-q", stdlib]
+    try:
+        done = subprocess.run(  # noqa: S603 -- fixed arguments
+            command, env=emulator.environment([]), capture_output=True, text=True, timeout=APT_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise SetupError(f"compiling {stdlib} under emulation took over {APT_TIMEOUT_S:.0f} s") from exc
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip()[-500:]
+        raise SetupError(f"the emulated python3.13 -m compileall {stdlib} failed (exit {done.returncode}): {tail}")
+    say(log, f"stdlib byte-compiled by the emulated interpreter in {time.monotonic() - started:.1f} s")
 
 
 # ------------------------------------------------------------------------------------------------------ CLI
