@@ -64,7 +64,7 @@ lint: venv sam-cli ## ruff, ruff format, mypy (strict), actionlint, the 3.10 che
 
 # Unit tests need no SAM CLI: the template lint test (marked `sam`) runs in `make lint`.
 unit: venv ## unit tests (no network, no SAM CLI)
-	$(PY) -m pytest tests/unit -q -n 2 -m "not sam and not soak"
+	$(PY) -m pytest tests/unit -q -n 2 -m "not sam and not soak and not arm64"
 
 integration: venv ## integration tests: moto server and Graph stand-in on real sockets
 	$(PY) -m pytest tests/integration -q -m "not soak"
