@@ -17,7 +17,7 @@ mypyc-compiled core) on an x86_64 machine. Everything comes from package registr
 The cache (``--cache``, else ``$CAPI_RELAY_ARM64_CACHE``, else ``${XDG_CACHE_HOME:-~/.cache}/capi-relay/
 arm64-python3.13``) holds ``sysroot/`` (~78 MB, its standard library byte-compiled once by the emulated
 interpreter), ``qemu/`` (~13 MB) and ``sysroot.json`` (the packages, versions, hashes). A second run reuses it
-without the network. ``--refresh`` reads the index again and rebuilds the sysroot.
+without the network. ``--refresh`` downloads qemu and reads the index again, rebuilding the sysroot.
 
 The emulated interpreter gets a clean environment: no PYTHON* or LD_* variable of this machine, no user
 site-packages (``-s``), ``PYTHONPATH`` = the ``--path`` directories only, ``LC_ALL=C.UTF-8``, ``TZ=UTC``; and
@@ -131,6 +131,8 @@ def locked(cache: Path) -> Iterator[None]:
 def ensure(cache: Path, *, qemu: Path | None = None, refresh: bool = False, log: bool = True) -> Emulator:
     """The emulator, downloading and unpacking what is missing. Raises SetupError."""
     with locked(cache):
+        if refresh:
+            shutil.rmtree(cache / "qemu", ignore_errors=True)
         emulator = qemu if qemu is not None else ensure_qemu(cache, log=log)
         sysroot = ensure_sysroot(cache, emulator, refresh=refresh, log=log)
     return Emulator(emulator, sysroot)
@@ -307,9 +309,11 @@ def read_index(log: bool = True) -> dict[str, Package]:
     match = re.search(rf"^ ([0-9a-f]{{64}}) +(\d+) {re.escape(wanted)}$", _sha256_section(release), re.MULTILINE)
     if match is None:
         raise SetupError(f"{base}/InRelease lists no SHA256 for {wanted}")
-    compressed = fetch(f"{base}/{wanted}", MAX_INDEX_BYTES)
+    # by hash (the suite has Acquire-By-Hash): the file InRelease names even while the mirror updates
+    url = f"{base}/main/binary-{ARCH}/by-hash/SHA256/{match.group(1)}"
+    compressed = fetch(url, MAX_INDEX_BYTES)
     if hashlib.sha256(compressed).hexdigest() != match.group(1):
-        raise SetupError(f"{base}/{wanted}: SHA256 differs from InRelease's (a mirror mid-update? try again)")
+        raise SetupError(f"{url} ({wanted}): SHA256 differs from InRelease's")
     try:
         text = lzma.decompress(compressed).decode("utf-8")
     except (lzma.LZMAError, UnicodeDecodeError) as exc:
@@ -462,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=None, help=f"cache directory (default: {default_cache()})")
     parser.add_argument("--path", action="append", default=[], metavar="DIR", help="PYTHONPATH entry (repeatable)")
     parser.add_argument("--qemu", type=Path, default=None, help="a qemu-aarch64 binary to use instead")
-    parser.add_argument("--refresh", action="store_true", help="read trixie's index again and rebuild the sysroot")
+    parser.add_argument("--refresh", action="store_true", help="download qemu and trixie's packages again")
     parser.add_argument("--setup", action="store_true", help="only download/unpack; print the paths")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds the command may run (3600)")
     parser.add_argument("python_args", nargs=argparse.REMAINDER, help="-- then the arguments of python3.13")

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import platform
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from scripts import arm64_python
 from scripts.arm64_artifact_check import handlers
 from scripts.arm64_check import corpus, edge_cases
 from scripts.arm64_python import Emulator, SetupError, parse_packages, resolve
@@ -184,3 +187,38 @@ def test_the_checker_fails_when_a_module_is_not_where_or_what_it_must_be(
     assert "FAILED" in done.stderr
     assert reason in done.stderr
     assert done.stdout == ""
+
+
+def test_a_download_that_fails_names_the_url() -> None:
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/debian/pool/main/p/python3.13/python3.13-minimal.deb"
+    with pytest.raises(SetupError, match=rf"download failed: {url}: "):
+        arm64_python.fetch(url, 100)
+
+
+def test_a_deb_whose_hash_differs_from_the_index_is_refused_and_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    package = parse_packages(INDEX)["libc6"]
+    monkeypatch.setattr(arm64_python, "fetch", lambda url, limit: b"not the file the index names")
+    with pytest.raises(SetupError, match=r"libc6_2\.41-12\+deb13u5_arm64\.deb: SHA256 differs .* \(libc6 2\.41"):
+        arm64_python.download_deb(package, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_download_larger_than_its_cap_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Response:
+        def __enter__(self) -> Response:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def read(self, size: int) -> bytes:
+            return b"x" * size  # an endless body
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Response())
+    with pytest.raises(SetupError, match="larger than 10 bytes"):
+        arm64_python.fetch("https://deb.debian.org/debian/dists/trixie/InRelease", 10)
