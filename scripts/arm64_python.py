@@ -131,6 +131,8 @@ def locked(cache: Path) -> Iterator[None]:
 def ensure(cache: Path, *, qemu: Path | None = None, refresh: bool = False, log: bool = True) -> Emulator:
     """The emulator, downloading and unpacking what is missing. Raises SetupError."""
     with locked(cache):
+        for leftover in (*cache.glob("sysroot-building-*"), *cache.glob("debs-*"), *cache.glob("qemu-download-*")):
+            shutil.rmtree(leftover, ignore_errors=True)  # a setup killed midway (the lock says none is running)
         if refresh:
             shutil.rmtree(cache / "qemu", ignore_errors=True)
         emulator = qemu if qemu is not None else ensure_qemu(cache, log=log)
