@@ -28,7 +28,7 @@ KIT_PYTHON ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/pytho
   $$HOME/.pyenv/versions/3.11*/bin/python3.11 python3.12 python3; do \
   $$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
 
-.PHONY: help venv sam-cli sam build lint unit core unit-compiled integration e2e test kit-test demo local-stack send bench lock countries clean soak mutation
+.PHONY: help venv sam-cli sam build lint unit core unit-compiled integration e2e test kit-test demo local-stack send bench lock countries clean soak mutation arm64-check
 
 help: ## list every target with what it does (generated from these comments after each target)
 	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
@@ -67,7 +67,7 @@ lint: venv sam-cli ## ruff, ruff format, mypy (strict), actionlint, the 3.10 che
 
 # Unit tests need no SAM CLI: the template lint test (marked `sam`) runs in `make lint`.
 unit: venv ## unit tests (no network, no SAM CLI)
-	$(PY) -m pytest tests/unit -q -n 2 -m "not sam and not soak"
+	$(PY) -m pytest tests/unit -q -n 2 -m "not sam and not soak and not arm64"
 
 core: venv ## the compiled core for this machine in build/core-native (tests and benchmarks run the C that ships)
 	rm -rf $(CORE_DIR) && mkdir -p $(CORE_DIR) && cp -R src/capi_relay $(CORE_DIR)/
@@ -76,7 +76,7 @@ core: venv ## the compiled core for this machine in build/core-native (tests and
 
 unit-compiled: core ## the unit tests again with the compiled core loaded (it must behave as the pure modules do)
 	CAPI_RELAY_EXPECT_CORE=compiled PYTHONPATH=$(CURDIR)/$(CORE_DIR) $(PY) -m pytest tests/unit -q -n 2 \
-		-m "not sam and not soak and not pure_only" -p no:cacheprovider -o pythonpath=.
+		-m "not sam and not soak and not arm64 and not pure_only" -p no:cacheprovider -o pythonpath=.
 
 integration: venv ## integration tests: moto server and Graph stand-in on real sockets
 	$(PY) -m pytest tests/integration -q -m "not soak"
@@ -106,6 +106,14 @@ send: venv ## send FILE (JSON Lines of events, or one message body) to the local
 	env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local \
 	  $(VENV)/bin/capi-relay send --region us-east-1 --endpoint-url http://127.0.0.1:$(LOCAL_MOTO_PORT) \
 	  --queue-url $(LOCAL_QUEUE_URL) $(ARGS) $(FILE)
+
+# The artifact's aarch64 code (orjson's extension, a compiled core) run here in an emulated aarch64 CPython 3.13
+# (scripts/arm64_python.py: Debian's qemu-user-static + trixie's python3.13, ~90 MB downloaded once into
+# $${XDG_CACHE_HOME:-~/.cache}/capi-relay/arm64-python3.13) against src/ on this machine's Python, byte for byte.
+# By default every module of the compiled core (capi_relay.compiled) must load from its aarch64 .so file.
+ARM64_ARGS ?= --expect-compiled $(shell $(PY) -c 'from capi_relay.compiled import COMPILED_MODULES as m; print(*m)')
+arm64-check: build ## the artifact's aarch64 code under qemu vs src/ here: same corpus, byte-identical output (docs/local-development.md)
+	$(PY) -m scripts.arm64_check $(ARM64_ARGS)
 
 bench: build core ## benchmarks that print numbers
 	$(PY) -m bench.run_all
