@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import shutil
@@ -76,13 +77,25 @@ def zig_command() -> list[str]:
     return [sys.executable, "-m", "ziglang"]
 
 
-def generate_c(modules: Sequence[str], work: Path) -> list[Any]:
-    """mypyc: the C sources of ``modules`` under ``work``; returns setuptools Extensions (name, sources, flags)."""
+def generate_c(modules: Sequence[str], work: Path, suffix: str) -> list[Any]:
+    """mypyc: the C sources of ``modules`` under ``work``; returns setuptools Extensions (name, sources, flags).
+
+    mypyc writes an extension suffix into the C (each module's ``__file__`` is the shared library's directory +
+    module name + suffix) and takes it from ``importlib.machinery.EXTENSION_SUFFIXES`` when it is imported: the
+    target's suffix is put first while it is, so that ``__file__`` names the file the target loaded."""
+    suffixes = importlib.machinery.EXTENSION_SUFFIXES
+    suffixes.insert(0, suffix)
     try:
         importlib.import_module("setuptools")  # first: mypyc's build helpers take setuptools' Extension once imported
         from mypyc.build import mypycify  # noqa: PLC0415 -- a build tool, imported when used
+        from mypyc.common import EXT_SUFFIX  # noqa: PLC0415
     except ImportError as exc:
         raise CoreBuildError(f"mypyc cannot run here ({exc}): install mypy and setuptools") from None
+    finally:
+        suffixes.remove(suffix)
+    if suffix != EXT_SUFFIX:
+        raise CoreBuildError(f"mypyc was imported before the target's suffix {suffix} could be set: run build_core.py "
+                             "in a fresh interpreter")  # fmt: skip
     paths = [name.replace(".", "/") + ".py" for name in modules]
     cwd = Path.cwd()
     os.chdir(SRC_DIR)  # mypyc names each module by its path from here
@@ -171,7 +184,7 @@ def build(root: Path, target: str) -> list[Path]:
 def compile_core(zig: list[str], arch: str, stage: Path, work: Path) -> None:
     """mypyc's C for the core's modules, compiled for ``arch`` into ``stage`` (laid out as the package root)."""
     triple, suffix = TARGETS[arch]
-    extensions = generate_c(compiled_modules(), work / "c")
+    extensions = generate_c(compiled_modules(), work / "c", suffix)
     outputs = [output_path(stage, ext.name.removesuffix(".__init__"), suffix) for ext in extensions]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for done in [pool.submit(compile_extension, zig, triple, ext, out, work)

@@ -24,3 +24,18 @@ def test_the_core_holds_the_hot_path_and_nothing_that_waits_on_io() -> None:
         "capi_relay.ingest.envelope", "capi_relay.relay", "capi_relay.prepare.rules", "capi_relay.prepare.normalize",
         "capi_relay.prepare.events", "capi_relay.fate.ledger", "capi_relay.deliver.chunking",
     }  # fmt: skip
+
+
+def test_each_compiled_module_names_the_file_python_loaded() -> None:
+    # mypyc writes an extension suffix into the C: src/build_core.py gives it the target's (on Lambda, aarch64's)
+    import importlib
+    import importlib.machinery
+
+    for name in compiled.COMPILED_MODULES:
+        module = importlib.import_module(name)
+        loaded = module.__spec__.origin if module.__spec__ else None
+        suffix = importlib.machinery.EXTENSION_SUFFIXES[0] if compiled.core() == "compiled" else ".py"
+        assert module.__file__ is not None
+        assert module.__file__.endswith(suffix)
+        assert loaded is not None
+        assert loaded.endswith(suffix)
