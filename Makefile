@@ -13,7 +13,8 @@ SAM_CLI_VERSION := 1.170.0
 export SAM_CLI_TELEMETRY := 0
 export PYTHONDONTWRITEBYTECODE := 1
 # `make build` ships the compiled core or fails (src/build_core.py; plain `sam build` warns and ships pure Python).
-export CAPI_RELAY_CORE ?= required
+# Only on Linux: the core is compiled against this Python's CPython headers, which must be Linux's.
+export CAPI_RELAY_CORE ?= $(if $(filter Linux,$(shell uname -s)),required,)
 CORE_DIR := build/core-native
 # sam build needs python3.13 on PATH: put the project venv first.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)

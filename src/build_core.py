@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 SRC_DIR = Path(__file__).resolve().parent
-GROUP = "capi_relay_core"  # the shared library: capi_relay_core__mypyc.<suffix> at the package root's parent
+GROUP = "capi_relay_core"  # the shared library: capi_relay_core__mypyc.<suffix>, beside the capi_relay package
 # target -> (zig's target triple with the glibc version, the extension suffix Python looks for on that platform)
 TARGETS = {
     "aarch64": ("aarch64-linux-gnu.2.34", ".cpython-313-aarch64-linux-gnu.so"),
@@ -125,7 +125,7 @@ def compile_extension(zig: list[str], triple: str, extension: Any, out: Path, wo
 def run(cmd: list[str]) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S, check=False)  # noqa: S603 -- zig with our paths
     if result.returncode != 0:
-        raise CoreBuildError(f"{' '.join(cmd[3:6])} ... failed:\n{result.stderr[-4000:]}")
+        raise CoreBuildError(f"zig cc ... {' '.join(cmd[-4:])} failed:\n{result.stderr[-4000:]}")
 
 
 def output_path(root: Path, name: str, suffix: str) -> Path:
@@ -162,7 +162,9 @@ def build(root: Path, target: str) -> list[Path]:
     for stale in root.glob(f"{GROUP}__mypyc.*.so"):
         stale.unlink()
     cached = cache_dir() / cache_key(arch)
-    if not cached.is_dir():
+    if cached.is_dir():
+        os.utime(cached)  # the most recently used entries are the ones kept
+    else:
         with tempfile.TemporaryDirectory(prefix="capi-relay-core-") as tmp:
             stage = Path(tmp) / "stage"
             compile_core(zig, arch, stage, Path(tmp))
@@ -238,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         outputs = build(args.out.resolve(), args.target)
-    except CoreBuildError as exc:
+    except (CoreBuildError, OSError, subprocess.SubprocessError) as exc:  # a compiler timeout, a full disk ...
         if args.require:
             print(f"build_core: {exc}", file=sys.stderr)
             return 1
