@@ -29,7 +29,7 @@ KIT_PYTHON ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/pytho
   $$HOME/.pyenv/versions/3.11*/bin/python3.11 python3.12 python3; do \
   $$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
 
-.PHONY: help venv sam-cli sam build lint unit core unit-compiled integration e2e test kit-test demo local-stack send bench lock countries clean soak mutation arm64-check
+.PHONY: help venv sam-cli sam build lint unit core unit-compiled integration integration-compiled e2e test kit-test demo local-stack send bench lock countries clean soak mutation arm64-check
 
 help: ## list every target with what it does (generated from these comments after each target)
 	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
@@ -81,6 +81,10 @@ unit-compiled: core ## the unit tests again with the compiled core loaded (it mu
 
 integration: venv ## integration tests: moto server and Graph stand-in on real sockets
 	$(PY) -m pytest tests/integration -q -m "not soak"
+
+integration-compiled: core ## the integration tests with the compiled core loaded (minutes; not part of make test)
+	CAPI_RELAY_EXPECT_CORE=compiled PYTHONPATH=$(CURDIR)/$(CORE_DIR) $(PY) -m pytest tests/integration -q \
+		-m "not soak and not pure_only" -p no:cacheprovider -o pythonpath=.
 
 e2e: build ## end-to-end tests: the packaged function under the Lambda RIE (incl. the 300-event soak, ~40 s)
 	$(PY) -m pytest tests/e2e -q
