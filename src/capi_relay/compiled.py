@@ -6,8 +6,13 @@ unit suite runs against both: ``make unit`` and ``make unit-compiled``)."""
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import os
+import sys
 from collections.abc import Sequence
-from importlib.machinery import ExtensionFileLoader
+from importlib.machinery import EXTENSION_SUFFIXES, ExtensionFileLoader, ModuleSpec
+from types import ModuleType
 
 # The per-record and per-event path (docs/performance.md): reading the envelope, the relay's loop over records,
 # normalization and hashing, event validation, the ledger's bookkeeping and the chunker. The delivery engine, the
@@ -30,3 +35,47 @@ def core(modules: Sequence[str] = COMPILED_MODULES) -> str:
         isinstance(getattr(importlib.import_module(name), "__loader__", None), ExtensionFileLoader) for name in modules
     )
     return "compiled" if compiled == len(modules) else "pure" if compiled == 0 else "mixed"
+
+
+# ------------------------------------------------------------------ a core that cannot load never stops the function
+SHARED_LIBRARY = "capi_relay_core__mypyc"  # beside the capi_relay package (src/build_core.py's GROUP)
+_fallback_reason: str | None = None
+
+
+def guard() -> None:
+    """Run once when the package is imported (capi_relay/__init__.py). When the core's shared library is there for
+    this interpreter but cannot load (a broken or foreign build: Python would raise ImportError for every core
+    module, and the function would fail every cold start), the core's modules are imported from their ``.py``
+    sources instead and :func:`fallback_reason` says why (the handler's cold-start warning carries it). Where there is
+    no such file (the pure modules, or another platform's core) it costs one ``stat``."""
+    global _fallback_reason  # noqa: PLW0603 -- once per process
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not EXTENSION_SUFFIXES or not os.path.exists(
+        os.path.join(package_parent, SHARED_LIBRARY + EXTENSION_SUFFIXES[0])
+    ):
+        return
+    try:
+        importlib.import_module(SHARED_LIBRARY)
+    except (ImportError, OSError) as exc:
+        _fallback_reason = f"{type(exc).__name__}: {exc}"[:500]
+        sys.meta_path.insert(0, _SourcesFirst())
+
+
+def fallback_reason() -> str | None:
+    """Why the compiled core present in the artifact was not loaded (None: it was, or there is none)."""
+    return _fallback_reason
+
+
+class _SourcesFirst(importlib.abc.MetaPathFinder):
+    """Finds each core module's ``.py`` source (and its ``.pyc``) before the extension beside it."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname not in COMPILED_MODULES or not path:
+            return None
+        for entry in path:
+            source = os.path.join(entry, fullname.rpartition(".")[2] + ".py")
+            if os.path.isfile(source):
+                return importlib.util.spec_from_file_location(fullname, source)
+        return None

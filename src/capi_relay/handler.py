@@ -19,7 +19,7 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from capi_relay.app import build_relay
-from capi_relay.compiled import core
+from capi_relay.compiled import core, fallback_reason
 from capi_relay.deliver.versions import days_left
 from capi_relay.relay import Relay
 from capi_relay.settings import Settings, get_settings
@@ -53,7 +53,7 @@ def build(settings: Settings) -> Function:
     else:
         logger.warning("relay ready without its compiled core (expected where its arm64 C cannot load, e.g. an "
                        "x86_64 emulator): ~1.4x the CPU per event, see docs/performance.md",
-                       extra={"core": kind})  # fmt: skip
+                       extra={"core": kind, "core_error": fallback_reason()})  # fmt: skip
 
     # No ColdStart metric ($0.30 a month): Lambda's REPORT lines give each Init Duration.
     @metrics.log_metrics
