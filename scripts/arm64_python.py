@@ -116,12 +116,23 @@ def default_cache() -> Path:
     return Path(xdg).expanduser() / "capi-relay" / "arm64-python3.13"
 
 
+LOCK_TIMEOUT_S = 1800.0  # a cold setup takes ~2.5 min here; another one holding the lock longer is stuck
+
+
 @contextlib.contextmanager
 def locked(cache: Path) -> Iterator[None]:
-    """One setup at a time per cache (make and pytest may start together)."""
+    """One setup at a time per cache (make and pytest may start together); waits at most LOCK_TIMEOUT_S."""
     cache.mkdir(parents=True, exist_ok=True)
     with (cache / ".lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise SetupError(f"{cache / '.lock'}: another setup held it for {LOCK_TIMEOUT_S:.0f} s") from None
+                time.sleep(0.5)
         try:
             yield
         finally:

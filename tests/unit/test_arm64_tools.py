@@ -222,3 +222,15 @@ def test_a_download_larger_than_its_cap_is_refused(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Response())
     with pytest.raises(SetupError, match="larger than 10 bytes"):
         arm64_python.fetch("https://deb.debian.org/debian/dists/trixie/InRelease", 10)
+
+
+def test_the_setup_lock_is_waited_for_with_a_deadline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fcntl
+
+    monkeypatch.setattr(arm64_python, "LOCK_TIMEOUT_S", 0.2)
+    with (tmp_path / ".lock").open("w") as holder:  # another setup holds the cache's lock
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        with pytest.raises(arm64_python.SetupError, match="another setup held it"), arm64_python.locked(tmp_path):
+            pass
+    with arm64_python.locked(tmp_path):  # released: taken at once
+        pass
