@@ -20,6 +20,7 @@ pure-Python modules (the artifact works, ~1.4x slower per event: docs/performanc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib
 import importlib.machinery
@@ -165,11 +166,15 @@ def build(root: Path, target: str) -> list[Path]:
     if cached.is_dir():
         os.utime(cached)  # the most recently used entries are the ones kept
     else:
-        with tempfile.TemporaryDirectory(prefix="capi-relay-core-") as tmp:
-            stage = Path(tmp) / "stage"
-            compile_core(zig, arch, stage, Path(tmp))
-            store(stage, cached)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        # staged beside the entry (the same file system): renamed into place whole, never read half-written
+        with tempfile.TemporaryDirectory(prefix="capi-relay-core-") as work, \
+                tempfile.TemporaryDirectory(prefix=".stage-", dir=cached.parent) as stage:  # fmt: skip
+            compile_core(zig, arch, Path(stage) / "core", Path(work))
+            store(Path(stage) / "core", cached)
     outputs = [root / path.relative_to(cached) for path in sorted(cached.rglob("*.so"))]
+    if len(outputs) != len(compiled_modules()) + 1:  # a shim per module and the shared library
+        raise CoreBuildError(f"{cached} holds {len(outputs)} extensions, not one per core module and the library")
     try:
         for path in outputs:
             shutil.copyfile(cached / path.relative_to(root), path)
@@ -197,6 +202,7 @@ def compile_core(zig: list[str], arch: str, stage: Path, work: Path) -> None:
 
 # The cache: one directory per key, the most recent CACHE_ENTRIES kept (each ~0.9 MB: a few MB in all).
 CACHE_ENTRIES = 4
+_ENTRY_PREFIXES = tuple(f"{arch}-" for arch in TARGETS)  # cache_key's names
 
 
 def cache_dir() -> Path:
@@ -217,17 +223,11 @@ def cache_key(arch: str) -> str:
 
 
 def store(stage: Path, cached: Path) -> None:
-    """Move a finished build into the cache (atomically: a half-written entry is never read) and drop old entries."""
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    """Rename a finished build into the cache and drop the oldest entries beyond CACHE_ENTRIES."""
+    with contextlib.suppress(OSError):  # another build stored the same key first: the same files
         stage.rename(cached)
-    except OSError:  # another build stored it first (same key: the same files), or another file system
-        if not cached.is_dir():
-            shutil.copytree(stage, cached.with_name(cached.name + ".tmp"), dirs_exist_ok=True)
-            cached.with_name(cached.name + ".tmp").rename(cached)
-    entries = sorted(
-        (p for p in cached.parent.iterdir() if p.is_dir() and p != cached), key=lambda p: p.stat().st_mtime
-    )
+    entries = [p for p in cached.parent.iterdir() if p.name.startswith(_ENTRY_PREFIXES) and p != cached]
+    entries.sort(key=lambda p: p.stat().st_mtime)  # (not the .stage- directories of builds under way)
     for old in entries[: max(0, len(entries) - (CACHE_ENTRIES - 1))]:
         shutil.rmtree(old, ignore_errors=True)
 
